@@ -1,0 +1,203 @@
+"""The `koubo` command line: generate, batch, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from koubo.errors import KouboError
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging would drown the progress bars
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _options(args: argparse.Namespace):
+    from koubo.pipeline import GenerateOptions
+
+    return GenerateOptions(
+        engine=args.engine,
+        expressiveness=args.expressiveness,
+        crf=args.crf,
+        preset=args.preset,
+        check=not args.no_check,
+    )
+
+
+class _Bars:
+    """One tqdm bar per stage of the current item, on stderr."""
+
+    def __init__(self, label: str = "") -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.label = label
+        self.stage: str | None = None
+        self.bar = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage != self.stage:
+            self.close()
+            if stage == "done":
+                return
+            self.stage = stage
+            self.bar = self._tqdm(
+                total=100, desc=f"{self.label}{stage:>8}", unit="%", leave=False, file=sys.stderr, disable=None
+            )
+        if self.bar is not None:
+            self.bar.n = round(100 * fraction)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.stage = None
+
+
+def _print_result(result, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "output": str(result.output),
+                    "duration": result.duration,
+                    "frames": result.frames,
+                    "fps": result.fps,
+                    "engine": result.engine,
+                    "timings": result.timings,
+                    "cached": result.cached,
+                    "report": result.report.to_dict() if result.report else None,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    rtf = result.processing_seconds / result.duration if result.duration else 0.0
+    print(f"{result.output}  ({result.duration:.2f} s, {result.frames} frames, RTF {rtf:.2f})")
+    if result.report:
+        print(f"  {result.report.describe()}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from koubo.pipeline import Generator
+
+    bars = _Bars()
+    try:
+        result = Generator().generate(args.audio, args.video, args.output, _options(args), progress=bars)
+    finally:
+        bars.close()
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from koubo.pipeline import Generator
+
+    if len(args.audio) > 1 and len(args.video) > 1:
+        raise SystemExit("koubo batch: give one audio and many videos, or many audios and one video")
+    bars = _Bars()
+    current = {"item": -1}
+
+    def progress(index: int, stage: str, fraction: float) -> None:
+        if index != current["item"]:
+            bars.close()
+            current["item"] = index
+            bars.label = f"[{index + 1}] "
+        bars(stage, fraction)
+
+    try:
+        results = Generator().batch(args.audio, args.video, args.output, _options(args), progress=progress)
+    finally:
+        bars.close()
+    failed = 0
+    for result in results:
+        if isinstance(result, KouboError):
+            failed += 1
+            print(f"FAILED: {result}")
+        else:
+            _print_result(result, args.json)
+    return 1 if failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from koubo.quality import check_video
+
+    with tempfile.TemporaryDirectory(prefix="koubo-check-") as work:
+        report = check_video(args.video, work_dir=Path(work))
+    print(json.dumps(report.to_dict()) if args.json else report.describe())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Make sample inputs (a real face photo, synthesized speech) and generate from them."""
+    from koubo import samples
+    from koubo.config import load_settings
+
+    out_dir = Path(args.output) if args.output else load_settings().data_dir / "demo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio = samples.write_sample_speech(out_dir / "sample_speech.wav")
+    video = samples.write_sample_template(out_dir / "sample_template.mp4")
+    print(f"sample inputs: {audio}, {video}")
+    args.audio, args.video, args.output = audio, video, out_dir / "demo.mp4"
+    return cmd_generate(args)
+
+
+def _add_generate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", help="lip-sync engine (default: the configured one, 'classic')")
+    p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
+    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    p.add_argument("--preset", help="x264 speed preset (default veryfast)")
+    p.add_argument("--no-check", action="store_true", help="skip the quality report")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="koubo", description="koubo 口播: lip-synced presenter videos")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="one audio + one template video -> one MP4")
+    p.add_argument("-a", "--audio", required=True, type=Path)
+    p.add_argument("-v", "--video", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("batch", help="one audio × many templates, or many audios × one template")
+    p.add_argument("-a", "--audio", required=True, nargs="+", type=Path)
+    p.add_argument("-v", "--video", required=True, nargs="+", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("check", help="measure lip-sync quality of any video with audio")
+    p.add_argument("video", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="generate a sample video from built-in sample inputs")
+    p.add_argument("-o", "--output", type=Path, help="folder for the sample inputs and the result")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except KouboError as error:
+        print(f"koubo: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("koubo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

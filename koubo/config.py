@@ -1,0 +1,68 @@
+"""All of koubo's settings in one typed object: `koubo.toml`, then `KOUBO_*` environment variables.
+
+Environment wins over the file. The file is `./koubo.toml` unless `KOUBO_CONFIG` names another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KOUBO_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="uploads/, outputs/, cache/, logs/ live here")
+
+    # Input limits, checked when a file is probed.
+    max_audio_seconds: float = Field(1800.0, gt=0)
+    max_video_seconds: float = Field(1800.0, gt=0)
+
+    # Output encoding (libx264).
+    video_crf: int = Field(20, ge=0, le=51)
+    video_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "veryfast"
+
+    # Generation.
+    engine: str = "classic"
+    expressiveness: float = Field(1.0, ge=0.0, le=2.0, description="scale of mouth movement")
+    face_select: Literal["largest", "central"] = "largest"
+    max_faces: int = Field(4, ge=1, le=10)
+
+    # Feature caches: this many entries of each kind stay in memory; the disk copy has no limit
+    # (retention cleans it).
+    cache_memory_entries: int = Field(16, ge=0)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("KOUBO_CONFIG", "koubo.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)

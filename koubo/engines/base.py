@@ -1,0 +1,56 @@
+"""The engine protocol: what every lip-sync engine receives and returns.
+
+An engine sees the template frames, the template's face track, the speech's features and the
+timing of the output; it yields output frames in order. The built-in classic engine reads the
+MouthTargets; a neural engine (Wav2Lip) reads the mel windows; both get the same RenderInput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from koubo.errors import EngineError
+from koubo.face.tracker import FaceTrack
+
+if TYPE_CHECKING:
+    from koubo.features import AudioFeatures
+    from koubo.features.mouth import MouthTargets
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB template frames
+    fps: float
+    track: FaceTrack  # over the N template frames
+    audio: AudioFeatures
+    targets: MouthTargets  # one entry per output frame
+    source_index: np.ndarray  # (n_out,) template frame under each output frame (forwards-backwards loop)
+    expressiveness: float = 1.0
+
+    @property
+    def n_out(self) -> int:
+        return len(self.source_index)
+
+
+class Engine(Protocol):
+    name: str
+
+    def render(self, job: RenderInput, should_stop: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
+        """Yield job.n_out RGB frames of the template's size, in output order."""
+        ...
+
+
+def get_engine(name: str) -> Engine:
+    if name == "classic":
+        from koubo.engines.classic import ClassicEngine
+
+        return ClassicEngine()
+    raise EngineError(
+        "unknown_engine",
+        f"Unknown engine “{name}”; available: classic.",
+        f"未知的引擎“{name}”；可用：classic。",
+    )

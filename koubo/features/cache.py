@@ -1,0 +1,136 @@
+"""Content-addressed caches for derived data (audio features, face tracks): memory, then disk.
+
+Entries live in `<root>/<kind>/<key[:2]>/<key>.pkl`. Several processes may share a root: every
+write goes to a temporary file in the entry's folder and is renamed into place, so a reader sees
+either a whole entry or none. The folder is koubo's own data directory; pickles from it are
+trusted like the code that wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import tempfile
+import threading
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Bumped when the entry layout changes; an algorithm change bumps the kind name ("audio-v2").
+ENTRY_FORMAT = 1
+_CHUNK = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 hex digest of the file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checked_name(what: str, name: str) -> str:
+    # A leading dot is refused too: "." and ".." would climb out of the cache folder.
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"invalid cache {what} {name!r}: 1-128 of A-Z a-z 0-9 _ - ., not starting with '.'")
+    return name
+
+
+class FeatureCache:
+    """get_or_compute(kind, key, compute): memory LRU per kind, then disk, then compute and store both."""
+
+    def __init__(self, root: Path, memory_entries: int = 16) -> None:
+        self.root = Path(root)
+        self.memory_entries = memory_entries
+        self.stats: dict[str, Counter[str]] = defaultdict(Counter)
+        self._memory: dict[str, OrderedDict[str, Any]] = defaultdict(OrderedDict)
+        self._lock = threading.Lock()
+
+    def path(self, kind: str, key: str) -> Path:
+        _checked_name("kind", kind)
+        _checked_name("key", key)
+        return self.root / kind / key[:2] / f"{key}.pkl"
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], T]) -> T:
+        path = self.path(kind, key)
+        with self._lock:
+            entries = self._memory[kind]
+            if key in entries:
+                entries.move_to_end(key)
+                self.stats[kind]["memory_hits"] += 1
+                return entries[key]
+        found, value = self._read(path, kind, key)
+        if found:
+            self._count(kind, "disk_hits")
+        else:
+            self._count(kind, "misses")
+            value = compute()
+            self._write(path, kind, key, value)
+        self._remember(kind, key, value)
+        return value
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._memory.clear()
+
+    def _count(self, kind: str, event: str) -> None:
+        with self._lock:
+            self.stats[kind][event] += 1
+
+    def _remember(self, kind: str, key: str, value: Any) -> None:
+        if self.memory_entries <= 0:
+            return
+        with self._lock:
+            entries = self._memory[kind]
+            entries[key] = value
+            entries.move_to_end(key)
+            while len(entries) > self.memory_entries:
+                entries.popitem(last=False)
+
+    @staticmethod
+    def _read(path: Path, kind: str, key: str) -> tuple[bool, Any]:
+        try:
+            with open(path, "rb") as file:
+                entry = pickle.load(file)
+        except FileNotFoundError:
+            return False, None
+        except Exception as error:  # noqa: BLE001 - any damaged entry is a miss, never a failed job
+            log.warning("cache entry %s unreadable (%s); recomputing", path, error)
+            return False, None
+        if not (
+            isinstance(entry, dict)
+            and entry.get("format") == ENTRY_FORMAT
+            and entry.get("kind") == kind
+            and entry.get("key") == key
+            and "value" in entry
+        ):
+            log.warning("cache entry %s has an unexpected layout; recomputing", path)
+            return False, None
+        return True, entry["value"]
+
+    @staticmethod
+    def _write(path: Path, kind: str, key: str, value: Any) -> None:
+        entry = {"format": ENTRY_FORMAT, "kind": kind, "key": key, "value": value}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    pickle.dump(entry, file, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(temporary, path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError as error:
+            # A full or read-only disk costs a recomputation later, not this job.
+            log.warning("cannot store cache entry %s (%s)", path, error)

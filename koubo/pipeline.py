@@ -1,0 +1,297 @@
+"""Wiring of one generation: media -> features -> engine -> encode -> quality report.
+
+`Generator` holds what is worth keeping between jobs (settings, feature caches), so a batch, or a
+worker that runs many jobs, computes each audio's features and each template's face track once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from koubo.config import Settings, load_settings
+from koubo.engines.base import RenderInput, get_engine
+from koubo.errors import KouboError, no_face
+from koubo.face.tracker import FaceTrack, track_faces
+from koubo.features import AudioFeatures, compute_audio_features
+from koubo.features.cache import FeatureCache, content_hash
+from koubo.features.mouth import mouth_targets
+from koubo.media.audio import load_audio
+from koubo.media.probe import probe
+from koubo.media.video import Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
+from koubo.quality import QualityReport, check_video
+
+# Bump when the face tracker or feature extraction changes what they compute.
+AUDIO_CACHE = "audio-v1"
+FACE_CACHE = "face-v1"
+
+Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
+STAGES = ("probe", "decode", "face", "features", "render", "check")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    engine: str | None = None  # None: the configured default
+    expressiveness: float | None = None
+    crf: int | None = None
+    preset: str | None = None
+    check: bool = True  # measure the quality report on the encoded output
+
+
+@dataclass
+class GenerateResult:
+    output: Path
+    duration: float
+    frames: int
+    fps: float
+    engine: str
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    report: QualityReport | None = None
+    cached: dict[str, bool] = field(default_factory=dict)  # which inputs came from the cache
+
+    @property
+    def processing_seconds(self) -> float:
+        return sum(self.timings.values())
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def add(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+
+class Generator:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.cache = FeatureCache(self.settings.cache_dir, memory_entries=self.settings.cache_memory_entries)
+
+    # --- features, cached by content ---------------------------------------------------------------
+
+    def audio_features(self, path: Path, display_name: str | None = None) -> tuple[AudioFeatures, bool]:
+        probe(path, expect="audio", max_duration=self.settings.max_audio_seconds, display_name=display_name)
+        key = content_hash(path)
+        computed = []
+
+        def compute() -> AudioFeatures:
+            computed.append(True)
+            audio = load_audio(path, max_duration=self.settings.max_audio_seconds, display_name=display_name)
+            return compute_audio_features(audio.samples, key)
+
+        return self.cache.get_or_compute(AUDIO_CACHE, key, compute), not computed
+
+    def face_track(
+        self,
+        path: Path,
+        video: TemplateVideo,
+        progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[FaceTrack, bool]:
+        key = f"{content_hash(path)}-{self.settings.face_select}-{self.settings.max_faces}"
+        computed = []
+
+        def compute() -> FaceTrack:
+            computed.append(True)
+            return track_faces(
+                video.frames,
+                fps=float(video.fps),
+                select=self.settings.face_select,
+                max_faces=self.settings.max_faces,
+                progress=progress,
+                total=len(video.frames),
+                should_stop=should_stop,
+            )
+
+        return self.cache.get_or_compute(FACE_CACHE, key, compute), not computed
+
+    # --- one output ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        audio: str | Path,
+        video: str | Path,
+        output: str | Path,
+        options: GenerateOptions | None = None,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        names: tuple[str | None, str | None] = (None, None),
+    ) -> GenerateResult:
+        """Render `video`'s person saying `audio` into `output` (MP4), and measure the result.
+
+        `names` are the files' display names (an upload's original name) for error messages.
+        """
+        options = options or GenerateOptions()
+        s = self.settings
+        audio, video, output = Path(audio), Path(video), Path(output)
+        report = progress or (lambda stage, fraction: None)
+        clock = _Stopwatch()
+        engine = get_engine(options.engine or s.engine)
+
+        with clock.stage("probe"):
+            report("probe", 0.0)
+            probe(video, expect="video", max_duration=s.max_video_seconds, display_name=names[1])
+        with clock.stage("features"):
+            report("features", 0.0)
+            features, audio_cached = self.audio_features(audio, names[0])
+            report("features", 1.0)
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        work_dir = Path(tempfile.mkdtemp(prefix=".koubo-", dir=output.parent))
+        written = False
+        try:
+            with clock.stage("decode"):
+                template = read_template(
+                    video,
+                    work_dir=work_dir,
+                    max_duration=s.max_video_seconds,
+                    display_name=names[1],
+                    progress=lambda f: report("decode", f),
+                    should_stop=should_stop,
+                )
+            fps = float(template.fps)
+            with clock.stage("face"):
+                track, face_cached = self.face_track(
+                    video, template, progress=lambda f: report("face", f), should_stop=should_stop
+                )
+            if not track.present.any():
+                raise no_face(names[1] or video.name)
+
+            n_out = output_frame_count(features.duration, template.fps)
+            job = RenderInput(
+                frames=template.frames,
+                fps=fps,
+                track=track,
+                audio=features,
+                targets=mouth_targets(
+                    features.envelope,
+                    fps,
+                    n_out,
+                    expressiveness=s.expressiveness if options.expressiveness is None else options.expressiveness,
+                ),
+                source_index=loop_indices(len(template.frames), n_out),
+            )
+            self._render(job, engine, audio, output, features.duration, template, options, report, clock, should_stop)
+            written = True
+            result = GenerateResult(
+                output=output,
+                duration=features.duration,
+                frames=n_out,
+                fps=fps,
+                engine=engine.name,
+                cached={"audio": audio_cached, "face": face_cached},
+            )
+            if options.check:
+                with clock.stage("check"):
+                    result.report = check_video(
+                        output, work_dir=work_dir, progress=lambda f: report("check", f), should_stop=should_stop
+                    )
+        except BaseException:
+            # A cancelled or failed quality check must not leave a finished-looking file behind.
+            if written:
+                output.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        result.timings = clock.timings
+        report("done", 1.0)
+        return result
+
+    def _render(
+        self,
+        job: RenderInput,
+        engine,
+        audio: Path,
+        output: Path,
+        duration: float,
+        template: TemplateVideo,
+        options: GenerateOptions,
+        report: Progress,
+        clock: _Stopwatch,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        s = self.settings
+        height, width = template.frames.shape[1:3]
+        with Mp4Writer(
+            output,
+            width=width,
+            height=height,
+            fps=template.fps,
+            audio_path=audio,
+            duration=duration,
+            crf=s.video_crf if options.crf is None else options.crf,
+            preset=options.preset or s.video_preset,
+        ) as writer:
+            frames = engine.render(job, should_stop=should_stop)
+            step = max(1, job.n_out // 100)
+            for i in range(job.n_out):
+                start = time.perf_counter()
+                frame = next(frames)
+                mid = time.perf_counter()
+                writer.write(frame)
+                clock.add("render", mid - start)
+                clock.add("encode", time.perf_counter() - mid)
+                if i % step == 0:
+                    report("render", i / job.n_out)
+            start = time.perf_counter()
+            writer.close()
+            clock.add("encode", time.perf_counter() - start)
+
+    # --- many outputs -------------------------------------------------------------------------------
+
+    def batch(
+        self,
+        audios: Sequence[str | Path],
+        videos: Sequence[str | Path],
+        out_dir: str | Path,
+        options: GenerateOptions | None = None,
+        progress: Callable[[int, str, float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[GenerateResult | KouboError]:
+        """One audio × many videos, or many audios × one video (or every pair, if both are many).
+
+        An item that fails on its input records its error and the batch goes on; the shared side's
+        features are computed once because the caches are keyed by content.
+        """
+        out_dir = Path(out_dir)
+        pairs = [(Path(a), Path(v)) for a in audios for v in videos]
+        results: list[GenerateResult | KouboError] = []
+        for index, (a, v) in enumerate(pairs):
+            target = out_dir / output_name(a, v, index if len(pairs) > 1 else None)
+            item_progress = (lambda stage, f, i=index: progress(i, stage, f)) if progress else None
+            try:
+                results.append(self.generate(a, v, target, options, item_progress, should_stop))
+            except KouboError as error:
+                if error.code == "cancelled":
+                    raise
+                results.append(error)
+        return results
+
+
+def output_name(audio: Path, video: Path, index: int | None = None) -> str:
+    stem = f"{video.stem}__{audio.stem}"
+    return f"{stem}.mp4" if index is None else f"{index + 1:03d}_{stem}.mp4"
+
+
+def generate(
+    audio: str | Path,
+    video: str | Path,
+    output: str | Path,
+    options: GenerateOptions | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> GenerateResult:
+    return Generator().generate(audio, video, output, options, progress, should_stop)

@@ -1,0 +1,106 @@
+"""Lip-sync quality of a finished video, measured on the encoded file itself.
+
+Independent of the engine's own data: landmarks are re-detected on the decoded output frames, and
+the mouth aperture is compared with the loudness of the file's own audio track. The sync offset is
+the lag (in frames) of the best correlation; the confidence is that correlation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from koubo.face import geometry
+from koubo.face.tracker import track_faces
+from koubo.features.mouth import analyse_speech, frame_loudness
+from koubo.media.audio import load_audio
+from koubo.media.probe import probe
+from koubo.media.video import read_template
+
+MAX_LAG = 10
+# Loudness below this many dB under the recording's peak counts as silence: the mouth's position
+# in a pause says nothing about sync, and the noise floor's wobble would only add noise.
+LOUDNESS_RANGE_DB = 45.0
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    sync_offset: int | None  # frames; positive: the mouth moves after the sound
+    sync_confidence: float  # correlation at that offset, -1..1
+    face_coverage: float  # share of frames with a detected face
+    video_duration: float
+    audio_duration: float
+    frames: int
+    fps: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        offset = "n/a" if self.sync_offset is None else f"{self.sync_offset:+d} frames"
+        return (
+            f"sync offset {offset}, confidence {self.sync_confidence:.2f}, "
+            f"face in {100 * self.face_coverage:.0f}% of frames, "
+            f"video {self.video_duration:.2f} s, audio {self.audio_duration:.2f} s, "
+            f"{self.frames} frames at {self.fps:.2f} fps"
+        )
+
+
+def sync_offset(aperture: np.ndarray, loudness: np.ndarray, valid: np.ndarray) -> tuple[int | None, float]:
+    """Lag in frames (−MAX_LAG..MAX_LAG) maximising corr(aperture[t + lag], loudness[t])."""
+    floor = float(np.max(loudness)) - LOUDNESS_RANGE_DB
+    loud = np.maximum(loudness, floor)
+    best_lag, best = None, -1.0
+    n = len(aperture)
+    for lag in range(-MAX_LAG, MAX_LAG + 1):
+        a_idx = np.arange(max(0, lag), min(n, n + lag))
+        l_idx = a_idx - lag
+        ok = valid[a_idx]
+        if ok.sum() < 10:
+            continue
+        a, b = aperture[a_idx][ok], loud[l_idx][ok]
+        if a.std() < 1e-9 or b.std() < 1e-9:
+            continue
+        r = float(np.corrcoef(a, b)[0, 1])
+        if r > best:
+            best_lag, best = lag, r
+    return best_lag, (best if best_lag is not None else 0.0)
+
+
+def mouth_series(landmarks: np.ndarray, present: np.ndarray) -> np.ndarray:
+    aperture = geometry.mouth_aperture(landmarks)
+    return np.where(present, np.nan_to_num(aperture), 0.0)
+
+
+def check_video(
+    path: str | Path,
+    *,
+    work_dir: Path,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> QualityReport:
+    """Measure sync and face coverage of any video file with an audio track."""
+    info = probe(path, expect="video")
+    video = read_template(path, work_dir=work_dir, should_stop=should_stop)
+    fps = float(video.fps)
+    track = track_faces(
+        video.frames, fps=fps, total=len(video.frames), progress=progress, should_stop=should_stop
+    )
+    if info.audio is None:
+        return QualityReport(None, 0.0, track.coverage, info.duration, 0.0, len(video.frames), fps)
+    audio = load_audio(path)
+    loudness = frame_loudness(analyse_speech(audio.samples), fps, len(video.frames))
+    aperture = mouth_series(track.landmarks, track.present)
+    lag, confidence = sync_offset(aperture, loudness, track.present)
+    return QualityReport(
+        sync_offset=lag,
+        sync_confidence=confidence,
+        face_coverage=track.coverage,
+        video_duration=len(video.frames) / fps,
+        audio_duration=audio.duration,
+        frames=len(video.frames),
+        fps=fps,
+    )
