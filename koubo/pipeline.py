@@ -23,7 +23,7 @@ from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.mouth import mouth_targets
 from koubo.media.audio import load_audio
 from koubo.media.probe import probe
-from koubo.media.video import Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
+from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
 from koubo.quality import QualityReport, check_video
 
 # Bump when the face tracker or feature extraction changes what they compute.
@@ -79,6 +79,8 @@ class Generator:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.cache = FeatureCache(self.settings.cache_dir, memory_entries=self.settings.cache_memory_entries)
+        # One job at a time per Generator: each job's frames reuse the previous job's memory.
+        self.frames = FrameStore()
 
     # --- features, cached by content ---------------------------------------------------------------
 
@@ -112,7 +114,6 @@ class Generator:
                 select=self.settings.face_select,
                 max_faces=self.settings.max_faces,
                 progress=progress,
-                total=len(video.frames),
                 should_stop=should_stop,
             )
 
@@ -161,6 +162,7 @@ class Generator:
                     display_name=names[1],
                     progress=lambda f: report("decode", f),
                     should_stop=should_stop,
+                    store=self.frames,
                 )
             fps = float(template.fps)
             with clock.stage("face"):
@@ -196,8 +198,13 @@ class Generator:
             )
             if options.check:
                 with clock.stage("check"):
+                    # The template's frames are no longer needed: the check decodes into their memory.
                     result.report = check_video(
-                        output, work_dir=work_dir, progress=lambda f: report("check", f), should_stop=should_stop
+                        output,
+                        work_dir=work_dir,
+                        progress=lambda f: report("check", f),
+                        should_stop=should_stop,
+                        store=self.frames,
                     )
         except BaseException:
             # A cancelled or failed quality check must not leave a finished-looking file behind.

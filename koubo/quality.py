@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from koubo.face import geometry
-from koubo.face.tracker import track_faces
+from koubo.face.tracker import TRACK_MAX_SIDE, track_faces
 from koubo.features.mouth import analyse_speech, frame_loudness
 from koubo.media.audio import load_audio
 from koubo.media.probe import probe
-from koubo.media.video import read_template
+from koubo.media.video import FrameStore, read_template
 
 MAX_LAG = 10
 # Loudness below this many dB under the recording's peak counts as silence: the mouth's position
@@ -81,14 +81,13 @@ def check_video(
     work_dir: Path,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    store: FrameStore | None = None,
 ) -> QualityReport:
     """Measure sync and face coverage of any video file with an audio track."""
     info = probe(path, expect="video")
-    video = read_template(path, work_dir=work_dir, should_stop=should_stop)
+    video = read_template(path, work_dir=work_dir, should_stop=should_stop, max_side=TRACK_MAX_SIDE, store=store)
     fps = float(video.fps)
-    track = track_faces(
-        video.frames, fps=fps, total=len(video.frames), progress=progress, should_stop=should_stop
-    )
+    track = track_faces(video.frames, fps=fps, progress=progress, should_stop=should_stop)
     if info.audio is None:
         return QualityReport(None, 0.0, track.coverage, info.duration, 0.0, len(video.frames), fps)
     audio = load_audio(path)

@@ -18,7 +18,7 @@ import numpy as np
 from av.stream import Disposition
 
 # The demo's sample face and speech are the tests' too; speech_syllables is their ground truth.
-from koubo.samples import FACE_SIZE, _SEED, face_image, speech_syllables, synth_speech, talking_frame  # noqa: F401
+from koubo.samples import _SEED, FACE_SIZE, face_image, speech_syllables, synth_speech, talking_frame  # noqa: F401
 
 # Default codec for each container make_speech writes; PCM WAV depends on the sample format.
 _AUDIO_CODECS = {

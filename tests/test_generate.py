@@ -12,6 +12,13 @@ import av
 import cv2
 import numpy as np
 import pytest
+from media_fixtures import (
+    espeak_speech,
+    make_speech,
+    make_talking_video,
+    speech_syllables,
+    write_text_file,
+)
 
 from koubo.config import Settings
 from koubo.engines.classic import _lower_face_hull
@@ -22,13 +29,6 @@ from koubo.media.probe import probe
 from koubo.media.video import Mp4Writer, loop_indices, read_template
 from koubo.pipeline import GenerateOptions, Generator
 from koubo.quality import check_video, mouth_series
-from media_fixtures import (
-    espeak_speech,
-    make_speech,
-    make_talking_video,
-    speech_syllables,
-    write_text_file,
-)
 
 SPEECH_SECONDS = 4.0
 FPS = 25
@@ -68,8 +68,9 @@ def untouched_confidence(template: Path, speech: Path, out: Path, work: Path) ->
     frames = decoded(template, work)
     info = probe(speech, expect="audio")
     n = round(info.duration * FPS)
-    with Mp4Writer(out, width=frames.shape[2], height=frames.shape[1], fps=FPS, audio_path=speech,
-                   duration=info.duration) as writer:
+    with Mp4Writer(
+        out, width=frames.shape[2], height=frames.shape[1], fps=FPS, audio_path=speech, duration=info.duration
+    ) as writer:
         for k in loop_indices(len(frames), n):
             writer.write(frames[k])
     return check_video(out, work_dir=work).sync_confidence
@@ -151,9 +152,9 @@ def test_template_loops_forwards_then_backwards(result, template, work):
     tpl = decoded(template, work)
     expected = loop_indices(len(tpl), len(out))
     top = slice(0, out.shape[1] // 3)  # the forehead and hair: never edited
-    found = np.array([
-        int(np.argmin([np.abs(o[top].astype(int) - t[top].astype(int)).mean() for t in tpl])) for o in out
-    ])
+    found = np.array(
+        [int(np.argmin([np.abs(o[top].astype(int) - t[top].astype(int)).mean() for t in tpl])) for o in out]
+    )
     assert (found == expected).mean() > 0.95
     assert len(tpl) < len(out)  # the speech is longer: the loop was exercised
 
@@ -209,8 +210,12 @@ def test_bad_input_fails_with_its_code_and_leaves_nothing(case, work, speech, te
     out_dir = folder / "out"
     with pytest.raises(KouboError) as caught:
         gen.generate(audio, video, out_dir / "x.mp4")
-    expected = {"text_as_video": "not_media", "audio_as_video": "no_video", "video_as_audio": "no_audio",
-                "too_long": "too_long"}[case]
+    expected = {
+        "text_as_video": "not_media",
+        "audio_as_video": "no_video",
+        "video_as_audio": "no_audio",
+        "too_long": "too_long",
+    }[case]
     assert caught.value.code == expected
     assert caught.value.en and caught.value.zh
     assert _leftovers(out_dir) == []
@@ -220,7 +225,9 @@ def test_cli_gives_one_line_reason_and_nonzero_exit(work, speech):
     bad = write_text_file(work / "notes.mp4")
     proc = subprocess.run(
         [sys.executable, "-m", "koubo.cli", "generate", "-a", str(speech), "-v", str(bad), "-o", str(work / "c.mp4")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("koubo:")]

@@ -8,12 +8,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-import koubo.media.video as video_module
-from koubo.errors import Cancelled, MediaError
-from koubo.media.audio import ANALYSIS_RATE, load_audio
-from koubo.media.probe import probe
-from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
 from media_fixtures import (
     espeak_speech,
     face_image,
@@ -30,6 +24,12 @@ from media_fixtures import (
     write_random_bytes,
     write_text_file,
 )
+
+import koubo.media.video as video_module
+from koubo.errors import Cancelled, MediaError
+from koubo.media.audio import ANALYSIS_RATE, load_audio
+from koubo.media.probe import probe
+from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SECONDS = 3.0
@@ -543,4 +543,3 @@ def test_real_speaker_videos_probe_and_decode(name: str, work: Path) -> None:
     assert template.frames.shape == (info.video.frame_count, size, size, 3)
     assert template.frames.std() > 10  # real pictures, not a blank
     assert load_audio(path).duration == pytest.approx(seconds, abs=0.1)
-

@@ -171,14 +171,20 @@ def _roi(points: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[int
 
 
 def _feathered(hull_list: list[np.ndarray], roi: tuple[int, int, int, int], radius: float) -> np.ndarray:
-    """Alpha in [0, 1]: 1 well inside the hulls, falling to exactly 0 at their outline."""
+    """Alpha in [0, 1]: 1 deeper than `radius` inside the hulls, easing to exactly 0 at their outline."""
     x0, y0, x1, y1 = roi
-    hard = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    w, h = x1 - x0, y1 - y0
+    # The ramp is smooth, so it is computed on a grid a few times coarser than the pixels.
+    f = max(1, int(radius // 4))
+    small = np.zeros((-(-h // f), -(-w // f)), dtype=np.uint8)
+    hard = np.zeros((h, w), dtype=np.uint8)
     for hull in hull_list:
-        cv2.fillConvexPoly(hard, np.round(hull - (x0, y0)).astype(np.int32), 255)
-    r = max(1, int(round(radius)))
-    inner = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    alpha = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), r / 2.0)
+        local = hull - (x0, y0)
+        cv2.fillConvexPoly(small, np.round(local / f).astype(np.int32), 255)
+        cv2.fillConvexPoly(hard, np.round(local).astype(np.int32), 255)
+    ramp = np.clip(cv2.distanceTransform(small, cv2.DIST_L2, 5) * (f / radius), 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no visible crease where the ramp ends
+    alpha = cv2.resize(ramp, (w, h), interpolation=cv2.INTER_LINEAR)
     alpha[hard == 0] = 0.0
     return alpha
 
@@ -194,11 +200,13 @@ def _blend(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[i
 
 def _match_colour(patch: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Shift the patch's colour to the frame's along the blend band, where a seam would show."""
-    band = (alpha > 0.02) & (alpha < 0.9)
+    step = max(1, min(alpha.shape) // 64)  # a mean needs a few thousand samples, not every pixel
+    a = alpha[::step, ::step]
+    band = (a > 0.02) & (a < 0.9)
     if band.sum() < 20:
         return patch
-    offset = base[band].mean(0) - patch[band].mean(0)
-    return patch + offset
+    offset = base[::step, ::step][band].mean(0) - patch[::step, ::step][band].mean(0)
+    return patch + offset.astype(np.float32)
 
 
 def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
@@ -277,8 +285,9 @@ def warp_mouth(
     lift = _JAW_FOLLOW[geo.UPPER_LIP_INNER_MID] * opening * ey
     old_inner = _inner_polygon(landmarks[:, :2] + lift) - (x0, y0)
     new_inner = _inner_polygon_from(dict(zip(ids, dst)), landmarks) - (x0, y0)
-    shifted = cv2.warpAffine(region, np.float32([[1, 0, lift[0]], [0, 1, lift[1]]]), region.shape[1::-1],
-                             borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    shifted = cv2.warpAffine(
+        region, np.float32([[1, 0, lift[0]], [0, 1, lift[1]]]), region.shape[1::-1], borderMode=cv2.BORDER_REFLECT
+    ).astype(np.float32)
     warped = _paint_cavity(warped, shifted, new_inner, old_inner, opening, scale)
     alpha = _feathered([hull], roi, 0.05 * scale)
     return _blend(frame, warped, alpha, roi)
@@ -287,7 +296,8 @@ def warp_mouth(
 def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Backward-map every pixel through the triangle of the destination mesh it falls in."""
     h, w = image.shape[:2]
-    step = 2  # the map is piecewise linear: computing it on a coarser grid loses nothing visible
+    # The map is piecewise linear: computing it on a coarser grid loses nothing visible.
+    step = max(2, max(h, w) // 100)
     gy, gx = np.mgrid[0:h:step, 0:w:step]
     grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
     tri = Delaunay(dst)
@@ -321,6 +331,19 @@ def _polygon_mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
 def _paint_cavity(
     region: np.ndarray, kept: np.ndarray, new_inner: np.ndarray, old_inner: np.ndarray, opening: float, scale: float
 ) -> np.ndarray:
+    """_paint_mouth within the box around the lips: the rest of the region stays as it is."""
+    pad = int(4 * max(0.8, 0.008 * scale)) + 3  # room for the soft edge's blur
+    x0, y0, x1, y1 = _roi(np.vstack([new_inner, old_inner]), pad, region.shape[:2])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return region
+    box = (slice(y0, y1), slice(x0, x1))
+    region[box] = _paint_mouth(region[box], kept[box], new_inner - (x0, y0), old_inner - (x0, y0), opening, scale)
+    return region
+
+
+def _paint_mouth(
+    region: np.ndarray, kept: np.ndarray, new_inner: np.ndarray, old_inner: np.ndarray, opening: float, scale: float
+) -> np.ndarray:
     """Fill the opened lips: the old mouth interior where it was, below it a dark cavity.
 
     When the old interior shows no teeth (lips were closed), the top of the cavity gets a band of
@@ -333,7 +356,8 @@ def _paint_cavity(
     if not mask.any():
         return region
     # The cavity follows the face's exposure, so a dim video does not get a glowing mouth.
-    light = float(np.clip(region.mean() / 140.0, 0.4, 1.4))
+    around = region[opened == 0]
+    light = float(np.clip((around.mean() if around.size else 140.0) / 140.0, 0.4, 1.4))
 
     ys, xs = np.nonzero(mask)
     top_y = np.full(w, h, dtype=np.float64)
@@ -352,7 +376,7 @@ def _paint_cavity(
     cavity = np.empty((h, w, 3), dtype=np.float32)
     cavity[:] = np.array([46.0, 20.0, 21.0]) * light
     tongue = np.clip((fraction - 0.55) / 0.45, 0.0, 1.0) * min(1.0, opening / (0.15 * scale))
-    cavity += (tongue[..., None] * (np.array([125.0, 58.0, 58.0]) * light - cavity))
+    cavity += tongue[..., None] * (np.array([125.0, 58.0, 58.0]) * light - cavity)
     cavity *= (0.6 + 0.4 * across)[..., None]
 
     old_gap = old.any(axis=0).sum() and float(old.sum(axis=0).max())

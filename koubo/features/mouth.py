@@ -315,9 +315,7 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
     return np.interp(centres, np.arange(len(values)), values, right=0.0)
 
 
-def mouth_targets(
-    env: SpeechEnvelope, fps: float, n_frames: int, *, expressiveness: float = 1.0
-) -> MouthTargets:
+def mouth_targets(env: SpeechEnvelope, fps: float, n_frames: int, *, expressiveness: float = 1.0) -> MouthTargets:
     """Aperture and lip width for each of n_frames video frames at fps.
 
     The shape is computed every 10 ms and read at each video frame's centre time (not averaged

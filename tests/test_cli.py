@@ -1,0 +1,63 @@
+"""The `koubo` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from koubo.media.probe import probe
+from media_fixtures import make_speech, make_talking_video
+
+
+def koubo(*args: object, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KOUBO_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "koubo.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    return work, make_speech(work / "语音.wav", seconds=2.5), make_talking_video(work / "t.mp4", seconds=1.0)
+
+
+def test_generate_then_check_prints_the_report(inputs):
+    work, speech, video = inputs
+    out = work / "out.mp4"
+    gen = koubo("generate", "-a", speech, "-v", video, "-o", out, "--json", data_dir=work / "data")
+    assert gen.returncode == 0, gen.stderr
+    result = json.loads(gen.stdout.strip().splitlines()[-1])
+    assert result["output"] == str(out) and out.exists()
+    assert abs(result["report"]["sync_offset"]) <= 1
+
+    check = koubo("check", out, "--json", data_dir=work / "data")
+    assert check.returncode == 0, check.stderr
+    report = json.loads(check.stdout)
+    assert report["frames"] == result["frames"]
+    assert report["face_coverage"] > 0.95
+    assert abs(report["sync_offset"] - result["report"]["sync_offset"]) <= 1
+
+
+def test_batch_writes_one_output_per_template_and_fails_only_the_bad_one(inputs):
+    work, speech, video = inputs
+    bad = work / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    out_dir = work / "batch"
+    run = koubo("batch", "-a", speech, "-v", video, bad, "-o", out_dir, "--no-check", data_dir=work / "data")
+    assert run.returncode == 1
+    assert "broken.mp4" in run.stdout and "FAILED" in run.stdout
+    outputs = sorted(out_dir.glob("*.mp4"))
+    assert len(outputs) == 1 and probe(outputs[0], expect="video").video.width == 256
+
+
+def test_demo_generates_from_built_in_samples(tmp_path):
+    run = koubo("demo", "-o", tmp_path, "--no-check", data_dir=tmp_path / "data")
+    assert run.returncode == 0, run.stderr
+    info = probe(tmp_path / "demo.mp4", expect="video")
+    assert info.audio is not None and info.video.width == 512
