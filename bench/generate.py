@@ -30,7 +30,7 @@ from koubo.media.video import Mp4Writer, read_template
 from koubo.pipeline import GenerateOptions, Generator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
-STAGES = ("probe", "decode", "face", "features", "render", "encode", "check")
+STAGES = ("features", "decode", "face", "render", "encode", "check")
 
 
 def portrait(frame: np.ndarray) -> np.ndarray:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 from koubo.config import Settings, load_settings
 from koubo.engines.base import RenderInput, get_engine
-from koubo.errors import KouboError, no_face
+from koubo.errors import KouboError, no_face, too_long
 from koubo.face.tracker import FaceTrack, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.mouth import mouth_targets
 from koubo.media.audio import load_audio
-from koubo.media.probe import probe
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
 from koubo.quality import QualityReport, check_video
 
@@ -31,7 +30,6 @@ AUDIO_CACHE = "audio-v1"
 FACE_CACHE = "face-v1"
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
-STAGES = ("probe", "decode", "face", "features", "render", "check")
 
 
 @dataclass(frozen=True)
@@ -85,16 +83,20 @@ class Generator:
     # --- features, cached by content ---------------------------------------------------------------
 
     def audio_features(self, path: Path, display_name: str | None = None) -> tuple[AudioFeatures, bool]:
-        probe(path, expect="audio", max_duration=self.settings.max_audio_seconds, display_name=display_name)
+        """Features of the speech in `path`, and whether they came from the cache."""
         key = content_hash(path)
+        limit = self.settings.max_audio_seconds
         computed = []
 
         def compute() -> AudioFeatures:
             computed.append(True)
-            audio = load_audio(path, max_duration=self.settings.max_audio_seconds, display_name=display_name)
+            audio = load_audio(path, max_duration=limit, display_name=display_name)  # probes by content
             return compute_audio_features(audio.samples, key)
 
-        return self.cache.get_or_compute(AUDIO_CACHE, key, compute), not computed
+        features = self.cache.get_or_compute(AUDIO_CACHE, key, compute)
+        if features.duration > limit:  # cached under a more generous limit
+            raise too_long(display_name or path.name, features.duration, limit)
+        return features, not computed
 
     def face_track(
         self,
@@ -142,9 +144,6 @@ class Generator:
         clock = _Stopwatch()
         engine = get_engine(options.engine or s.engine)
 
-        with clock.stage("probe"):
-            report("probe", 0.0)
-            probe(video, expect="video", max_duration=s.max_video_seconds, display_name=names[1])
         with clock.stage("features"):
             report("features", 0.0)
             features, audio_cached = self.audio_features(audio, names[0])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from media_fixtures import face_image, make_speech, make_talking_video
 
 SPEECH_SECONDS = 3.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from koubo.media.probe import probe
+
 from media_fixtures import make_speech, make_talking_video
 
 

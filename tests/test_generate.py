@@ -12,13 +12,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-from media_fixtures import (
-    espeak_speech,
-    make_speech,
-    make_talking_video,
-    speech_syllables,
-    write_text_file,
-)
 
 from koubo.config import Settings
 from koubo.engines.classic import _lower_face_hull
@@ -29,6 +22,14 @@ from koubo.media.probe import probe
 from koubo.media.video import Mp4Writer, loop_indices, read_template
 from koubo.pipeline import GenerateOptions, Generator
 from koubo.quality import check_video, mouth_series
+
+from media_fixtures import (
+    espeak_speech,
+    make_speech,
+    make_talking_video,
+    speech_syllables,
+    write_text_file,
+)
 
 SPEECH_SECONDS = 4.0
 FPS = 25

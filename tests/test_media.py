@@ -8,6 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+import koubo.media.video as video_module
+from koubo.errors import Cancelled, MediaError
+from koubo.media.audio import ANALYSIS_RATE, load_audio
+from koubo.media.probe import probe
+from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
+
 from media_fixtures import (
     espeak_speech,
     face_image,
@@ -24,12 +31,6 @@ from media_fixtures import (
     write_random_bytes,
     write_text_file,
 )
-
-import koubo.media.video as video_module
-from koubo.errors import Cancelled, MediaError
-from koubo.media.audio import ANALYSIS_RATE, load_audio
-from koubo.media.probe import probe
-from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SECONDS = 3.0
