@@ -26,23 +26,23 @@ system_packages() {
 }
 
 python_packages() {
-  local extras=$1
+  local target=${1:-.}
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[$extras]"
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e "$target"
 }
 
 case "${1:-}" in
   start)
     shift
     system_packages
-    python_packages ""
+    python_packages .
     exec "$VENV/bin/koubo" demo "$@"
     ;;
   test)
     shift
     system_packages espeak-ng
-    python_packages test
+    python_packages ".[test]"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
