@@ -90,8 +90,7 @@ class ClassicEngine:
             if not track.present[s]:
                 yield frame
             elif plan is not None:
-                j = int(plan[i])
-                yield frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
+                yield _retrieved(job, plan, i, frame)
             else:
                 yield warp_mouth(
                     frame,
@@ -103,6 +102,24 @@ class ClassicEngine:
 
 
 # --- retrieval -----------------------------------------------------------------------------------
+
+
+def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray) -> np.ndarray:
+    """Frame i with the mouth the plan chose; at a cut, dissolved with the mouth the cut skipped."""
+    track, s = job.track, int(job.source_index[i])
+
+    def with_mouth(j: int) -> np.ndarray:
+        return frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
+
+    j = int(plan[i])
+    out = with_mouth(j)
+    previous = int(plan[i - 1]) if i > 0 else j
+    continued = previous + 1
+    cut = j not in (previous, continued)
+    if cut and continued < len(track.present) and track.present[continued]:
+        # Half of what a continuous run would have shown softens the switch of mouth texture.
+        out = ((out.astype(np.uint16) + with_mouth(continued)) // 2).astype(np.uint8)
+    return out
 
 
 def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
