@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # koubo's two entry points on a fresh machine with only Python 3.11+:
-#   ./koubo.sh start   install everything, then start koubo
+#   ./koubo.sh start   install everything, then start the service (web UI + API on 127.0.0.1:7860, job worker)
 #   ./koubo.sh test    install everything, then run the whole test suite
 # Extra arguments go to koubo (start) or pytest (test).
 set -euo pipefail
@@ -10,7 +10,8 @@ VENV=${KOUBO_VENV:-.venv}
 PY=${PYTHON:-python3}
 
 system_packages() {
-  # libgl1: OpenCV (pulled by MediaPipe) links libGL. espeak-ng: real speech for tests.
+  # libgl1: OpenCV (pulled by MediaPipe) links libGL. espeak-ng: real speech for tests;
+  # chromium: the real browser the UI tests drive through Playwright (never a downloaded one).
   local wanted=(libgl1 libglib2.0-0 "$@") missing=()
   command -v dpkg >/dev/null || return 0
   for p in "${wanted[@]}"; do
@@ -37,11 +38,11 @@ case "${1:-}" in
     shift
     system_packages
     python_packages .
-    exec "$VENV/bin/koubo" demo "$@"
+    exec "$VENV/bin/koubo" serve "$@"
     ;;
   test)
     shift
-    system_packages espeak-ng
+    system_packages espeak-ng chromium
     python_packages ".[test]"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -1,4 +1,4 @@
-"""The `koubo` command line: generate, batch, check, demo."""
+"""The `koubo` command line: generate, batch, check, demo, serve, logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,6 +148,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_generate(args)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web app (API + UI) and the job consumer, until Ctrl-C or SIGTERM."""
+    from koubo.config import load_settings
+    from koubo.service import serve
+
+    overrides = {name: value for name in ("host", "port") if (value := getattr(args, name)) is not None}
+    serve(load_settings(**overrides), with_worker=not args.no_worker)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the log's last lines; with -f keep printing new ones as they are written, like tail -f."""
+    from koubo.config import load_settings
+    from koubo.service import LogFollower
+
+    follower = LogFollower(load_settings().log_path)
+    for line in follower.tail(args.lines):
+        print(line)
+    while args.follow:
+        sys.stdout.flush()
+        time.sleep(0.5)
+        for line in follower.read_new():
+            print(line)
+    return 0
+
+
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", help="lip-sync engine (default: the configured one, 'classic')")
     p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
@@ -183,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="folder for the sample inputs and the result")
     _add_generate_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the web app (API + browser UI) and the job worker")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, from the settings)")
+    p.add_argument("--port", type=_port, help="port to listen on (default 7860, from the settings)")
+    p.add_argument("--no-worker", action="store_true", help="web app only; run the consumer elsewhere")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("logs", help="print the service log")
+    p.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they are written")
+    p.set_defaults(func=cmd_logs)
     return parser
 
 

@@ -21,7 +21,21 @@ from pydantic_settings import (
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KOUBO_", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="uploads/, outputs/, cache/, logs/ live here")
+    data_dir: Path = Field(Path("data"), description="uploads/, outputs/, cache/, logs/, koubo.db live here")
+
+    # Service. 127.0.0.1 unless told otherwise: another address without auth gets a loud warning.
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    links_port: int = Field(7861, ge=1, le=65535)
+    max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
+    task_timeout: float = Field(1800.0, gt=0, description="seconds before a running job is stopped")
+    upload_max_bytes: int = Field(2 * 1024**3, gt=0)
+    # Huey's storage and the job database: SQLite files under data_dir unless URLs are given
+    # (redis://... and postgresql://... for several machines).
+    queue_url: str | None = None
+    database_url: str | None = None
+    htpasswd_file: Path | None = Field(None, description="Apache htpasswd (bcrypt) file: enables HTTP Basic auth")
+    log_file: Path | None = Field(None, description="default <data_dir>/logs/koubo.log")
 
     # Input limits, checked when a file is probed.
     max_audio_seconds: float = Field(1800.0, gt=0)
@@ -46,6 +60,26 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def queue_location(self) -> str:
+        return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+
+    @property
+    def database_location(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'koubo.db').resolve()}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "logs" / "koubo.log"
 
     @classmethod
     def settings_customise_sources(

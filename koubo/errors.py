@@ -110,3 +110,107 @@ def no_face(name: str) -> FaceError:
         f"No face was found in {_describe(name)}; the template must show a person facing the camera.",
         f"模板视频 {name} 中未检测到人脸，请使用正面人像视频。",
     )
+
+
+# --- jobs and the queue ------------------------------------------------------------------------------
+
+
+class NotFound(KouboError):
+    """An id (job, batch, asset) that does not exist, or no longer does."""
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__("not_found", f"There is no job {job_id}.", f"任务 {job_id} 不存在。")
+
+
+def asset_not_found(asset_id: str) -> NotFound:
+    return NotFound("not_found", f"There is no uploaded file {asset_id}.", f"上传的文件 {asset_id} 不存在。")
+
+
+def batch_not_found(batch_id: str) -> NotFound:
+    return NotFound("not_found", f"There is no batch {batch_id}.", f"批量任务 {batch_id} 不存在。")
+
+
+def invalid_params(en: str, zh: str) -> KouboError:
+    return KouboError("invalid_params", f"Invalid request: {en}", f"请求参数无效：{zh}")
+
+
+def wrong_asset_kind(name: str, expected: str) -> KouboError:
+    en_kind, zh_kind = ("an audio file", "音频") if expected == "audio" else ("a template video", "模板视频")
+    return KouboError(
+        "wrong_kind",
+        f"{_describe(name)} was uploaded as another kind of file; {en_kind} is needed here.",
+        f"文件 {name} 的上传类型不对，此处需要{zh_kind}。",
+    )
+
+
+def too_large(name: str, size: int, limit: int) -> MediaError:
+    mib, limit_mib = size / 2**20, limit / 2**20
+    return MediaError(
+        "too_large",
+        f"{_describe(name)} is {mib:.0f} MiB, larger than the allowed {limit_mib:.0f} MiB.",
+        f"文件 {name} 大小为 {mib:.0f} MiB，超过允许的 {limit_mib:.0f} MiB。",
+    )
+
+
+def not_retryable(status: str) -> KouboError:
+    return KouboError(
+        "not_retryable",
+        f"Only a failed, cancelled or timed-out job can be retried; this one is {status}.",
+        f"只有失败、已取消或超时的任务可以重试；此任务状态为 {status}。",
+    )
+
+
+def no_output(job_id: str) -> KouboError:
+    return KouboError(
+        "no_output",
+        f"Job {job_id} has no finished video to download.",
+        f"任务 {job_id} 没有可下载的成品视频。",
+    )
+
+
+def job_timed_out(limit: float) -> KouboError:
+    return KouboError(
+        "timed_out",
+        f"The job ran longer than the allowed {limit:.0f} s and was stopped.",
+        f"任务运行超过允许的 {limit:.0f} 秒，已被停止。",
+    )
+
+
+def worker_crashed(returncode: int) -> KouboError:
+    if returncode < 0:
+        en_how, zh_how = f"killed by signal {-returncode}", f"被信号 {-returncode} 终止"
+    else:
+        en_how, zh_how = f"exit code {returncode}", f"退出码 {returncode}"
+    return KouboError(
+        "worker_crashed",
+        f"The generation process ended unexpectedly ({en_how}) without a result.",
+        f"生成进程意外结束（{zh_how}），没有产生结果。",
+    )
+
+
+def interrupted() -> KouboError:
+    return KouboError(
+        "interrupted",
+        "The worker running this job stopped (a crash or a restart) once too often; retry the job to run it again.",
+        "运行此任务的工作进程多次中断（崩溃或重启），请重试该任务。",
+    )
+
+
+def internal_error() -> KouboError:
+    return KouboError(
+        "internal",
+        "koubo ran into an internal error while generating this video; the details are in the log.",
+        "生成视频时发生内部错误，详细信息见日志。",
+    )
+
+
+def bad_queue_url(url: str) -> KouboError:
+    # Only the scheme: the rest of a queue URL may hold a password.
+    scheme = url.partition(":")[0]
+    return KouboError(
+        "bad_config",
+        f"Queue URLs of the kind {scheme!r} are not supported: use sqlite:///path or redis://host.",
+        f"不支持 {scheme!r} 类型的队列地址：请使用 sqlite:///路径 或 redis://主机。",
+    )

@@ -1,0 +1,480 @@
+"""JobService: the one API through which the web app, the UI and the CLI upload files and run jobs.
+
+Thread-safe: every call opens its own database session, so FastAPI may call it from its thread
+pool. No state lives in this process's memory that another process needs: a job is its row, and
+the queue consumer (`python -m koubo.jobs.queue`, see koubo.jobs.queue) does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from koubo import errors
+from koubo.config import Settings
+from koubo.engines.base import get_engine
+from koubo.errors import JobNotFound
+from koubo.features.cache import content_hash
+from koubo.jobs.queue import create_queue, recover_jobs
+from koubo.jobs.store import RETRYABLE, Asset, Batch, Database, Job, JobStatus, new_id, queue_order, utcnow
+from koubo.media.probe import MediaInfo, probe
+from koubo.ops.logs import job_context
+
+__all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView"]
+
+log = logging.getLogger(__name__)
+
+AssetKind = Literal["audio", "video"]
+MAX_PAGE = 500
+# Stored uploads are named <sha256><suffix>; the suffix comes from the container probed, never
+# from the uploader's file name.
+_SUFFIXES = {
+    "wav": ".wav",
+    "mp3": ".mp3",
+    "flac": ".flac",
+    "ogg": ".ogg",
+    "aac": ".aac",
+    "amr": ".amr",
+    "asf": ".asf",
+    "avi": ".avi",
+    "flv": ".flv",
+    "matroska,webm": ".mkv",
+    "mov,mp4,m4a,3gp,3g2,mj2": ".mp4",
+    "mpeg": ".mpg",
+    "mpegts": ".ts",
+    "rm": ".rm",
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters no output file name may hold on any common file system.
+_NOT_IN_FILE_NAMES = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+_STEM_BYTES = 80
+_PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
+
+
+@dataclass(frozen=True)
+class AssetView:
+    id: str
+    kind: AssetKind
+    name: str  # the uploader's file name, any Unicode: display only
+    size: int
+    duration: float
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    batch_id: str | None
+    status: JobStatus
+    stage: str | None
+    progress: float  # 0..1
+    queue_position: int | None  # 1 = next to start; None unless queued
+    audio: AssetView
+    video: AssetView
+    params: dict[str, Any]  # engine, expressiveness, crf, preset
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, str] | None  # {"code", "message_en", "message_zh"}
+    output_path: Path | None  # absolute, inside outputs_dir
+    output_size: int | None
+    output_name: str | None  # the download's file name
+    report: dict[str, Any] | None  # QualityReport.to_dict()
+    attempts: int
+    worker: str | None  # hostname:pid
+    timings: dict[str, Any] | None  # seconds per pipeline stage
+
+
+@dataclass(frozen=True)
+class BatchView:
+    id: str
+    created_at: datetime
+    jobs: list[JobView]
+    counts: dict[JobStatus, int]  # every status, zeros included
+
+
+class JobParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    expressiveness: float = Field(ge=0.0, le=2.0)
+    crf: int = Field(ge=0, le=51)
+    preset: str
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in _PRESETS:
+            raise ValueError(f"must be one of {', '.join(_PRESETS)}")
+        return value
+
+
+class JobService:
+    def __init__(self, settings: Settings) -> None:
+        """Creates the data folders and connects to the database and the queue; starts no worker."""
+        self.settings = settings
+        self.uploads_dir = settings.uploads_dir.resolve()
+        self.outputs_dir = settings.outputs_dir.resolve()
+        # Where the web layer streams an upload before handing it to add_asset (same file system).
+        self.upload_tmp_dir = self.uploads_dir / ".tmp"
+        for folder in (self.upload_tmp_dir, self.outputs_dir, settings.cache_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._db = Database(settings.database_location)
+        self._queue = create_queue(settings)
+
+    def close(self) -> None:
+        self._db.close()
+        self._queue.close()
+
+    # --- assets -----------------------------------------------------------------------------------
+
+    def add_asset(self, source: Path, name: str, kind: AssetKind) -> AssetView:
+        """Check an uploaded file by its content and keep it; the same content and kind is kept once.
+
+        `source` is consumed whatever happens: moved under uploads/ or deleted. Raises MediaError
+        (not media, wrong kind of streams, too long, damaged, too large) with both messages.
+        """
+        source = Path(source)
+        shown = display_name(name)
+        try:
+            info = self._check_upload(source, shown, kind)
+            sha256 = content_hash(source)
+            return self._find_asset(sha256, kind) or self._keep_upload(source, shown, kind, sha256, info)
+        finally:
+            source.unlink(missing_ok=True)
+
+    def _check_upload(self, source: Path, shown: str, kind: AssetKind) -> MediaInfo:
+        if kind not in ("audio", "video"):
+            raise errors.invalid_params(
+                f"kind must be audio or video, not {kind!r}", f"kind 须为 audio 或 video，而不是 {kind!r}"
+            )
+        size = source.stat().st_size
+        if size > self.settings.upload_max_bytes:
+            raise errors.too_large(shown, size, self.settings.upload_max_bytes)
+        limit = self.settings.max_audio_seconds if kind == "audio" else self.settings.max_video_seconds
+        return probe(source, expect=kind, max_duration=limit, display_name=shown)
+
+    def _keep_upload(self, source: Path, shown: str, kind: AssetKind, sha256: str, info: MediaInfo) -> AssetView:
+        stored_name = f"{sha256[:2]}/{sha256}{_SUFFIXES.get(info.container, '')}"
+        target = self.uploads_dir / stored_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Staged beside the target so that the final rename is atomic even if `source` lies on
+        # another file system (then the move is a copy).
+        staged = target.with_name(f".{new_id()}.part")
+        shutil.move(source, staged)
+        os.replace(staged, target)
+        asset = Asset(
+            kind=kind,
+            name=shown,
+            sha256=sha256,
+            size=target.stat().st_size,
+            duration=info.duration,
+            container=info.container,
+            stored_name=stored_name,
+        )
+        try:
+            with self._db.session() as session:
+                session.add(asset)
+        except IntegrityError:
+            # The same file arrived twice at once and the other upload's row won.
+            existing = self._find_asset(sha256, kind)
+            if existing is None:
+                raise
+            return existing
+        log.info("stored %s upload %r as %s", kind, shown, stored_name)
+        return asset_view(asset)
+
+    def get_asset(self, asset_id: str) -> AssetView:
+        with self._db.session() as session:
+            asset = session.get(Asset, asset_id)
+            if asset is None:
+                raise errors.asset_not_found(asset_id)
+            return asset_view(asset)
+
+    def _find_asset(self, sha256: str, kind: str) -> AssetView | None:
+        with self._db.session() as session:
+            asset = session.scalars(select(Asset).where(Asset.sha256 == sha256, Asset.kind == kind)).first()
+            return None if asset is None else asset_view(asset)
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def submit(self, audio_id: str, video_id: str, params: dict[str, Any] | None = None) -> JobView:
+        values = self._job_params(params)
+        with self._db.session() as session:
+            job = new_job(self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video"), values)
+            session.add(job)
+        self._queue.enqueue(job.id)
+        with job_context(job.id):
+            log.info("queued: %s", job.output_name)
+        return self.get(job.id)
+
+    def submit_batch(
+        self, audio_ids: list[str], video_ids: list[str], params: dict[str, Any] | None = None
+    ) -> BatchView:
+        """One audio with many videos, or many audios with one video: one job per pair, in that
+        order. The shared side's features are computed once (the caches are keyed by content)."""
+        if not audio_ids or not video_ids:
+            raise errors.invalid_params(
+                "a batch needs at least one audio and one video", "批量任务至少需要一个音频和一个视频"
+            )
+        if len(audio_ids) > 1 and len(video_ids) > 1:
+            raise errors.invalid_params(
+                "a batch is one audio with many videos, or many audios with one video",
+                "批量任务须为一个音频配多个视频，或多个音频配一个视频",
+            )
+        values = self._job_params(params)
+        with self._db.session() as session:
+            audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
+            videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
+            batch = Batch(id=new_id())
+            session.add(batch)
+            pairs = [(audio, video) for audio in audios for video in videos]
+            jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
+            session.add_all(jobs)
+        for job in jobs:
+            self._queue.enqueue(job.id)
+        log.info("batch %s queued: %d job(s)", batch.id, len(jobs))
+        return self.get_batch(batch.id)
+
+    def _job_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """`params` checked and completed with the configured defaults."""
+        s = self.settings
+        defaults = {
+            "engine": s.engine,
+            "expressiveness": s.expressiveness,
+            "crf": s.video_crf,
+            "preset": s.video_preset,
+        }
+        given = {key: value for key, value in (params or {}).items() if value is not None}
+        try:
+            checked = JobParams(**(defaults | given))
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise errors.invalid_params(detail, detail) from None
+        get_engine(checked.engine)  # an unknown engine raises EngineError with both messages
+        return checked.model_dump()
+
+    @staticmethod
+    def _asset(session: Session, asset_id: str, kind: AssetKind) -> Asset:
+        asset = session.get(Asset, asset_id)
+        if asset is None:
+            raise errors.asset_not_found(asset_id)
+        if asset.kind != kind:
+            raise errors.wrong_asset_kind(asset.name, kind)
+        return asset
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobView:
+        with self._db.session() as session:
+            job = session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+            if job is None:
+                raise JobNotFound(job_id)
+            position = self._position(session, job) if job.status == JobStatus.queued else None
+            return self._view(job, position)
+
+    def list_jobs(
+        self, *, status: JobStatus | None = None, batch_id: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[JobView], int]:
+        """A page of jobs, newest first, and the number of jobs that match."""
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise errors.invalid_params(
+                f"offset must be >= 0 and limit 1..{MAX_PAGE}", f"offset 须 >= 0，limit 须在 1 到 {MAX_PAGE} 之间"
+            )
+        filters = []
+        if status is not None:
+            filters.append(Job.status == _status(status))
+        if batch_id is not None:
+            filters.append(Job.batch_id == batch_id)
+        with self._db.session() as session:
+            total = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+            jobs = session.scalars(
+                select(Job).where(*filters).order_by(Job.seq.desc()).offset(offset).limit(limit)
+            ).all()
+            positions = self._positions(session) if any(j.status == JobStatus.queued for j in jobs) else {}
+            return [self._view(job, positions.get(job.id)) for job in jobs], total
+
+    def get_batch(self, batch_id: str) -> BatchView:
+        with self._db.session() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                raise errors.batch_not_found(batch_id)
+            jobs = session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.seq)).all()
+            positions = self._positions(session)
+            views = [self._view(job, positions.get(job.id)) for job in jobs]
+        counts = dict.fromkeys(JobStatus, 0)
+        for view in views:
+            counts[view.status] += 1
+        return BatchView(batch.id, batch.created_at, views, counts)
+
+    def queue_summary(self) -> dict[str, int]:
+        """Jobs per status (every status, zeros included) and "workers": the jobs run at once."""
+        with self._db.session() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        summary = {status.value: 0 for status in JobStatus}
+        for status, count in rows:
+            summary[status.value] = count
+        summary["workers"] = self.settings.max_concurrent
+        return summary
+
+    def output_file(self, job_id: str) -> tuple[Path, str]:
+        """The finished video's path (inside outputs_dir) and its download name."""
+        view = self.get(job_id)
+        path = view.output_path
+        if view.status != JobStatus.done or path is None or view.output_name is None or not path.is_file():
+            raise errors.no_output(job_id)
+        return path, view.output_name
+
+    @staticmethod
+    def _position(session: Session, job: Job) -> int:
+        ahead = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.status == JobStatus.queued,
+                or_(Job.queued_at < job.queued_at, and_(Job.queued_at == job.queued_at, Job.seq < job.seq)),
+            )
+        )
+        return (ahead or 0) + 1
+
+    @staticmethod
+    def _positions(session: Session) -> dict[str, int]:
+        queued = session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(*queue_order()))
+        return {job_id: place for place, job_id in enumerate(queued, start=1)}
+
+    def _view(self, job: Job, position: int | None) -> JobView:
+        return JobView(
+            id=job.id,
+            batch_id=job.batch_id,
+            status=JobStatus(job.status),
+            stage=job.stage,
+            progress=job.progress,
+            queue_position=position,
+            audio=asset_view(job.audio),
+            video=asset_view(job.video),
+            params=dict(job.params),
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=(
+                {"code": job.error_code, "message_en": job.error_en or "", "message_zh": job.error_zh or ""}
+                if job.error_code
+                else None
+            ),
+            output_path=self.outputs_dir / job.output_path if job.output_path else None,
+            output_size=job.output_size,
+            output_name=job.output_name,
+            report=job.report,
+            attempts=job.attempts,
+            worker=job.worker,
+            timings=job.timings,
+        )
+
+    # --- changing -----------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobView:
+        """A queued job is cancelled at once; a running one stops within about 2 s, leaving no output.
+        A finished job is left as it is."""
+        with job_context(job_id):
+            if self._db.cancel_queued(job_id, errors.Cancelled()):
+                log.info("cancelled before it started")
+            elif self._db.request_cancel(job_id):
+                log.info("cancel requested")
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> JobView:
+        """A failed, cancelled or timed-out job goes to the end of the queue again (attempts + 1)."""
+        view = self.get(job_id)
+        if view.status not in RETRYABLE:
+            raise errors.not_retryable(view.status.value)
+        # Before it is queued: afterwards a worker may already be writing there.
+        shutil.rmtree(self.outputs_dir / job_id, ignore_errors=True)
+        if not self._db.requeue_for_retry(job_id):
+            raise errors.not_retryable(self.get(job_id).status.value)
+        self._queue.enqueue(job_id)
+        with job_context(job_id):
+            log.info("queued again (attempt %d)", view.attempts + 1)
+        return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job and its output. A running job's worker sees the row gone within a poll,
+        stops the generation and removes whatever it wrote meanwhile."""
+        self.get(job_id)
+        self._db.delete_job(job_id)
+        shutil.rmtree(self.outputs_dir / job_id, ignore_errors=True)
+        with job_context(job_id):
+            log.info("deleted")
+
+    def recover(self) -> None:
+        """At startup: jobs left running by a worker that is gone are queued again once (else they
+        fail as "interrupted"), and queued jobs without a queue message get one."""
+        recover_jobs(self.settings, self._db, self._queue)
+
+
+def _status(status: JobStatus | str) -> JobStatus:
+    try:
+        return JobStatus(status)
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise errors.invalid_params(
+            f"unknown status {status!r} (one of {names})", f"未知状态 {status!r}（可选：{names}）"
+        ) from None
+
+
+def asset_view(asset: Asset) -> AssetView:
+    return AssetView(
+        id=asset.id,
+        kind="audio" if asset.kind == "audio" else "video",
+        name=asset.name,
+        size=asset.size,
+        duration=asset.duration,
+        sha256=asset.sha256,
+        created_at=asset.created_at,
+    )
+
+
+def new_job(
+    audio: Asset, video: Asset, params: dict[str, Any], batch_id: str | None = None, index: int | None = None
+) -> Job:
+    now = utcnow()
+    return Job(
+        id=new_id(),
+        batch_id=batch_id,
+        audio_id=audio.id,
+        video_id=video.id,
+        status=JobStatus.queued,
+        params=params,
+        output_name=output_name(audio.name, video.name, index),
+        created_at=now,
+        queued_at=now,
+    )
+
+
+def display_name(name: str) -> str:
+    """An uploader's file name as koubo shows it: any Unicode, no control characters, 255 at most."""
+    return _CONTROL.sub("", name or "").strip()[:255] or "upload"
+
+
+def output_name(audio_name: str, video_name: str, index: int | None = None) -> str:
+    """The output's file name, <video stem>__<audio stem>.mp4, numbered within a batch; safe anywhere."""
+    stem = f"{_file_stem(video_name, 'video')}__{_file_stem(audio_name, 'audio')}"
+    return f"{stem}.mp4" if index is None else f"{index + 1:03d}_{stem}.mp4"
+
+
+def _file_stem(name: str, fallback: str) -> str:
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    stem = _NOT_IN_FILE_NAMES.sub("_", stem).strip(" .")
+    stem = stem.encode("utf-8")[:_STEM_BYTES].decode("utf-8", errors="ignore").rstrip(" .")
+    return stem or fallback

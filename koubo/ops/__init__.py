@@ -1,0 +1,1 @@
+"""Running koubo as a service: its log."""

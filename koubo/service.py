@@ -1,0 +1,224 @@
+"""Running koubo as a service: `serve()` starts the web app and the job consumer as one command,
+and `LogFollower` reads the service's log (for `koubo logs` and /api/logs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from koubo.config import Settings
+from koubo.errors import KouboError
+from koubo.ops.logs import setup_logging, tail_log
+
+log = logging.getLogger(__name__)
+
+# Seconds the consumer gets to stop its workers after SIGTERM before its whole process group is killed.
+CONSUMER_GRACE_SECONDS = 10.0
+# Seconds open connections (a log stream, a long download) may delay shutdown.
+HTTP_GRACE_SECONDS = 5
+# A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
+_MAX_READ = 4 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(settings: Settings) -> str:
+    lines = [
+        f"WARNING: koubo is listening on {settings.host}:{settings.port} without authentication.",
+        "Anyone who can reach this address can upload files, run jobs and download every video.",
+        "Set htpasswd_file (KOUBO_HTPASSWD_FILE) to require a password, or listen on 127.0.0.1.",
+        f"警告：koubo 正在 {settings.host}:{settings.port} 上监听，且未启用身份验证。",
+        "任何能访问该地址的人都可以上传文件、提交任务并下载所有视频。",
+        "请设置 htpasswd_file（KOUBO_HTPASSWD_FILE）启用密码，或只监听 127.0.0.1。",
+    ]
+    width = max(_columns(line) for line in lines)
+    border = "#" * (width + 4)
+    return "\n".join([border, *(f"# {line}{' ' * (width - _columns(line))} #" for line in lines), border])
+
+
+def _columns(text: str) -> int:
+    """Terminal columns: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _consumer_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes the consumer's load_settings() equal `settings`, CLI overrides included."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        key = f"KOUBO_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+class ConsumerProcess:
+    """The Huey consumer (`python -m koubo.jobs.queue`) as a child process in its own process group.
+
+    Its own group keeps a terminal's Ctrl-C away from it (serve() decides the order of shutdown)
+    and lets stop() kill the workers and their render processes together if they hang.
+    """
+
+    def __init__(self, settings: Settings, on_unexpected_exit: Callable[[int], None]) -> None:
+        self._stopping = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "koubo.jobs.queue"], env=_consumer_env(settings), start_new_session=True
+        )
+        log.info("job consumer started (pid %d, %d worker(s))", self.process.pid, settings.max_concurrent)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(on_unexpected_exit,), name="consumer-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, on_unexpected_exit: Callable[[int], None]) -> None:
+        code = self.process.wait()
+        if not self._stopping.is_set():
+            on_unexpected_exit(code)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(CONSUMER_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("job consumer did not stop within %.0f s; killing it", CONSUMER_GRACE_SECONDS)
+        try:
+            # Whatever is left of the group (a hung worker, a render child) goes too.
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        log.info("job consumer stopped (exit code %s)", self.process.returncode)
+
+
+def serve(settings: Settings, *, with_worker: bool = True) -> None:
+    """Serve the web app (API and UI) on settings.host:port, with the job consumer unless told not to.
+
+    Returns after SIGINT or SIGTERM, once both are stopped. Raises KouboError when the consumer
+    died on its own, so a supervisor (systemd, Docker) sees a failure and restarts koubo.
+    """
+    import uvicorn
+
+    from koubo.web.app import create_app
+
+    stopping = threading.Event()
+    server: uvicorn.Server | None = None
+    consumer: ConsumerProcess | None = None
+    consumer_exit: list[int] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if server is not None:
+            server.should_exit = True
+
+    def consumer_died(code: int) -> None:
+        log.error("job consumer exited unexpectedly (exit code %d); stopping koubo", code)
+        consumer_exit.append(code)
+        request_stop(signal.SIGTERM, None)
+
+    # Uvicorn installs its own handlers while it runs and re-raises the signal after; these cover
+    # start-up (building the app takes seconds) and shutdown, so a signal at any moment means
+    # "stop cleanly", never a killed process with its consumer left behind.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        setup_logging(settings)
+        if not is_loopback(settings.host) and settings.htpasswd_file is None:
+            print(exposure_warning(settings), file=sys.stderr, flush=True)
+            log.warning("listening on %s:%d without authentication (no htpasswd_file)", settings.host, settings.port)
+        app = create_app(settings)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                # Uvicorn's messages go through koubo's logging setup (the log file) instead of its own.
+                log_config=None,
+                # Every progress poll would be a line; the log is for jobs and errors.
+                access_log=False,
+                timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+            )
+        )
+        if stopping.is_set():
+            return
+        if with_worker:
+            consumer = ConsumerProcess(settings, consumer_died)
+        log.info(
+            "koubo serving on http://%s:%d (worker: %s)", settings.host, settings.port, "on" if consumer else "off"
+        )
+        server.run()
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if consumer_exit:
+        raise KouboError(
+            "worker_exited",
+            f"The job consumer exited unexpectedly (exit code {consumer_exit[0]}); see the log.",
+            f"任务处理进程意外退出（退出码 {consumer_exit[0]}），详见日志。",
+        )
+
+
+class LogFollower:
+    """A log file's last lines, then the lines appended since the previous read, like `tail -f`.
+
+    Survives rotation (RotatingFileHandler renames the file and starts a new one) and truncation.
+    Works in bytes so offsets stay exact; decodes each whole line as UTF-8.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._identity: tuple[int, int] | None = None
+        self._offset = 0
+        self._partial = b""
+        self._mark_end()
+
+    def _mark_end(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), stat.st_size, b""
+
+    def tail(self, lines: int) -> list[str]:
+        """The last `lines` lines; read_new() continues from here.
+
+        The end is marked before the tail is read: a line written in between may come twice, never not at all.
+        """
+        self._mark_end()
+        return tail_log(self.path, lines)
+
+    def read_new(self) -> list[str]:
+        try:
+            with self.path.open("rb") as file:
+                stat = os.fstat(file.fileno())
+                if (stat.st_dev, stat.st_ino) != self._identity or stat.st_size < self._offset:
+                    self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), 0, b""
+                if stat.st_size - self._offset > _MAX_READ:
+                    self._offset, self._partial = stat.st_size - _MAX_READ, b""
+                file.seek(self._offset)
+                data = file.read(stat.st_size - self._offset)
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in complete]

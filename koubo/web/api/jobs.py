@@ -1,0 +1,72 @@
+"""/api/jobs: submit, list, inspect, cancel, retry, delete, and download a job's video."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, Response
+
+from koubo.jobs.service import JobStatus
+from koubo.web.api.deps import ServiceDep, SettingsDep
+from koubo.web.api.downloads import content_disposition
+from koubo.web.api.schemas import JobCreate, JobOut, JobPage
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201, response_model=JobOut, summary="Queue one audio + one template video")
+def create_job(body: JobCreate, service: ServiceDep) -> JobOut:
+    return JobOut.model_validate(service.submit(body.audio_id, body.video_id, body.params.as_options()))
+
+
+@router.get("", response_model=JobPage, summary="Jobs, newest first")
+def list_jobs(
+    service: ServiceDep,
+    status: JobStatus | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobPage:
+    views, total = service.list_jobs(status=status, batch_id=batch_id, offset=offset, limit=limit)
+    return JobPage(items=[JobOut.model_validate(v) for v in views], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, service: ServiceDep) -> JobOut:
+    return JobOut.model_validate(service.get(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+def cancel_job(job_id: str, service: ServiceDep) -> JobOut:
+    return JobOut.model_validate(service.cancel(job_id))
+
+
+@router.post("/{job_id}/retry", response_model=JobOut, summary="Queue a failed, cancelled or timed-out job again")
+def retry_job(job_id: str, service: ServiceDep) -> JobOut:
+    return JobOut.model_validate(service.retry(job_id))
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete a job and its output (cancels it first if running)")
+def delete_job(job_id: str, service: ServiceDep) -> Response:
+    service.delete(job_id)
+    return Response(status_code=204)
+
+
+@router.head("/{job_id}/download", include_in_schema=False)
+@router.get(
+    "/{job_id}/download",
+    response_class=FileResponse,
+    summary="The finished MP4 (Range requests supported); ?inline=1 to play it in the page",
+    responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "partial content"}},
+)
+def download_output(job_id: str, service: ServiceDep, settings: SettingsDep, inline: bool = False) -> FileResponse:
+    path, name = service.output_file(job_id)
+    # JobService only hands out files under outputs/, and the web layer refuses to serve anything else.
+    if not path.resolve().is_relative_to(settings.outputs_dir.resolve()):
+        raise RuntimeError(f"output of job {job_id} lies outside the outputs folder: {path}")
+    return FileResponse(
+        path,
+        media_type="video/mp4",
+        headers={"Content-Disposition": content_disposition(name, fallback=f"koubo-{job_id[:8]}.mp4", inline=inline)},
+    )

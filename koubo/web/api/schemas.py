@@ -1,0 +1,126 @@
+"""The API's request and response bodies; requests are validated here, at the edge.
+
+Responses are built from JobService's views. A job's output path on the server is not part of
+them: clients download through /api/jobs/{id}/download.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from koubo.config import Settings
+from koubo.jobs.service import JobStatus
+
+_PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
+AssetId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AssetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: Literal["audio", "video"]
+    name: str = Field(description="the uploaded file's original name, for display only")
+    size: int
+    duration: float
+    sha256: str
+    created_at: datetime
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message_en: str
+    message_zh: str
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    batch_id: str | None
+    status: JobStatus
+    stage: str | None
+    progress: float
+    queue_position: int | None = Field(description="1 = next to start; null unless queued")
+    audio: AssetOut
+    video: AssetOut
+    params: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorOut | None
+    output_size: int | None
+    output_name: str | None
+    report: dict[str, Any] | None
+    attempts: int
+    worker: str | None
+    timings: dict[str, float] | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def download_url(self) -> str | None:
+        return f"/api/jobs/{self.id}/download" if self.status is JobStatus.done else None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class BatchOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    created_at: datetime
+    jobs: list[JobOut]
+    counts: dict[str, int]
+
+
+class JobParams(BaseModel):
+    """Per-job generation options; anything left out takes the server's configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str | None = Field(None, min_length=1, max_length=64)
+    expressiveness: float | None = Field(None, ge=0.0, le=2.0)
+    crf: int | None = Field(None, ge=0, le=51)
+    preset: str | None = Field(None, description=f"x264 preset: {', '.join(_PRESETS)}")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in _PRESETS:
+            raise ValueError(f"must be one of {', '.join(_PRESETS)}")
+        return value
+
+    def as_options(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    audio_id: AssetId
+    video_id: AssetId
+    params: JobParams = Field(default_factory=JobParams)
+
+
+class BatchCreate(BaseModel):
+    """One audio × many videos, or many audios × one video."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio_ids: list[AssetId] = Field(min_length=1, max_length=200)
+    video_ids: list[AssetId] = Field(min_length=1, max_length=200)
+    params: JobParams = Field(default_factory=JobParams)
+
+    @model_validator(mode="after")
+    def _one_side_single(self) -> BatchCreate:
+        if len(self.audio_ids) > 1 and len(self.video_ids) > 1:
+            raise ValueError("give one audio and many videos, or many audios and one video")
+        return self

@@ -1,0 +1,43 @@
+"""The FastAPI application: the REST API under /api, /metrics, OpenAPI at /docs, the Gradio UI at "/"."""
+
+from __future__ import annotations
+
+import gradio
+from fastapi import FastAPI
+
+from koubo import __version__
+from koubo.config import Settings
+from koubo.jobs.service import JobService
+from koubo.web.api import metrics
+from koubo.web.api import router as api_router
+from koubo.web.auth import BasicAuthMiddleware, Htpasswd
+from koubo.web.errors import install_error_handlers
+from koubo.web.ui import build_ui
+
+OPEN_PATHS = ("/api/health",)
+
+
+def create_app(settings: Settings, service: JobService | None = None) -> FastAPI:
+    """Build the app. Raises AuthConfigError when settings.htpasswd_file cannot be used."""
+    htpasswd = Htpasswd.load(settings.htpasswd_file) if settings.htpasswd_file is not None else None
+    if service is None:
+        service = JobService(settings)
+
+    app = FastAPI(
+        title="koubo",
+        version=__version__,
+        summary="Self-hosted lip-sync video generator: speech + template video -> MP4",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(api_router, prefix="/api")
+    app.include_router(metrics.router)
+
+    if htpasswd is not None:
+        app.add_middleware(BasicAuthMiddleware, htpasswd=htpasswd, open_paths=OPEN_PATHS)
+    # Gradio's own upload route gets the same size limit as /api/uploads.
+    gradio.mount_gradio_app(app, build_ui(service, settings), path="/", max_file_size=settings.upload_max_bytes)
+    return app

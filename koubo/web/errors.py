@@ -1,0 +1,126 @@
+"""Every error the web app returns has one shape: {"error": {"code", "message_en", "message_zh"}}.
+
+API clients switch on `code`; people read the message in their language. This module is the one
+place that maps errors to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from koubo.errors import KouboError
+
+log = logging.getLogger(__name__)
+
+# Every other KouboError (not media, no face, unknown engine, wrong kind of file...) is a 400.
+_STATUS_BY_CODE = {
+    "not_found": 404,
+    "too_large": 413,
+    "invalid_request": 422,
+    "invalid_params": 422,
+    # A conflict with the job's current state, not a malformed request.
+    "not_retryable": 409,
+    "no_output": 409,
+}
+
+# Errors that are only an HTTP status: unknown endpoint, wrong method, missing credentials.
+_HTTP_MESSAGES: dict[int, tuple[str, str, str]] = {
+    401: ("unauthorized", "Authentication required.", "需要登录。"),
+    404: ("not_found", "Not found.", "未找到。"),
+    405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
+}
+
+
+def _human_size(size: int) -> str:
+    value, unit = float(size), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.3g} {unit}"
+
+
+class UploadTooLarge(KouboError):
+    """An upload that would exceed `upload_max_bytes`; noticed before or while it streams in."""
+
+    def __init__(self, limit: int) -> None:
+        size = _human_size(limit)
+        super().__init__("too_large", f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。")
+
+
+class InvalidRequest(KouboError):
+    """A request that does not have the shape the endpoint expects (also FastAPI's validation errors)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid_request", f"Invalid request: {detail}", f"请求无效：{detail}")
+
+
+def error_response(
+    status: int, error: KouboError | Mapping[str, str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = error.to_dict() if isinstance(error, KouboError) else dict(error)
+    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+
+
+def status_for(error: KouboError) -> int:
+    return _STATUS_BY_CODE.get(error.code, 400)
+
+
+async def _koubo_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KouboError)
+    status = status_for(exc)
+    # Upload errors can arrive before the body was read; closing stops the client from sending the rest.
+    headers = {"Connection": "close"} if status == 413 else None
+    return error_response(status, exc, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only loc/msg/type: `ctx` may hold the raw exception object, which JSON cannot carry.
+    details = [
+        {
+            "loc": [str(part) for part in problem.get("loc", ())],
+            "msg": problem.get("msg", ""),
+            "type": problem.get("type", ""),
+        }
+        for problem in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
+    return JSONResponse({"error": {**InvalidRequest(summary).to_dict(), "details": details}}, status_code=422)
+
+
+def http_error(status: int, headers: Mapping[str, str] | None = None, detail: str | None = None) -> JSONResponse:
+    fallback = detail or HTTPStatus(status).phrase
+    code, en, zh = _HTTP_MESSAGES.get(status, ("http_error", fallback, fallback))
+    return error_response(status, {"code": code, "message_en": en, "message_zh": zh}, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return http_error(exc.status_code, exc.headers, str(exc.detail))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(
+        500,
+        {
+            "code": "internal_error",
+            "message_en": "Internal server error; the log has the details.",
+            "message_zh": "服务器内部错误，详情见日志。",
+        },
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(KouboError, _koubo_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

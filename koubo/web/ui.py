@@ -1,0 +1,630 @@
+"""The browser UI: Gradio Blocks mounted at "/" by koubo.web.app, on top of JobService.
+
+Four tabs (single, batch, queue & history, logs) in Chinese or English. Nothing is rendered in
+this process's memory that another process would need: every panel is re-read from JobService,
+which the workers update through the database, so a page shows the same state after a restart.
+Long work never holds a Gradio worker: a click submits the job and returns; a gr.Timer polls it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import gradio as gr
+
+from koubo.config import Settings
+from koubo.errors import KouboError
+from koubo.jobs.service import AssetView, JobService, JobStatus
+from koubo.ops.logs import tail_log
+from koubo.web.i18n import (
+    DEFAULT_LANG,
+    LANGUAGE_CHOICES,
+    STATUS_FILTERS,
+    Lang,
+    choose_language,
+    error_text,
+    language_from_header,
+    t,
+)
+from koubo.web.ui_render import (
+    ACTIONS_JS,
+    ACTIVE,
+    FINISHED,
+    PANEL_CSS,
+    SIZE_GUARD_JS,
+    batch_panel,
+    human_size,
+    job_table,
+    log_panel,
+    message_panel,
+    page_label,
+    preview_panel,
+    progress_panel,
+    queue_panel,
+    result_panel,
+)
+
+PAGE_SIZE = 20
+JOB_POLL_SECONDS = 1.0
+QUEUE_POLL_SECONDS = 2.0
+LOG_POLL_SECONDS = 1.0
+LOG_LINE_CHOICES = [100, 200, 500, 1000]
+QUEUE_LIST_LIMIT = 200
+# "High" quality lowers x264's CRF by this much: about 1.8x the bitrate, visibly sharper faces.
+HIGH_QUALITY_CRF_STEP = 5
+# The page's file pickers offer these (the browser's accept= list); the server decides by content.
+AUDIO_FILE_TYPES = ["audio", ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".amr", ".mp4", ".mov"]
+VIDEO_FILE_TYPES = [
+    "video", ".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".flv", ".ts", ".mts", ".rmvb", ".rm", ".wmv", ".mpg",
+    ".mpeg", ".3gp",
+]  # fmt: skip
+
+Kind = Literal["audio", "video"]
+
+
+Component = TypeVar("Component", bound=gr.blocks.Block)
+Update = Callable[[Lang], dict[str, Any]]
+
+
+class Labels:
+    """Components whose visible text depends on the language, and how to relabel each one."""
+
+    def __init__(self) -> None:
+        self.components: list[gr.blocks.Block] = []
+        self._updates: list[Update] = []
+
+    def _add(self, component: Component, update: Update) -> Component:
+        self.components.append(component)
+        self._updates.append(update)
+        return component
+
+    def label(self, component: Component, key: str, info: str | None = None) -> Component:
+        def update(lang: Lang) -> dict[str, Any]:
+            return gr.update(label=t(key, lang), **({"info": t(info, lang)} if info else {}))
+
+        return self._add(component, update)
+
+    def text(self, component: Component, key: str, *, markdown_prefix: str = "", **values: object) -> Component:
+        """Buttons and Markdown: their value is their text (a heading's text after its "### ")."""
+        return self._add(component, lambda lang: gr.update(value=markdown_prefix + t(key, lang, **values)))
+
+    def choices(
+        self, component: Component, key: str, options: list[tuple[str, str]], info: str | None = None
+    ) -> Component:
+        """Radios and dropdowns: the label and each choice's text (choice values stay the same)."""
+
+        def update(lang: Lang) -> dict[str, Any]:
+            extra = {"info": t(info, lang)} if info else {}
+            return gr.update(label=t(key, lang), choices=[(t(text, lang), value) for text, value in options], **extra)
+
+        return self._add(component, update)
+
+    def updates(self, lang: Lang) -> list[dict[str, Any]]:
+        return [update(lang) for update in self._updates]
+
+
+@dataclass
+class GenerateOptions:
+    engine: gr.Dropdown
+    expressiveness: gr.Slider
+    quality: gr.Radio
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.engine, self.expressiveness, self.quality]
+
+
+@dataclass
+class Handlers:
+    """What the UI's events do: each method reads or changes jobs through JobService only."""
+
+    service: JobService
+    settings: Settings
+    batch_zip_available: bool = False
+
+    # --- uploads and options ---------------------------------------------------------------------------
+
+    def stage_upload(self, upload: str, kind: Kind) -> AssetView:
+        """Hand a file Gradio saved in its temp folder to JobService as an asset (probed by content).
+
+        add_asset consumes its source (moves or deletes it), so it gets its own name in the
+        service's upload staging folder: a hard link where possible (templates can be gigabytes),
+        else a copy.
+        """
+        source = Path(upload)
+        staged = self.service.upload_tmp_dir / f"ui-{uuid.uuid4().hex}"
+        try:
+            os.link(source, staged)
+        except OSError:
+            shutil.copyfile(source, staged)
+        # Gradio keeps the browser's file name as the temp file's name: the display name.
+        return self.service.add_asset(staged, source.name, kind)
+
+    def params(self, engine: str, expressiveness: float, quality: str) -> dict[str, Any]:
+        crf = self.settings.video_crf
+        if quality == "high":
+            crf = max(0, crf - HIGH_QUALITY_CRF_STEP)
+        return {
+            "engine": engine,
+            "expressiveness": float(expressiveness),
+            "crf": crf,
+            "preset": self.settings.video_preset,
+        }
+
+    # --- single ------------------------------------------------------------------------------------------
+
+    def submit_single(
+        self, lang: Lang, audio: str | None, video: str | None, engine: str, expressiveness: float, quality: str
+    ) -> tuple[Any, ...]:
+        """Returns (job id, progress card, result, timer, cancel button)."""
+        if not audio or not video:
+            message = message_panel(t("error.need_audio" if not audio else "error.need_video", lang), error=True)
+            return None, message, "", gr.Timer(active=False), gr.update(visible=False)
+        try:
+            audio_asset = self.stage_upload(audio, "audio")
+            video_asset = self.stage_upload(video, "video")
+            job = self.service.submit(audio_asset.id, video_asset.id, self.params(engine, expressiveness, quality))
+        except KouboError as error:
+            return (
+                None,
+                message_panel(error_text(error, lang), error=True),
+                "",
+                gr.Timer(active=False),
+                gr.update(visible=False),
+            )
+        return job.id, progress_panel(job, lang), "", gr.Timer(active=True), gr.update(visible=True)
+
+    def poll_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
+        """One timer tick: (progress card, result, timer, cancel button). The result is written once,
+        on the tick that sees the job finish, so a playing video is never reloaded."""
+        if not job_id:
+            return gr.skip(), gr.skip(), gr.Timer(active=False), gr.update(visible=False)
+        try:
+            job = self.service.get(job_id)
+        except KouboError as error:
+            return (
+                message_panel(error_text(error, lang), error=True),
+                "",
+                gr.Timer(active=False),
+                gr.update(visible=False),
+            )
+        if job.status in ACTIVE:
+            return progress_panel(job, lang), gr.skip(), gr.Timer(active=True), gr.update(visible=True)
+        return progress_panel(job, lang), result_panel(job, lang), gr.Timer(active=False), gr.update(visible=False)
+
+    def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
+        """(progress card, result) in `lang`, after a language switch."""
+        if not job_id:
+            return gr.skip(), gr.skip()
+        try:
+            job = self.service.get(job_id)
+        except KouboError as error:
+            return message_panel(error_text(error, lang), error=True), ""
+        return progress_panel(job, lang), result_panel(job, lang)
+
+    def cancel_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
+        if not job_id:
+            return gr.skip(), gr.update(visible=False)
+        try:
+            job = self.service.cancel(job_id)
+        except KouboError as error:
+            return message_panel(error_text(error, lang), error=True), gr.update(visible=False)
+        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE)
+
+    # --- batch -------------------------------------------------------------------------------------------
+
+    def submit_batch(
+        self,
+        lang: Lang,
+        audios: list[str] | None,
+        videos: list[str] | None,
+        engine: str,
+        expressiveness: float,
+        quality: str,
+    ) -> tuple[Any, ...]:
+        """Returns (batch id, batch panel, preview, timer)."""
+        audios, videos = audios or [], videos or []
+        if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
+            return None, message_panel(t("error.batch_shape", lang), error=True), "", gr.Timer(active=False)
+        try:
+            audio_ids = [self.stage_upload(path, "audio").id for path in audios]
+            video_ids = [self.stage_upload(path, "video").id for path in videos]
+            batch = self.service.submit_batch(audio_ids, video_ids, self.params(engine, expressiveness, quality))
+        except KouboError as error:
+            return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
+        return batch.id, batch_panel(batch, lang, zip_url=self._batch_zip_url(batch.id)), "", gr.Timer(active=True)
+
+    def _batch_zip_url(self, batch_id: str) -> str | None:
+        return f"api/batches/{batch_id}/zip" if self.batch_zip_available else None
+
+    def poll_batch(self, lang: Lang, batch_id: str | None) -> tuple[Any, ...]:
+        """(batch panel, timer): polls until every item has finished."""
+        if not batch_id:
+            return gr.skip(), gr.Timer(active=False)
+        try:
+            batch = self.service.get_batch(batch_id)
+        except KouboError as error:
+            return message_panel(error_text(error, lang), error=True), gr.Timer(active=False)
+        running = any(job.status not in FINISHED for job in batch.jobs)
+        return batch_panel(batch, lang, zip_url=self._batch_zip_url(batch_id)), gr.Timer(active=running)
+
+    def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> tuple[Any, ...]:
+        """A batch row's button: (batch panel, preview, timer)."""
+        preview = self._job_action(lang, event)
+        panel, timer = self.poll_batch(lang, batch_id)
+        return panel, gr.skip() if preview is None else preview, timer
+
+    # --- queue and history --------------------------------------------------------------------------------
+
+    def refresh_queue(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
+        """(queue panel, history table, page label, page), the page clamped to what exists."""
+        active, _ = self.service.list_jobs(status=JobStatus.running, limit=QUEUE_LIST_LIMIT)
+        queued, _ = self.service.list_jobs(status=JobStatus.queued, limit=QUEUE_LIST_LIMIT)
+        status = None if status_filter == "all" else JobStatus(status_filter)
+        jobs, total = self.service.list_jobs(status=status, offset=page * PAGE_SIZE, limit=PAGE_SIZE)
+        pages = max(1, -(-total // PAGE_SIZE))
+        if page >= pages:
+            page = pages - 1
+            jobs, total = self.service.list_jobs(status=status, offset=page * PAGE_SIZE, limit=PAGE_SIZE)
+        history = job_table(
+            jobs, lang, actions=("preview", "download", "copy", "retry", "cancel", "delete"), empty_key="history.empty"
+        )
+        return (
+            queue_panel(self.service.queue_summary(), [*active, *queued], lang),
+            history,
+            page_label(page, pages, total, lang),
+            page,
+        )
+
+    def previous_page(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
+        return self.refresh_queue(lang, status_filter, max(0, page - 1))
+
+    def next_page(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
+        # refresh_queue brings a page past the last one back to the last.
+        return self.refresh_queue(lang, status_filter, page + 1)
+
+    def history_action(self, lang: Lang, status_filter: str, page: int, event: gr.EventData) -> tuple[Any, ...]:
+        """A queue or history row's button: (preview, queue, history, page label, page)."""
+        preview = self._job_action(lang, event)
+        return (gr.skip() if preview is None else preview, *self.refresh_queue(lang, status_filter, page))
+
+    def _job_action(self, lang: Lang, event: gr.EventData) -> str | None:
+        """Do what a row's button asks and say how it went in a toast; returns the preview panel's
+        new content, or None where it stays as it is."""
+        action, job_id = str(getattr(event, "action", "")), str(getattr(event, "job", ""))
+        try:
+            if action == "preview":
+                return preview_panel(self.service.get(job_id), lang)
+            title = t("toast.info", lang)
+            if action == "retry":
+                self.service.retry(job_id)
+                gr.Info(t("job.retried", lang, id=job_id[:8]), title=title)
+            elif action == "cancel":
+                # A queued job is cancelled at once; a running one stops within seconds.
+                cancelled = self.service.cancel(job_id).status is JobStatus.cancelled
+                gr.Info(t("job.cancelled" if cancelled else "job.cancelling", lang, id=job_id[:8]), title=title)
+            elif action == "delete":
+                self.service.delete(job_id)
+                gr.Info(t("job.deleted", lang, id=job_id[:8]), title=title)
+                # The preview may be showing the video that is now gone.
+                return ""
+        except KouboError as error:
+            gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
+        return None
+
+    def refuse_large_file(self, lang: Lang, event: gr.EventData) -> None:
+        """The page stopped a file over the upload limit before sending it; say so as a toast."""
+        name = str(getattr(event, "name", ""))
+        limit = human_size(self.settings.upload_max_bytes)
+        gr.Warning(t("error.too_large", lang, name=name, limit=limit), title=t("error.upload_refused", lang))
+
+    # --- logs ---------------------------------------------------------------------------------------------
+
+    def read_log(self, lang: Lang, lines: int, job_filter: str) -> str:
+        wanted = job_filter.strip()
+        # A filter looks further back, so a job's lines are found among other jobs' lines.
+        tail = tail_log(self.settings.log_path, int(lines) * (10 if wanted else 1))
+        if wanted:
+            tail = [line for line in tail if wanted in line][-int(lines) :]
+        return log_panel(tail, lang)
+
+
+def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
+    engines = list(dict.fromkeys(["classic", settings.engine]))
+    with labels.label(gr.Accordion(t("options", DEFAULT_LANG), open=True), "options"), gr.Row():
+        engine = labels.label(
+            gr.Dropdown(engines, value=settings.engine, label=t("option.engine", DEFAULT_LANG)), "option.engine"
+        )
+        expressiveness = labels.label(
+            gr.Slider(
+                0.0,
+                2.0,
+                value=settings.expressiveness,
+                step=0.1,
+                label=t("option.expressiveness", DEFAULT_LANG),
+                info=t("option.expressiveness.info", DEFAULT_LANG),
+            ),
+            "option.expressiveness",
+            info="option.expressiveness.info",
+        )
+        qualities = [("quality.standard", "standard"), ("quality.high", "high")]
+        quality = labels.choices(
+            gr.Radio(
+                [(t(text, DEFAULT_LANG), value) for text, value in qualities],
+                value="standard",
+                label=t("option.quality", DEFAULT_LANG),
+                info=t("option.quality.info", DEFAULT_LANG),
+            ),
+            "option.quality",
+            qualities,
+            info="option.quality.info",
+        )
+    return GenerateOptions(engine, expressiveness, quality)
+
+
+def _panel(value: str = "", **kwargs: Any) -> gr.HTML:
+    return gr.HTML(value, css_template=PANEL_CSS, js_on_load=None, **kwargs)
+
+
+def _actions_panel(value: str = "", **kwargs: Any) -> gr.HTML:
+    """A panel whose row buttons send the custom "job_action" event (see ACTIONS_JS)."""
+    return gr.HTML(value, css_template=PANEL_CSS, js_on_load=ACTIONS_JS, **kwargs)
+
+
+def _batch_zip_route_exists() -> bool:
+    # The ZIP download is an optional API route; the batch panel links to it only when it exists.
+    from koubo.web.api.batches import router
+
+    return any(getattr(route, "path", "").endswith("/zip") for route in router.routes)
+
+
+def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
+    """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
+
+    def timers(follow: bool) -> tuple[gr.Timer, gr.Timer]:
+        return gr.Timer(active=tab == "queue"), gr.Timer(active=tab == "logs" and follow)
+
+    return timers
+
+
+def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
+    handlers = Handlers(service, settings, batch_zip_available=_batch_zip_route_exists())
+    labels = Labels()
+    hint_values = {
+        "max_size": human_size(settings.upload_max_bytes),
+        "max_minutes": f"{max(settings.max_audio_seconds, settings.max_video_seconds) / 60:.0f}",
+    }
+    status_options = [(f"status.{status}", status) for status in STATUS_FILTERS]
+
+    with gr.Blocks(title="koubo 口播", analytics_enabled=False) as blocks:
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=4):
+                title = gr.HTML(
+                    "<h1 style='margin: 0'>koubo 口播</h1>",
+                    js_on_load=SIZE_GUARD_JS,
+                    max_bytes=settings.upload_max_bytes,
+                )
+                labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
+            with gr.Column(scale=1, min_width=200):
+                lang = gr.Radio(
+                    LANGUAGE_CHOICES, value=DEFAULT_LANG, label=t("language", DEFAULT_LANG), elem_id="koubo-lang"
+                )
+                labels.label(lang, "language")
+        # The language someone picked, kept in the browser; unset: the browser's own preference.
+        # A fixed secret: the choice is not confidential, and it should survive a server restart.
+        saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
+
+        with gr.Tabs():
+            # --- single ---
+            with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
+                with gr.Row():
+                    audio = labels.label(
+                        gr.Audio(
+                            sources=["upload"],
+                            type="filepath",
+                            label=t("input.audio", DEFAULT_LANG),
+                            elem_id="single-audio",
+                        ),
+                        "input.audio",
+                    )
+                    video = labels.label(
+                        gr.Video(
+                            sources=["upload"],
+                            label=t("input.video", DEFAULT_LANG),
+                            elem_id="single-video",
+                            height=300,
+                        ),
+                        "input.video",
+                    )
+                labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
+                single_options = _options_panel(labels, settings)
+                with gr.Row():
+                    generate = labels.text(
+                        gr.Button(t("button.generate", DEFAULT_LANG), variant="primary", elem_id="generate"),
+                        "button.generate",
+                    )
+                    cancel = labels.text(
+                        gr.Button(t("button.cancel", DEFAULT_LANG), variant="stop", visible=False, elem_id="cancel"),
+                        "button.cancel",
+                    )
+                single_progress = _panel(elem_id="single-progress")
+                single_result = _panel(elem_id="single-result")
+                single_job = gr.State(None)
+                single_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
+
+            # --- batch ---
+            with labels.label(gr.Tab(t("tab.batch", DEFAULT_LANG), id="batch"), "tab.batch") as batch_tab:
+                labels.text(gr.Markdown(t("batch.hint", DEFAULT_LANG)), "batch.hint")
+                with gr.Row():
+                    batch_audios = labels.label(
+                        gr.File(
+                            file_count="multiple",
+                            file_types=AUDIO_FILE_TYPES,
+                            label=t("input.audios", DEFAULT_LANG),
+                            elem_id="batch-audios",
+                        ),
+                        "input.audios",
+                    )
+                    batch_videos = labels.label(
+                        gr.File(
+                            file_count="multiple",
+                            file_types=VIDEO_FILE_TYPES,
+                            label=t("input.videos", DEFAULT_LANG),
+                            elem_id="batch-videos",
+                        ),
+                        "input.videos",
+                    )
+                labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
+                batch_options = _options_panel(labels, settings)
+                generate_batch = labels.text(
+                    gr.Button(t("button.generate_batch", DEFAULT_LANG), variant="primary", elem_id="generate-batch"),
+                    "button.generate_batch",
+                )
+                batch_view = _actions_panel(elem_id="batch-panel")
+                batch_preview = _panel(elem_id="batch-preview")
+                batch_id = gr.State(None)
+                batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
+
+            # --- queue and history ---
+            with labels.label(gr.Tab(t("tab.queue", DEFAULT_LANG), id="queue"), "tab.queue") as queue_tab:
+                labels.text(gr.Markdown(f"### {t('queue.title', DEFAULT_LANG)}"), "queue.title", markdown_prefix="### ")
+                queue_view = _actions_panel(elem_id="queue-table")
+                labels.text(
+                    gr.Markdown(f"### {t('history.title', DEFAULT_LANG)}"), "history.title", markdown_prefix="### "
+                )
+                status_filter = labels.choices(
+                    gr.Radio(
+                        [(t(text, DEFAULT_LANG), value) for text, value in status_options],
+                        value="all",
+                        label=t("history.filter", DEFAULT_LANG),
+                        elem_id="status-filter",
+                    ),
+                    "history.filter",
+                    status_options,
+                )
+                history_view = _actions_panel(elem_id="history-table")
+                with gr.Row(equal_height=True):
+                    previous_page = labels.text(
+                        gr.Button(t("button.previous", DEFAULT_LANG), size="sm", scale=0, min_width=100),
+                        "button.previous",
+                    )
+                    page_info = _panel(elem_id="page-info")
+                    next_page = labels.text(
+                        gr.Button(t("button.next", DEFAULT_LANG), size="sm", scale=0, min_width=100), "button.next"
+                    )
+                    refresh = labels.text(
+                        gr.Button(t("button.refresh", DEFAULT_LANG), size="sm", scale=0, min_width=100),
+                        "button.refresh",
+                    )
+                history_preview = _panel(elem_id="history-preview")
+                page = gr.State(0)
+                queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
+
+            # --- logs ---
+            with labels.label(gr.Tab(t("tab.logs", DEFAULT_LANG), id="logs"), "tab.logs") as logs_tab:
+                with gr.Row(equal_height=True):
+                    log_lines = labels.label(
+                        gr.Dropdown(LOG_LINE_CHOICES, value=200, label=t("logs.lines", DEFAULT_LANG), scale=1),
+                        "logs.lines",
+                    )
+                    log_filter = labels.label(
+                        gr.Textbox(label=t("logs.filter", DEFAULT_LANG), max_lines=1, scale=3), "logs.filter"
+                    )
+                    log_follow = labels.label(
+                        gr.Checkbox(value=True, label=t("logs.follow", DEFAULT_LANG), scale=1), "logs.follow"
+                    )
+                labels.text(
+                    gr.Markdown(t("logs.path", DEFAULT_LANG, path=settings.log_path)),
+                    "logs.path",
+                    path=settings.log_path,
+                )
+                log_view = _panel(elem_id="log-view", autoscroll=True, max_height=560)
+                log_timer = gr.Timer(LOG_POLL_SECONDS, active=False)
+
+        # --- events: language ---
+        def initial_language(saved: str | None, request: gr.Request) -> Lang:
+            if saved:
+                return choose_language(saved)
+            return language_from_header(request.headers.get("accept-language"))
+
+        queue_inputs = [lang, status_filter, page]
+        queue_outputs = [queue_view, history_view, page_info, page]
+        blocks.load(initial_language, [saved_lang], [lang], show_progress="hidden")
+        lang.input(lambda choice: choice, [lang], [saved_lang], show_progress="hidden")
+        (
+            lang.change(labels.updates, [lang], labels.components, show_progress="hidden")
+            .then(handlers.render_single, [lang, single_job], [single_progress, single_result], show_progress="hidden")
+            .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
+            .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+        )
+
+        title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
+
+        # --- events: single ---
+        generate.click(
+            handlers.submit_single,
+            [lang, audio, video, *single_options.inputs],
+            [single_job, single_progress, single_result, single_timer, cancel],
+            concurrency_limit=None,
+        )
+        single_timer.tick(
+            handlers.poll_single,
+            [lang, single_job],
+            [single_progress, single_result, single_timer, cancel],
+            show_progress="hidden",
+            concurrency_limit=None,
+        )
+        cancel.click(handlers.cancel_single, [lang, single_job], [single_progress, cancel])
+
+        # --- events: batch ---
+        generate_batch.click(
+            handlers.submit_batch,
+            [lang, batch_audios, batch_videos, *batch_options.inputs],
+            [batch_id, batch_view, batch_preview, batch_timer],
+            concurrency_limit=None,
+        )
+        batch_timer.tick(
+            handlers.poll_batch,
+            [lang, batch_id],
+            [batch_view, batch_timer],
+            show_progress="hidden",
+            concurrency_limit=None,
+        )
+        batch_view.job_action(
+            handlers.batch_action, [lang, batch_id], [batch_view, batch_preview, batch_timer], show_progress="hidden"
+        )
+
+        # --- events: queue and history (polled only while the tab is open) ---
+        history_action_outputs = [history_preview, *queue_outputs]
+        for table in (queue_view, history_view):
+            table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
+        queue_timer.tick(
+            handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden", concurrency_limit=None
+        )
+        refresh.click(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+        status_filter.change(lambda: 0, None, [page], show_progress="hidden").then(
+            handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden"
+        )
+        previous_page.click(handlers.previous_page, queue_inputs, queue_outputs, show_progress="hidden")
+        next_page.click(handlers.next_page, queue_inputs, queue_outputs, show_progress="hidden")
+
+        # --- events: logs ---
+        log_inputs = [lang, log_lines, log_filter]
+        log_timer.tick(handlers.read_log, log_inputs, [log_view], show_progress="hidden", concurrency_limit=None)
+        for control in (log_lines, log_filter):
+            control.change(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+        log_follow.change(lambda follow: gr.Timer(active=follow), [log_follow], [log_timer])
+
+        # --- tabs: only the open tab's table and log are polled ---
+        for tab, name in ((single_tab, "single"), (batch_tab, "batch"), (queue_tab, "queue"), (logs_tab, "logs")):
+            tab.select(_polling_for(name), [log_follow], [queue_timer, log_timer], show_progress="hidden")
+        queue_tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+        logs_tab.select(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+
+    return blocks

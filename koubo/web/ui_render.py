@@ -1,0 +1,427 @@
+"""HTML for the browser UI's live panels: a job's progress, its result, the queue, history, batch and log.
+
+Pure functions from JobService views to HTML strings, so the layout is testable without a browser.
+Every name a user typed (file names are any Unicode) is escaped. Links are relative ("api/...")
+so the UI keeps working when a proxy serves koubo under a sub-path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from koubo.jobs.service import BatchView, JobStatus, JobView
+from koubo.jobs.store import FINISHED, RETRYABLE
+from koubo.web.i18n import Lang, error_text, stage_text, status_text, t
+
+# One stylesheet for every panel: gr.HTML scopes a css_template to its own component, and uses
+# Gradio's theme variables so light and dark mode both read well.
+PANEL_CSS = """
+.koubo-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 12px 14px; background: var(--background-fill-secondary); }
+.koubo-row { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 12px; }
+.koubo-muted { color: var(--body-text-color-subdued); font-size: 0.9em; }
+.koubo-badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 0.85em;
+  font-weight: 600; white-space: nowrap; background: var(--neutral-200); color: var(--neutral-800); }
+.koubo-badge.st-running { background: var(--primary-100); color: var(--primary-800); }
+.koubo-badge.st-done { background: #d1fadf; color: #05603a; }
+.koubo-badge.st-failed, .koubo-badge.st-timed_out { background: #fee4e2; color: #912018; }
+.koubo-bar { height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden;
+  margin: 8px 0 4px; min-width: 80px; }
+.koubo-bar > span { display: block; height: 100%; background: var(--color-accent); transition: width 0.4s; }
+.koubo-error { color: var(--error-text-color, #b42318); margin-top: 6px; white-space: pre-wrap; }
+.koubo-empty { color: var(--body-text-color-subdued); padding: 8px 0; }
+.koubo-video { width: 100%; max-height: 420px; background: #000; border-radius: var(--radius-lg); display: block; }
+.koubo-table { width: 100%; border-collapse: collapse; font-size: 0.92em; border: none; margin: 6px 0 0; }
+.koubo-table tr { border: none; }
+.koubo-table th, .koubo-table td { text-align: left; padding: 6px 8px; vertical-align: top; border: none;
+  border-bottom: 1px solid var(--border-color-primary); }
+.koubo-table th { color: var(--body-text-color-subdued); font-weight: 600; white-space: nowrap; }
+.koubo-table td.name { max-width: 220px; overflow-wrap: anywhere; }
+.koubo-actions { display: flex; flex-wrap: wrap; gap: 4px; }
+.koubo-actions button, .koubo-actions a, a.koubo-button { font: inherit; font-size: 0.9em; padding: 2px 8px;
+  border-radius: var(--radius-md); border: 1px solid var(--border-color-primary);
+  background: var(--background-fill-primary); color: var(--body-text-color); cursor: pointer;
+  text-decoration: none; white-space: nowrap; }
+.koubo-actions button:hover, .koubo-actions a:hover, a.koubo-button:hover { border-color: var(--color-accent); }
+.koubo-actions button[data-action=delete] { color: #b42318; }
+a.koubo-button.primary { background: var(--button-primary-background-fill);
+  color: var(--button-primary-text-color); border-color: transparent; padding: 6px 14px; font-size: 1em; }
+.koubo-log { font-family: var(--font-mono); font-size: 12px; line-height: 1.45; margin: 0; padding: 8px 10px;
+  white-space: pre-wrap; overflow-wrap: anywhere; background: var(--background-fill-secondary);
+  border-radius: var(--radius-lg); border: 1px solid var(--border-color-primary); }
+.koubo-log .lvl-ERROR, .koubo-log .lvl-CRITICAL { color: #d92d20; }
+.koubo-log .lvl-WARNING { color: #b54708; }
+dl.koubo-details { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin: 8px 0 0; }
+dl.koubo-details dt { color: var(--body-text-color-subdued); }
+dl.koubo-details dd { margin: 0; overflow-wrap: anywhere; }
+"""
+
+# Row buttons of the tables: "copy" is done in the page; the others go to the server as one
+# custom event ("job_action", {action, job}) that the UI's Python handler answers.
+ACTIONS_JS = """
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try { await navigator.clipboard.writeText(text); return true; } catch (error) { /* fall through */ }
+  }
+  const area = document.createElement('textarea');
+  area.value = text;
+  area.setAttribute('readonly', '');
+  area.style.position = 'fixed';
+  area.style.opacity = '0';
+  document.body.appendChild(area);
+  area.select();
+  const copied = document.execCommand('copy');
+  area.remove();
+  return copied;
+}
+element.addEventListener('click', async (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (!button || !element.contains(button)) return;
+  const action = button.dataset.action;
+  if (action === 'copy') {
+    const url = new URL(button.dataset.href, document.baseURI).href;
+    if (await copyText(url)) {
+      const label = button.textContent;
+      button.textContent = button.dataset.copied;
+      setTimeout(() => { button.textContent = label; }, 1500);
+    } else {
+      window.prompt(button.textContent, url);
+    }
+    return;
+  }
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  trigger('job_action', {action: action, job: button.dataset.job});
+});
+"""
+
+# Refuses a file over the upload limit as it is picked or dropped, before any byte is sent, and
+# asks the server (custom event "file_too_large") to say so in the page's language. Registered in
+# the capture phase on the document, so it runs before the upload components' own handlers.
+SIZE_GUARD_JS = """
+if (!window.kouboSizeGuard) {
+  window.kouboSizeGuard = true;
+  const refuse = (files, event) => {
+    const big = Array.from(files || []).find((file) => file.size > props.max_bytes);
+    if (!big) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (event.target instanceof HTMLInputElement) event.target.value = '';
+    trigger('file_too_large', {name: big.name, size: big.size});
+  };
+  document.addEventListener('change', (event) => {
+    const input = event.target;
+    if (input instanceof HTMLInputElement && input.type === 'file') refuse(input.files, event);
+  }, true);
+  document.addEventListener('drop', (event) => refuse(event.dataTransfer && event.dataTransfer.files, event), true);
+}
+"""
+
+ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
+
+
+def download_url(job_id: str, *, inline: bool = False) -> str:
+    return f"api/jobs/{job_id}/download" + ("?inline=1" if inline else "")
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value, unit = float(size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def local_time(moment: datetime | None) -> str:
+    # Stored times are UTC; the operator reads the server's local clock (the log uses it too).
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _elapsed(job: JobView) -> float | None:
+    if job.started_at is None:
+        return None
+    end = job.finished_at or datetime.now(job.started_at.tzinfo)
+    return max(0.0, (end - job.started_at).total_seconds())
+
+
+def _badge(job: JobView, lang: Lang) -> str:
+    status = job.status.value
+    return f'<span class="koubo-badge st-{status}">{escape(status_text(status, lang))}</span>'
+
+
+def _bar(fraction: float) -> str:
+    percent = max(0.0, min(1.0, fraction)) * 100
+    return f'<div class="koubo-bar"><span style="width: {percent:.1f}%"></span></div>'
+
+
+def _state_line(job: JobView, lang: Lang) -> str:
+    """What the job is doing now, in words: its queue position, its stage and percent, or its error."""
+    if job.status is JobStatus.queued and job.queue_position:
+        return f'<div class="koubo-muted">{escape(t("job.position", lang, position=job.queue_position))}</div>'
+    if job.status is JobStatus.running:
+        text = f"{stage_text(job.stage, lang)} {job.progress * 100:.0f}%".strip()
+        return f'<div class="koubo-muted">{escape(text)}</div>'
+    return _error_line(job, lang)
+
+
+def _error_line(job: JobView, lang: Lang) -> str:
+    if not job.error:
+        return ""
+    # A cancellation is what someone asked for, not a failure to look into.
+    css = "koubo-muted" if job.status is JobStatus.cancelled else "koubo-error"
+    return f'<div class="{css}">{escape(error_text(job.error, lang))}</div>'
+
+
+def progress_panel(job: JobView, lang: Lang) -> str:
+    """The single tab's live card: status, stage, percent bar, queue position, elapsed time, error."""
+    meta = [t("job.id", lang, id=job.id[:8])]
+    if job.status is JobStatus.queued and job.queue_position:
+        meta.append(t("job.position", lang, position=job.queue_position))
+    elapsed = _elapsed(job)
+    if elapsed is not None:
+        meta.append(t("job.took" if job.status in FINISHED else "job.elapsed", lang, elapsed=human_duration(elapsed)))
+    if job.attempts > 1:
+        meta.append(t("job.attempt", lang, attempt=job.attempts))
+    fraction = 1.0 if job.status is JobStatus.done else job.progress
+    parts = [
+        '<div class="koubo-card" data-testid="job-progress" data-status="' + job.status.value + '">',
+        '<div class="koubo-row">',
+        _badge(job, lang),
+    ]
+    if job.status is JobStatus.running:
+        parts.append(f"<span>{escape(stage_text(job.stage, lang))}</span>")
+    if job.status in (JobStatus.running, JobStatus.done):
+        parts.append(f"<strong>{fraction * 100:.0f}%</strong>")
+    parts.append("</div>")
+    if job.status in (JobStatus.running, JobStatus.done, JobStatus.queued):
+        parts.append(_bar(fraction))
+    parts.append(f'<div class="koubo-muted">{escape(" · ".join(meta))}</div>')
+    parts.append(_error_line(job, lang))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def message_panel(text: str, *, error: bool = False) -> str:
+    css = "koubo-error" if error else "koubo-muted"
+    return f'<div class="koubo-card"><div class="{css}" role="status">{escape(text)}</div></div>'
+
+
+def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
+    if not report:
+        return ""
+    offset = report.get("sync_offset")
+    if offset is None:
+        return t("report.sync_unknown", lang)
+    return t(
+        "report.sync",
+        lang,
+        offset=f"{int(offset):+d}",
+        confidence=f"{float(report.get('sync_confidence', 0.0)):.2f}",
+        coverage=f"{100 * float(report.get('face_coverage', 0.0)):.0f}%",
+    )
+
+
+def result_panel(job: JobView, lang: Lang) -> str:
+    """The finished video in an HTML5 player (streamed with Range requests) and its download link."""
+    if job.status is not JobStatus.done:
+        return ""
+    report = job.report or {}
+    facts = [
+        human_duration(report.get("video_duration") or report.get("audio_duration")),
+        f"{report['fps']:.2f} fps" if report.get("fps") else "",
+        human_size(job.output_size),
+    ]
+    name = job.output_name or f"{job.id}.mp4"
+    return "".join(
+        [
+            '<div class="koubo-card" data-testid="job-result">',
+            (
+                f'<video class="koubo-video" controls playsinline preload="metadata" '
+                f'src="{escape(download_url(job.id, inline=True))}"></video>'
+            ),
+            '<div class="koubo-row" style="margin-top: 10px">',
+            (
+                f'<a class="koubo-button primary" href="{escape(download_url(job.id))}" download="{escape(name)}" '
+                f'data-testid="download-link">{escape(t("result.download", lang))}</a>'
+            ),
+            f"<span>{escape(name)}</span>",
+            f'<span class="koubo-muted">{escape(" · ".join(fact for fact in facts if fact))}</span>',
+            "</div>",
+            f'<div class="koubo-muted" style="margin-top: 6px">{escape(_report_line(job.report, lang))}</div>',
+            "</div>",
+        ]
+    )
+
+
+def _action_buttons(job: JobView, lang: Lang, *, allow: Iterable[str]) -> str:
+    allowed = set(allow)
+    buttons: list[str] = []
+
+    def button(action: str, extra: str = "", label_key: str | None = None) -> None:
+        if action in allowed:
+            label = escape(t(label_key or f"action.{action}", lang))
+            buttons.append(f'<button type="button" data-action="{action}" data-job="{job.id}"{extra}>{label}</button>')
+
+    # A finished video can be watched; any other job shows its details (settings, error).
+    button("preview", label_key="action.preview" if job.status is JobStatus.done else "action.details")
+    if job.status is JobStatus.done:
+        link = escape(download_url(job.id))
+        if "download" in allowed:
+            buttons.append(f'<a href="{link}" download>{escape(t("action.download", lang))}</a>')
+        button("copy", f' data-href="{link}" data-copied="{escape(t("action.copied", lang))}"')
+    if job.status in RETRYABLE:
+        button("retry")
+    if job.status in ACTIVE:
+        button("cancel")
+    button("delete", f' data-confirm="{escape(t("action.delete_confirm", lang))}"')
+    return f'<div class="koubo-actions">{"".join(buttons)}</div>'
+
+
+def _status_cell(job: JobView, lang: Lang) -> str:
+    bar = _bar(job.progress) if job.status is JobStatus.running else ""
+    return _badge(job, lang) + bar + _state_line(job, lang)
+
+
+def _output_cell(job: JobView) -> str:
+    if job.status is not JobStatus.done:
+        return ""
+    duration = (job.report or {}).get("video_duration")
+    facts = [human_duration(duration) if duration else "", human_size(job.output_size)]
+    return escape(" · ".join(fact for fact in facts if fact))
+
+
+def job_table(
+    jobs: Sequence[JobView], lang: Lang, *, actions: Iterable[str], empty_key: str, show_created: bool = True
+) -> str:
+    """One row per job with its names, status (with live progress) and row buttons."""
+    if not jobs:
+        return f'<div class="koubo-empty">{escape(t(empty_key, lang))}</div>'
+    allowed = tuple(actions)
+    head = [t("col.template", lang), t("col.audio", lang), t("col.status", lang), t("col.output", lang)]
+    if show_created:
+        head.insert(0, t("col.created", lang))
+    head.append(t("col.actions", lang))
+    rows = []
+    for job in jobs:
+        cells = [
+            f'<td class="name">{escape(job.video.name)}</td>',
+            f'<td class="name">{escape(job.audio.name)}</td>',
+            f"<td>{_status_cell(job, lang)}</td>",
+            f"<td>{_output_cell(job)}</td>",
+        ]
+        if show_created:
+            cells.insert(0, f'<td class="koubo-muted">{escape(local_time(job.created_at))}</td>')
+        cells.append(f"<td>{_action_buttons(job, lang, allow=allowed)}</td>")
+        rows.append(f'<tr data-job="{job.id}" data-status="{job.status.value}">{"".join(cells)}</tr>')
+    header = "".join(f"<th>{escape(name)}</th>" for name in head)
+    return f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def page_label(page: int, pages: int, total: int, lang: Lang) -> str:
+    text = t("history.page", lang, page=page + 1, pages=pages, total=total)
+    return f'<div class="koubo-muted" data-testid="page-label">{escape(text)}</div>'
+
+
+def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) -> str:
+    """Counts by status, then the running jobs and the queued ones in the order they will start."""
+    counts = {key: summary.get(key, 0) for key in ("queued", "running", "done", "failed", "workers")}
+    line = f'<div class="koubo-muted" data-testid="queue-summary">{escape(t("queue.summary", lang, **counts))}</div>'
+    if not jobs:
+        return f'{line}<div class="koubo-empty">{escape(t("queue.empty", lang))}</div>'
+    ordered = sorted(
+        jobs, key=lambda job: (job.status is not JobStatus.running, job.queue_position or 0, job.created_at)
+    )
+    head = [t("col.position", lang), t("col.template", lang), t("col.audio", lang), t("col.progress", lang), ""]
+    rows = []
+    for job in ordered:
+        position = str(job.queue_position) if job.queue_position else "▶"
+        rows.append(
+            f'<tr data-job="{job.id}" data-status="{job.status.value}">'
+            f"<td><strong>{position}</strong></td>"
+            f'<td class="name">{escape(job.video.name)}</td>'
+            f'<td class="name">{escape(job.audio.name)}</td>'
+            f"<td>{_status_cell(job, lang)}</td>"
+            f"<td>{_action_buttons(job, lang, allow=('cancel',))}</td></tr>"
+        )
+    header = "".join(f"<th>{escape(name)}</th>" for name in head)
+    table = f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return line + table
+
+
+def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None) -> str:
+    """A batch's counts by status, its ZIP link when the API offers one, and a row per item."""
+    counts = " · ".join(f"{status_text(status, lang)} {count}" for status, count in batch.counts.items() if count)
+    head = [
+        '<div class="koubo-card" data-testid="batch">',
+        '<div class="koubo-row">',
+        f"<strong>{escape(t('batch.summary', lang, id=batch.id[:8], total=len(batch.jobs)))}</strong>",
+        f'<span class="koubo-muted">{escape(counts)}</span>',
+    ]
+    if zip_url and batch.jobs and all(job.status in FINISHED for job in batch.jobs):
+        head.append(f'<a class="koubo-button" href="{escape(zip_url)}" download>{escape(t("batch.zip", lang))}</a>')
+    head.append("</div>")
+    done = sum(1.0 if job.status in FINISHED else job.progress for job in batch.jobs)
+    head.append(_bar(done / len(batch.jobs) if batch.jobs else 0.0))
+    table = job_table(
+        batch.jobs,
+        lang,
+        actions=("preview", "download", "copy", "retry"),
+        empty_key="history.empty",
+        show_created=False,
+    )
+    return "".join(head) + table + "</div>"
+
+
+def _details(job: JobView, lang: Lang) -> str:
+    params = job.params or {}
+    rows = [
+        (t("detail.id", lang), job.id),
+        (t("col.status", lang), status_text(job.status.value, lang)),
+        (t("col.template", lang), job.video.name),
+        (t("col.audio", lang), job.audio.name),
+        (t("col.created", lang), local_time(job.created_at)),
+        (t("detail.params", lang), ", ".join(f"{key} {value}" for key, value in params.items())),
+    ]
+    if job.error:
+        rows.append((t("detail.error", lang), error_text(job.error, lang)))
+    body = "".join(f"<dt>{escape(name)}</dt><dd>{escape(str(value))}</dd>" for name, value in rows if value)
+    return f'<dl class="koubo-details">{body}</dl>'
+
+
+def preview_panel(job: JobView, lang: Lang) -> str:
+    """A chosen job from the history or a batch: its player and download link when done, else why not."""
+    title = (
+        f"<h3 style='margin: 0 0 8px'>{escape(t('preview.title', lang, name=job.output_name or job.video.name))}</h3>"
+    )
+    if job.status is JobStatus.done:
+        body = result_panel(job, lang)
+    else:
+        body = message_panel(t("preview.not_done", lang, status=status_text(job.status.value, lang)))
+    return f'<div data-testid="preview" data-job="{job.id}">{title}{body}{_details(job, lang)}</div>'
+
+
+def log_panel(lines: Sequence[str], lang: Lang) -> str:
+    if not lines:
+        return f'<div class="koubo-empty">{escape(t("logs.empty", lang))}</div>'
+    rendered = []
+    for line in lines:
+        level = next((name for name in ("CRITICAL", "ERROR", "WARNING") if f" {name} " in line), "")
+        css = f' class="lvl-{level}"' if level else ""
+        rendered.append(f"<span{css}>{escape(line)}</span>")
+    return f'<pre class="koubo-log" data-testid="log">{chr(10).join(rendered)}</pre>'

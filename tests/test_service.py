@@ -1,0 +1,128 @@
+"""`koubo serve` and `koubo logs` as a user runs them: address, warning, shutdown, log tail."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from test_api import launch, wait_until
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses; the fields after the last ")" do not.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent for UDP connect
+        except OSError:
+            return None
+        address = sock.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_serve_listens_on_loopback_only_by_default_and_stops_with_its_consumer_on_sigterm(tmp_path: Path) -> None:
+    server = launch(tmp_path)
+    try:
+        log = server.data_dir / "logs" / "koubo.log"
+        assert f"http://127.0.0.1:{server.port}" in server.output() + log.read_text()
+        assert "WARNING" not in server.output()
+        other = non_loopback_address()
+        if other is not None:
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://{other}:{server.port}/api/health", timeout=3.0)
+        consumers = wait_until(lambda: children_of(server.process.pid), 30, "the consumer process")
+        assert len(consumers) == 1
+        assert "koubo.jobs.queue" in Path(f"/proc/{consumers[0]}/cmdline").read_bytes().decode()
+    finally:
+        code = server.stop(signal.SIGTERM)
+    assert code == 0, server.output()
+    assert not alive(consumers[0])
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/api/health", timeout=3.0)
+
+
+def test_serve_warns_loudly_on_a_public_address_without_auth(tmp_path: Path) -> None:
+    server = launch(tmp_path, "--no-worker", env={"KOUBO_HOST": "0.0.0.0"}, host="0.0.0.0", wait=False)
+    try:
+        wait_until(lambda: "without authentication" in server.stderr.read_text(), 120, "the warning")
+        warning = server.stderr.read_text()
+        assert f"WARNING: koubo is listening on 0.0.0.0:{server.port} without authentication" in warning
+        assert "警告" in warning and "KOUBO_HTPASSWD_FILE" in warning
+        log = server.data_dir / "logs" / "koubo.log"
+        wait_until(lambda: log.exists() and "without authentication" in log.read_text(), 30, "the warning in the log")
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_serve_refuses_an_htpasswd_file_that_is_not_bcrypt(tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:$apr1$Qm4c2Dx5$kGzGsh6PJr0bnyBxgJ4JY/\n")
+    server = launch(tmp_path, "--no-worker", env={"KOUBO_HTPASSWD_FILE": str(htpasswd)}, wait=False)
+    assert server.process.wait(120) == 2
+    assert "line 1 is not a bcrypt hash" in server.stderr.read_text()
+
+
+def koubo_logs(data_dir: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
+    env["KOUBO_DATA_DIR"] = str(data_dir)
+    return subprocess.Popen(
+        [sys.executable, "-m", "koubo.cli", "logs", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def test_logs_prints_the_tail_and_follows_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "koubo.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i} 行\n" for i in range(100)), encoding="utf-8")
+
+    tail = koubo_logs(tmp_path, "-n", "3")
+    out, err = tail.communicate(timeout=60)
+    assert tail.returncode == 0, err
+    assert out.splitlines() == ["line 97 行", "line 98 行", "line 99 行"]
+
+    follow = koubo_logs(tmp_path, "-n", "1", "-f")
+    lines: queue.Queue[str] = queue.Queue()
+    assert follow.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in follow.stdout], daemon=True).start()
+    try:
+        assert lines.get(timeout=60) == "line 99 行"
+        with log.open("a", encoding="utf-8") as file:
+            file.write("a new line 新\n")
+        assert lines.get(timeout=30) == "a new line 新"
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(30)

@@ -1,0 +1,451 @@
+"""The browser UI, in a real browser against a real `koubo serve`.
+
+Debian's chromium (/usr/bin/chromium) is driven by Playwright; nothing is downloaded. The server
+runs in a subprocess with its own data folder and port: web app, UI and job consumer as an
+operator starts them. Screenshots of each tab are written to /tmp/koubo-ui-*.png for a person to look at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
+
+from koubo.config import Settings
+from koubo.jobs.service import JobService
+from koubo.web.i18n import TEXT, language_from_header, t
+
+from media_fixtures import make_speech, make_talking_video, write_random_bytes, write_text_file
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOTS = Path("/tmp")
+SPEECH_SECONDS = 1.5
+# A tiny job renders in seconds here; the margin is for a 2-core machine shared with other work.
+JOB_TIMEOUT_MS = 240_000
+SERVER_START_SECONDS = 120
+# Small enough to exceed with a generated file, far above every fixture (tens of KiB).
+UPLOAD_LIMIT = 1024 * 1024
+
+needs_browser = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium"
+)
+
+
+# --- language table and header parsing (no browser) -------------------------------------------------
+
+
+def test_every_ui_string_has_chinese_and_english() -> None:
+    for key, (zh, en) in TEXT.items():
+        assert zh.strip() and en.strip(), key
+        # Placeholders must match, or one language would raise KeyError at run time.
+        assert sorted(_placeholders(zh)) == sorted(_placeholders(en)), key
+
+
+def _placeholders(text: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh"),
+        ("en-US,en;q=0.9", "en"),
+        ("de-DE,de;q=0.9,en;q=0.8,zh;q=0.7", "en"),
+        ("en;q=0.5,zh-TW;q=0.8", "zh"),
+        ("fr-FR", "zh"),
+        ("", "zh"),
+        (None, "zh"),
+    ],
+)
+def test_language_follows_the_browsers_preference_order(header: str | None, expected: str) -> None:
+    assert language_from_header(header) == expected
+
+
+# --- a real server and a real browser ---------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("koubo-ui-data")
+    log = data_dir.parent / "serve-output.log"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KOUBO_DATA_DIR": str(data_dir),
+        "KOUBO_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "KOUBO_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
+        # A koubo.toml in the working folder must not change the server under test.
+        "KOUBO_CONFIG": str(data_dir / "absent.toml"),
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "koubo.cli", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"koubo serve exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+            try:
+                if httpx.get(url + "api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"koubo serve did not answer /api/health:\n{log.read_text(errors='replace')}")
+            time.sleep(0.5)
+        yield Server(url, data_dir)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("koubo-ui-media")
+    return {
+        "speech": make_speech(folder / "演讲 speech.wav", seconds=SPEECH_SECONDS),
+        "template": make_talking_video(folder / "主播 template.mp4", seconds=1.0, size=(160, 160)),
+        "template2": make_talking_video(folder / "second.mp4", seconds=1.0, size=(128, 128), fps=20),
+        "faceless": _faceless_video(folder / "空镜头.mp4"),
+        "not_audio": write_text_file(folder / "notes.wav"),
+        "too_large": write_random_bytes(folder / "长录音.wav", size=UPLOAD_LIMIT + 1),
+    }
+
+
+def _faceless_video(path: Path) -> Path:
+    """One second of an empty grey wall: a valid video in which no face can be found."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for index in range(25):
+            frame = av.VideoFrame.from_ndarray(np.full((128, 128, 3), 90 + index, dtype=np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+class Visit:
+    """A page in its own browser context, and every request it made to anywhere but the server."""
+
+    def __init__(self, browser: Browser, server: Server, locale: str) -> None:
+        self.context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+        self.elsewhere: list[str] = []
+        self.context.on("request", self._note)
+        self.server = server
+        self.page = self.context.new_page()
+        self.page.goto(server.url)
+        self.page.locator("#generate").wait_for()
+
+    def _note(self, request: Request) -> None:
+        if not request.url.startswith((self.server.url, "data:", "blob:")):
+            self.elsewhere.append(request.url)
+
+    def upload(self, selector: str, *files: Path) -> None:
+        self.page.locator(f"{selector} input[type=file]").set_input_files([str(path) for path in files])
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser: Browser, server: Server) -> Iterator[Callable[[str], Visit]]:
+    opened: list[Visit] = []
+
+    def open_page(locale: str) -> Visit:
+        opened.append(Visit(browser, server, locale))
+        return opened[-1]
+
+    yield open_page
+    for page in opened:
+        # koubo works offline: the page never reaches for a font, script or tracker elsewhere.
+        assert page.elsewhere == []
+        page.close()
+
+
+def _api_jobs(server: Server) -> list[dict]:
+    return httpx.get(server.url + "api/jobs", params={"limit": 200}, timeout=10).json()["items"]
+
+
+def _loaded_duration(player: Locator) -> float:
+    """The <video>'s duration once the browser has its first frame (so a screenshot shows a picture)."""
+    return player.evaluate(
+        """video => new Promise((resolve, reject) => {
+             if (video.readyState >= 2) { resolve(video.duration); return; }
+             video.addEventListener('loadeddata', () => resolve(video.duration), {once: true});
+             video.addEventListener('error', () => reject(new Error('video error ' + video.error?.code)), {once: true});
+           })"""
+    )
+
+
+def _wait_until_finished(page: Page) -> Locator:
+    """The single tab's progress card once its job has left the queue and finished, however it ended."""
+    card = page.locator("#single-progress [data-testid=job-progress]")
+    card.and_(page.locator(":not([data-status=queued]):not([data-status=running])")).wait_for(timeout=JOB_TIMEOUT_MS)
+    return card
+
+
+@needs_browser
+def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    session = visit("zh-CN")
+    page = session.page
+    # The browser asked for Chinese: the page speaks Chinese.
+    expect(page.get_by_role("tab", name=t("tab.single", "zh"))).to_be_visible()
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "zh"))
+
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", media["template"])
+    # Uploaded: each component shows its own player (the template's preview is a <video>).
+    page.locator("#single-video video").wait_for()
+    page.locator("#single-audio audio").first.wait_for(state="attached")
+    page.locator("#generate").click()
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "done", card.inner_text()
+    player = page.locator("#single-result video")
+    player.wait_for()
+    # The output lasts as long as the speech, and it plays.
+    assert _loaded_duration(player) == pytest.approx(SPEECH_SECONDS, abs=0.15)
+    played = player.evaluate(
+        "video => video.play().then(() => new Promise(r => setTimeout(() => r(video.currentTime), 400)))"
+    )
+    assert played > 0
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-single.png"), full_page=True)
+
+    # The download link serves exactly the output file the job wrote.
+    (job,) = [job for job in _api_jobs(server) if job["video"]["name"] == media["template"].name]
+    assert job["status"] == "done" and job["audio"]["name"] == media["speech"].name
+    href = page.locator("#single-result [data-testid=download-link]").get_attribute("href")
+    response = page.request.get(server.url + href)
+    assert response.ok
+    service = JobService(Settings(data_dir=server.data_dir))
+    try:
+        output, _ = service.output_file(job["id"])
+    finally:
+        service.close()
+    assert hashlib.sha256(response.body()).hexdigest() == hashlib.sha256(output.read_bytes()).hexdigest()
+
+    # The language switch relabels the page and the live panels.
+    page.locator("#koubo-lang").get_by_text("English").click()
+    expect(page.get_by_role("tab", name=t("tab.single", "en"))).to_be_visible()
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    expect(page.locator("#single-result [data-testid=download-link]")).to_have_text(t("result.download", "en"))
+
+    # Queue & history lists the job as done, with a player in its preview and a link to copy.
+    page.get_by_role("tab", name=t("tab.queue", "en")).click()
+    row = page.locator(f"#history-table tr[data-job='{job['id']}']")
+    expect(row).to_have_attribute("data-status", "done")
+    expect(row).to_contain_text(t("status.done", "en"))
+    row.locator("button[data-action=preview]").click()
+    assert _loaded_duration(page.locator(f"#history-preview [data-job='{job['id']}'] video")) > 0
+    session.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+    row.locator("button[data-action=copy]").click()
+    expect(row.locator("button[data-action=copy]")).to_have_text(t("action.copied", "en"))
+    assert page.evaluate("navigator.clipboard.readText()") == f"{server.url}api/jobs/{job['id']}/download"
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-queue.png"), full_page=True)
+
+    page.get_by_role("tab", name=t("tab.logs", "en")).click()
+    page.locator("#log-view [data-testid=log]", has_text=job["id"]).wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-logs.png"), full_page=True)
+
+
+@needs_browser
+def test_a_failed_job_shows_its_reason_in_the_chosen_language_and_can_be_retried(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    session = visit("en-US")
+    page = session.page
+    # The browser asked for English: the page switches to English once it has loaded.
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    page.locator("#koubo-lang").get_by_text("中文").click()
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "zh"))
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", media["faceless"])
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").click()
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "failed", card.inner_text()
+    (job,) = [job for job in _api_jobs(server) if job["video"]["name"] == media["faceless"].name]
+    assert job["error"]["code"] == "no_face"
+    expect(card.locator(".koubo-error")).to_have_text(job["error"]["message_zh"])
+    # Switching the language rewrites the reason too.
+    page.locator("#koubo-lang").get_by_text("English").click()
+    expect(card.locator(".koubo-error")).to_have_text(job["error"]["message_en"])
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-single-failed.png"), full_page=True)
+
+    page.get_by_role("tab", name=t("tab.queue", "en")).click()
+    row = page.locator(f"#history-table tr[data-job='{job['id']}']")
+    expect(row).to_have_attribute("data-status", "failed")
+    row.locator("button[data-action=retry]").click()
+    expect(page.get_by_text(t("job.retried", "en", id=job["id"][:8]))).to_be_visible()
+    # Queued again, it runs again and fails again for the same reason: a second attempt on record.
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while True:
+        again = httpx.get(f"{server.url}api/jobs/{job['id']}", timeout=10).json()
+        if again["status"] == "failed" and again["finished_at"] != job["finished_at"]:
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.5)
+    assert again["attempts"] == job["attempts"] + 1 and again["error"]["code"] == "no_face"
+    expect(row).to_have_attribute("data-status", "failed")
+
+
+@needs_browser
+def test_unusable_upload_is_refused_with_the_servers_reason(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    session = visit("zh-CN")
+    page = session.page
+    jobs_before = len(_api_jobs(server))
+    # A text file named .wav: the page lets it through (by name), the server refuses it by content.
+    session.upload("#single-audio", media["not_audio"])
+    session.upload("#single-video", media["template"])
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").click()
+    # The same refusal the API gives for this file, in the language the page is in.
+    with media["not_audio"].open("rb") as file:
+        refused = httpx.post(
+            server.url + "api/uploads", data={"kind": "audio"}, files={"file": ("notes.wav", file)}, timeout=60
+        )
+    assert refused.status_code == 400
+    expect(page.locator("#single-progress .koubo-error")).to_have_text(refused.json()["error"]["message_zh"])
+    assert len(_api_jobs(server)) == jobs_before
+
+
+@needs_browser
+def test_file_over_the_size_limit_is_refused_in_the_page_before_upload(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    session = visit("zh-CN")
+    page = session.page
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    session.upload("#single-audio", media["too_large"])
+    message = t("error.too_large", "zh", name=media["too_large"].name, limit="1.0 MiB")
+    expect(page.get_by_text(message)).to_be_visible()
+    # Refused in the page: nothing was sent but the event that shows the message.
+    assert [url for url in posts if "/upload" in url] == []
+    # The audio field is still empty and takes the next file.
+    session.upload("#single-audio", media["speech"])
+    page.locator("#single-audio audio").first.wait_for(state="attached")
+
+
+@needs_browser
+def test_batch_of_one_speech_and_two_templates_finishes_every_item(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    session = visit("en-US")
+    page = session.page
+    page.get_by_role("tab", name=t("tab.batch", "en")).click()
+    session.upload("#batch-audios", media["speech"])
+    session.upload("#batch-videos", media["template"], media["template2"])
+    page.locator("#batch-videos", has_text=media["template2"].stem).wait_for()
+    page.locator("#generate-batch").click()
+    rows = page.locator("#batch-panel tr[data-job]")
+    expect(rows).to_have_count(2)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#batch-panel tr[data-job]')].every(r => r.dataset.status === 'done')",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    assert set(rows.locator("td.name").all_inner_texts()) == {
+        media["template"].name,
+        media["template2"].name,
+        media["speech"].name,
+    }
+    # Each item has its own download link, which serves an MP4 (with Range, as players ask).
+    for href in rows.locator("a[download]").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
+        response = page.request.get(server.url + href, headers={"Range": "bytes=0-11"})
+        assert response.status == 206 and response.body()[4:8] == b"ftyp"
+    # The whole batch as one ZIP, one entry per item.
+    zip_link = page.locator("#batch-panel a", has_text=t("batch.zip", "en"))
+    archive = page.request.get(server.url + zip_link.get_attribute("href"))
+    assert archive.ok
+    with zipfile.ZipFile(io.BytesIO(archive.body())) as bundle:
+        assert len(bundle.namelist()) == 2 and all(name.endswith(".mp4") for name in bundle.namelist())
+    rows.first.locator("button[data-action=preview]").click()
+    assert _loaded_duration(page.locator("#batch-preview video")) == pytest.approx(SPEECH_SECONDS, abs=0.15)
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-batch.png"), full_page=True)
+
+
+def _submit_by_api(server: Server, audio: Path, video: Path) -> str:
+    ids = {}
+    for kind, path in (("audio", audio), ("video", video)):
+        with path.open("rb") as file:
+            response = httpx.post(
+                server.url + "api/uploads", data={"kind": kind}, files={"file": (path.name, file)}, timeout=60
+            )
+        response.raise_for_status()
+        ids[kind] = response.json()["id"]
+    response = httpx.post(
+        server.url + "api/jobs", json={"audio_id": ids["audio"], "video_id": ids["video"]}, timeout=30
+    )
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+@needs_browser
+def test_history_delete_button_removes_the_job_after_confirmation(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    job_id = _submit_by_api(server, media["speech"], media["template2"])
+    page = visit("zh-CN").page
+    page.get_by_role("tab", name=t("tab.queue", "zh")).click()
+    row = page.locator(f"#history-table tr[data-job='{job_id}']")
+    row.wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button[data-action=delete]").click()
+    expect(page.get_by_text(t("job.deleted", "zh", id=job_id[:8]))).to_be_visible()
+    expect(row).to_have_count(0)
+    assert job_id not in {job["id"] for job in _api_jobs(server)}
