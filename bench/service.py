@@ -100,9 +100,12 @@ def main() -> None:
         video = upload(client, samples.write_sample_template(work / "t.mp4", seconds=2.0, size=256), "video")
 
         # 1. Idle queue: submit -> started, from the job's timestamps (server clock, no polling error).
-        waits = []
+        waits, first_progress = [], []
         for _ in range(5):
+            t0 = time.perf_counter()
             created = client.post("/api/jobs", json={"audio_id": short, "video_id": video}).json()
+            wait_for(lambda: job(client, created["id"])["progress"] > 0, 120, "first progress")
+            first_progress.append(time.perf_counter() - t0)
             done = wait_for(lambda: (j := job(client, created["id"]))["status"] == "done" and j, 300, "a job")
             started = datetime.fromisoformat(done["started_at"])
             submitted = datetime.fromisoformat(done["created_at"])
@@ -116,13 +119,17 @@ def main() -> None:
         for _ in range(max(10, args.requests // 4)):
             submit_ms.append(timed(lambda: client.post("/api/jobs", json={"audio_id": short, "video_id": video})))
         still_busy = all(job(client, b)["status"] == "running" for b in busy)
-        for item in client.get("/api/jobs", params={"limit": 500}).json()["items"]:
-            if item["status"] in ("queued", "running"):
+        for status in ("queued", "running"):
+            for item in client.get("/api/jobs", params={"status": status, "limit": 200}).json()["items"]:
                 client.post(f"/api/jobs/{item['id']}/cancel")
 
         lines.append(
             f"idle queue, submit -> start: median {statistics.median(waits):.2f} s, "
             f"max {max(waits):.2f} s ({len(waits)} jobs, one at a time)"
+        )
+        lines.append(
+            f"idle queue, submit -> first progress from the generation (child process started): "
+            f"median {statistics.median(first_progress):.2f} s, max {max(first_progress):.2f} s"
         )
         lines.append(
             f"GET /api/jobs?limit=50 with 2 workers rendering: median {statistics.median(list_ms):.1f} ms, "
