@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,91 +15,10 @@ import httpx
 import pytest
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
+from servers import Server, launch, wait_until
 
 UPLOAD_LIMIT = 1_000_000  # bytes; the fixtures are far smaller, the "too large" file far bigger
 JOB_TIMEOUT = 240.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@dataclass
-class Server:
-    """A `koubo serve` process; its stdout and stderr go to files so nothing blocks on a full pipe."""
-
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    port: int
-    stdout: Path
-    stderr: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
-
-    def output(self) -> str:
-        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"koubo serve did not stop on signal {sig}:\n{self.output()}") from None
-        return self.process.returncode
-
-
-def launch(
-    work: Path, *args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1", wait: bool = True
-) -> Server:
-    """Start `python -m koubo.cli serve` with its own data dir and a free port; wait for /api/health."""
-    data_dir = work / "data"
-    port = free_port(host)
-    base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
-    full_env = {
-        **base,
-        "KOUBO_CONFIG": str(work / "no-koubo.toml"),
-        "KOUBO_DATA_DIR": str(data_dir),
-        "KOUBO_PORT": str(port),
-        **(env or {}),
-    }
-    stdout, stderr = work / "serve.stdout", work / "serve.stderr"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "koubo.cli", "serve", *args], env=full_env, stdout=out, stderr=err
-        )
-    server = Server(process, data_dir, port, stdout, stderr)
-    if wait:
-        wait_until(lambda: _healthy(server), 180, "koubo serve to answer /api/health", interval=0.3)
-    return server
-
-
-def _healthy(server: Server) -> bool:
-    if server.process.poll() is not None:
-        raise AssertionError(f"koubo serve exited with {server.process.returncode}:\n{server.output()}")
-    try:
-        return httpx.get(f"{server.url}/api/health", timeout=2.0).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def sha256(data: bytes) -> str:

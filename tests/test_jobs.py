@@ -14,11 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -29,8 +28,7 @@ from koubo.media.probe import probe
 from koubo.ops.logs import job_context, setup_logging, tail_log
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
-
-T = TypeVar("T")
+from servers import wait_until
 
 SHORT_SPEECH_S = 1.5  # a whole job takes a few seconds
 LONG_SPEECH_S = 12.0  # long enough to act on a job while it runs
@@ -74,22 +72,12 @@ def upload(service: JobService, source: Path, kind: AssetKind, name: str | None 
     return service.add_asset(temp, name or source.name, kind).id
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def wait_for_status(service: JobService, job_id: str, statuses: set[JobStatus], timeout: float) -> JobView:
     def reached() -> JobView | None:
         job = service.get(job_id)
         return job if job.status in statuses else None
 
-    return wait_for(reached, timeout, f"job {job_id} {sorted(statuses)} (now {service.get(job_id).status})")
+    return wait_until(reached, timeout, f"job {job_id} {sorted(statuses)} (now {service.get(job_id).status})")
 
 
 def wait_until_generating(service: JobService, job_id: str, timeout: float = 60) -> JobView:
@@ -100,7 +88,7 @@ def wait_until_generating(service: JobService, job_id: str, timeout: float = 60)
         assert job.status in (JobStatus.queued, JobStatus.running), job.error
         return job if job.status == JobStatus.running and job.progress >= 0.3 else None
 
-    return wait_for(generating, timeout, f"job {job_id} generating")
+    return wait_until(generating, timeout, f"job {job_id} generating")
 
 
 def generation_pids(job_id: str) -> list[int]:
@@ -193,7 +181,7 @@ def test_job_reports_rising_progress_and_ends_with_a_probed_mp4(service, data_di
                 samples.append(view.progress)
             return view.status not in (JobStatus.queued, JobStatus.running)
 
-        wait_for(finished, 90, "the job to finish", interval=0.02)
+        wait_until(finished, 90, "the job to finish", interval=0.02)
 
     done = service.get(job.id)
     assert done.status == JobStatus.done, done.error

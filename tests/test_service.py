@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_api import launch, wait_until
+
+from servers import launch, wait_until
 
 
 def children_of(pid: int) -> list[int]:

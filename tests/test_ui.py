@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import signal
-import socket
 import string
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -32,6 +27,7 @@ from koubo.jobs.service import JobService
 from koubo.web.i18n import TEXT, language_from_header, t
 
 from media_fixtures import make_speech, make_talking_video, write_random_bytes, write_text_file
+from servers import launch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,7 +43,6 @@ SCREENSHOTS = Path("/tmp")
 SPEECH_SECONDS = 1.5
 # A tiny job renders in seconds here; the margin is for a 2-core machine shared with other work.
 JOB_TIMEOUT_MS = 240_000
-SERVER_START_SECONDS = 120
 # Small enough to exceed with a generated file, far above every fixture (tens of KiB).
 UPLOAD_LIMIT = 1024 * 1024
 
@@ -95,52 +90,16 @@ class Server:
     data_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("koubo-ui-data")
-    log = data_dir.parent / "serve-output.log"
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KOUBO_DATA_DIR": str(data_dir),
-        "KOUBO_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "KOUBO_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
-        # A koubo.toml in the working folder must not change the server under test.
-        "KOUBO_CONFIG": str(data_dir / "absent.toml"),
-    }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "koubo.cli", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/"
+    running = launch(
+        tmp_path_factory.mktemp("koubo-ui"),
+        env={"GRADIO_ANALYTICS_ENABLED": "False", "KOUBO_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT)},
+    )
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"koubo serve exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                if httpx.get(url + "api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"koubo serve did not answer /api/health:\n{log.read_text(errors='replace')}")
-            time.sleep(0.5)
-        yield Server(url, data_dir)
+        yield Server(running.url + "/", running.data_dir)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running.stop()
 
 
 @pytest.fixture(scope="module")
