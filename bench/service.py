@@ -79,6 +79,7 @@ def main() -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("KOUBO_")},
         "KOUBO_DATA_DIR": str(work / "data"),
         "KOUBO_PORT": str(port),
+        "KOUBO_LINKS_PORT": str(free_port()),
         "KOUBO_MAX_CONCURRENT": "2",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }

@@ -1,4 +1,4 @@
-"""The `koubo` command line: generate, batch, check, demo, serve, logs."""
+"""The `koubo` command line: generate, batch, check, demo, serve, logs, links, link."""
 
 from __future__ import annotations
 
@@ -155,12 +155,12 @@ def _port(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The web app (API + UI) and the job consumer, until Ctrl-C or SIGTERM."""
+    """The web app (API + UI), the job consumer and the link server, until Ctrl-C or SIGTERM."""
     from koubo.config import load_settings
     from koubo.service import serve
 
     overrides = {name: value for name in ("host", "port") if (value := getattr(args, name)) is not None}
-    serve(load_settings(**overrides), with_worker=not args.no_worker)
+    serve(load_settings(**overrides), with_worker=not args.no_worker, with_links=not args.no_links)
     return 0
 
 
@@ -178,6 +178,43 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for line in follower.read_new():
             print(line)
     return 0
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    """The direct-link server, until Ctrl-C or SIGTERM."""
+    from koubo.config import load_settings
+    from koubo.links.server import run_links
+
+    overrides = {name: value for name in ("host", "links_port") if (value := getattr(args, name)) is not None}
+    run_links(load_settings(**overrides))
+    return 0
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    """Print a signed download URL for a finished job."""
+    from koubo.config import load_settings
+    from koubo.jobs.service import JobService
+    from koubo.links.signing import Keyring, sign
+
+    settings = load_settings()
+    service = JobService(settings)
+    try:
+        _, name = service.output_file(args.job)
+    finally:
+        service.close()
+    lifetime = settings.link_lifetime if args.expires is None else args.expires
+    print(settings.links_base + sign(Keyring(settings.data_dir), args.job, name, lifetime))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 = never expires)")
+    return value
 
 
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
@@ -217,16 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("serve", help="run the web app (API + browser UI) and the job worker")
+    p = sub.add_parser("serve", help="run the web app (API + browser UI), the job worker and the link server")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, from the settings)")
     p.add_argument("--port", type=_port, help="port to listen on (default 7860, from the settings)")
     p.add_argument("--no-worker", action="store_true", help="web app only; run the consumer elsewhere")
+    p.add_argument("--no-links", action="store_true", help="without the direct-link server (run `koubo links` alone)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("logs", help="print the service log")
     p.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they are written")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("links", help="run the direct-link server (signed download URLs)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, from the settings)")
+    p.add_argument("--port", dest="links_port", type=_port, help="port to listen on (default 7861)")
+    p.set_defaults(func=cmd_links)
+
+    p = sub.add_parser("link", help="print a signed download URL for a finished job")
+    p.add_argument("job", help="the job id")
+    p.add_argument(
+        "--expires", type=_seconds, help="seconds the link lasts (default 7 days, from the settings; 0 = never)"
+    )
+    p.set_defaults(func=cmd_link)
     return parser
 
 

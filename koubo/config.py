@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
     links_port: int = Field(7861, ge=1, le=65535)
+    # The link server's address as downloaders reach it (a proxy or another host name); the
+    # default is http://<host>:<links_port>.
+    links_base_url: str | None = None
+    link_lifetime: float = Field(7 * 24 * 3600.0, ge=0, description="seconds a signed link lasts; 0 = never expires")
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
     task_timeout: float = Field(1800.0, gt=0, description="seconds before a running job is stopped")
     upload_max_bytes: int = Field(2 * 1024**3, gt=0)
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
     @property
     def database_location(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'koubo.db').resolve()}"
+
+    @property
+    def links_base(self) -> str:
+        """The signed links' base URL, without a trailing slash."""
+        return (self.links_base_url or f"http://{self.host}:{self.links_port}").rstrip("/")
 
     @property
     def log_path(self) -> Path:

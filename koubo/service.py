@@ -58,8 +58,8 @@ def _columns(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def _consumer_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes the consumer's load_settings() equal `settings`, CLI overrides included."""
+def _child_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child's load_settings() equal `settings`, CLI overrides included."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         key = f"KOUBO_{name.upper()}"
@@ -70,28 +70,30 @@ def _consumer_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class ConsumerProcess:
-    """The Huey consumer (`python -m koubo.jobs.queue`) as a child process in its own process group.
+class ChildProcess:
+    """A koubo process that serve() runs beside the web app, in its own process group.
 
+    The job consumer (`python -m koubo.jobs.queue`) and the direct-link server (`koubo links`).
     Its own group keeps a terminal's Ctrl-C away from it (serve() decides the order of shutdown)
-    and lets stop() kill the workers and their render processes together if they hang.
+    and lets stop() kill it and its own children (workers, render processes) together if they hang.
     """
 
-    def __init__(self, settings: Settings, on_unexpected_exit: Callable[[int], None]) -> None:
+    def __init__(
+        self, name: str, args: list[str], settings: Settings, on_unexpected_exit: Callable[[str, int], None]
+    ) -> None:
+        self.name = name
         self._stopping = threading.Event()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "koubo.jobs.queue"], env=_consumer_env(settings), start_new_session=True
-        )
-        log.info("job consumer started (pid %d, %d worker(s))", self.process.pid, settings.max_concurrent)
+        self.process = subprocess.Popen([sys.executable, *args], env=_child_env(settings), start_new_session=True)
+        log.info("%s started (pid %d)", name, self.process.pid)
         self._watcher = threading.Thread(
-            target=self._watch, args=(on_unexpected_exit,), name="consumer-watch", daemon=True
+            target=self._watch, args=(on_unexpected_exit,), name=f"{name}-watch", daemon=True
         )
         self._watcher.start()
 
-    def _watch(self, on_unexpected_exit: Callable[[int], None]) -> None:
+    def _watch(self, on_unexpected_exit: Callable[[str, int], None]) -> None:
         code = self.process.wait()
         if not self._stopping.is_set():
-            on_unexpected_exit(code)
+            on_unexpected_exit(self.name, code)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -100,21 +102,22 @@ class ConsumerProcess:
             try:
                 self.process.wait(CONSUMER_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                log.warning("job consumer did not stop within %.0f s; killing it", CONSUMER_GRACE_SECONDS)
+                log.warning("%s did not stop within %.0f s; killing it", self.name, CONSUMER_GRACE_SECONDS)
         try:
             # Whatever is left of the group (a hung worker, a render child) goes too.
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.process.wait()
-        log.info("job consumer stopped (exit code %s)", self.process.returncode)
+        log.info("%s stopped (exit code %s)", self.name, self.process.returncode)
 
 
-def serve(settings: Settings, *, with_worker: bool = True) -> None:
-    """Serve the web app (API and UI) on settings.host:port, with the job consumer unless told not to.
+def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = True) -> None:
+    """Serve the web app (API and UI) on settings.host:port, with the job consumer and the direct-link
+    server (settings.links_port) unless told not to.
 
-    Returns after SIGINT or SIGTERM, once both are stopped. Raises KouboError when the consumer
-    died on its own, so a supervisor (systemd, Docker) sees a failure and restarts koubo.
+    Returns after SIGINT or SIGTERM, once all are stopped. Raises KouboError when a child died on
+    its own, so a supervisor (systemd, Docker) sees a failure and restarts koubo.
     """
     import uvicorn
 
@@ -122,17 +125,17 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
 
     stopping = threading.Event()
     server: uvicorn.Server | None = None
-    consumer: ConsumerProcess | None = None
-    consumer_exit: list[int] = []
+    children: list[ChildProcess] = []
+    child_exit: list[tuple[str, int]] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
         if server is not None:
             server.should_exit = True
 
-    def consumer_died(code: int) -> None:
-        log.error("job consumer exited unexpectedly (exit code %d); stopping koubo", code)
-        consumer_exit.append(code)
+    def child_died(name: str, code: int) -> None:
+        log.error("%s exited unexpectedly (exit code %d); stopping koubo", name, code)
+        child_exit.append((name, code))
         request_stop(signal.SIGTERM, None)
 
     # Uvicorn installs its own handlers while it runs and re-raises the signal after; these cover
@@ -160,21 +163,30 @@ def serve(settings: Settings, *, with_worker: bool = True) -> None:
         if stopping.is_set():
             return
         if with_worker:
-            consumer = ConsumerProcess(settings, consumer_died)
+            children.append(ChildProcess("job consumer", ["-m", "koubo.jobs.queue"], settings, child_died))
+            log.info("%d worker(s)", settings.max_concurrent)
+        if with_links:
+            children.append(ChildProcess("link server", ["-m", "koubo.cli", "links"], settings, child_died))
         log.info(
-            "koubo serving on http://%s:%d (worker: %s)", settings.host, settings.port, "on" if consumer else "off"
+            "koubo serving on http://%s:%d (worker: %s, links: %s)",
+            settings.host,
+            settings.port,
+            "on" if with_worker else "off",
+            settings.links_base if with_links else "off",
         )
         server.run()
     finally:
-        if consumer is not None:
-            consumer.stop()
+        for child in reversed(children):
+            child.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if consumer_exit:
+    if child_exit:
+        name, code = child_exit[0]
+        zh = "任务处理进程" if name == "job consumer" else "直链下载服务"
         raise KouboError(
-            "worker_exited",
-            f"The job consumer exited unexpectedly (exit code {consumer_exit[0]}); see the log.",
-            f"任务处理进程意外退出（退出码 {consumer_exit[0]}），详见日志。",
+            "worker_exited" if name == "job consumer" else "links_exited",
+            f"The {name} exited unexpectedly (exit code {code}); see the log.",
+            f"{zh}意外退出（退出码 {code}），详见日志。",
         )
 
 

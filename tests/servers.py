@@ -39,6 +39,7 @@ class Server:
     process: subprocess.Popen[bytes]
     data_dir: Path
     port: int
+    links_port: int
     stdout: Path
     stderr: Path
 
@@ -69,13 +70,15 @@ def launch(
 ) -> Server:
     """Start `python -m koubo.cli serve` with its own data dir and a free port; wait for /api/health."""
     data_dir = work / "data"
-    port = free_port(host)
+    port, links_port = free_port(host), free_port(host)
     base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
     full_env = {
         **base,
         "KOUBO_CONFIG": str(work / "no-koubo.toml"),
         "KOUBO_DATA_DIR": str(data_dir),
         "KOUBO_PORT": str(port),
+        # Its own link-server port too: several test servers may run at once.
+        "KOUBO_LINKS_PORT": str(links_port),
         **(env or {}),
     }
     stdout, stderr = work / "serve.stdout", work / "serve.stderr"
@@ -83,7 +86,7 @@ def launch(
         process = subprocess.Popen(
             [sys.executable, "-m", "koubo.cli", "serve", *args], env=full_env, stdout=out, stderr=err
         )
-    server = Server(process, data_dir, port, stdout, stderr)
+    server = Server(process, data_dir, port, links_port, stdout, stderr)
     if wait:
         wait_until(lambda: _healthy(server), 180, "koubo serve to answer /api/health", interval=0.3)
     return server

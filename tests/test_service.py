@@ -49,7 +49,7 @@ def non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def test_serve_listens_on_loopback_only_by_default_and_stops_with_its_consumer_on_sigterm(tmp_path: Path) -> None:
+def test_serve_listens_on_loopback_only_by_default_and_stops_with_its_children_on_sigterm(tmp_path: Path) -> None:
     server = launch(tmp_path)
     try:
         log = server.data_dir / "logs" / "koubo.log"
@@ -59,15 +59,31 @@ def test_serve_listens_on_loopback_only_by_default_and_stops_with_its_consumer_o
         if other is not None:
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://{other}:{server.port}/api/health", timeout=3.0)
-        consumers = wait_until(lambda: children_of(server.process.pid), 30, "the consumer process")
-        assert len(consumers) == 1
-        assert "koubo.jobs.queue" in Path(f"/proc/{consumers[0]}/cmdline").read_bytes().decode()
+        children = wait_until(
+            lambda: len(found := children_of(server.process.pid)) == 2 and found, 30, "the consumer and link server"
+        )
+        commands = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ") for pid in children)
+        assert "koubo.cli links" in commands[0] and "koubo.jobs.queue" in commands[1], commands
+        # The direct-link server answers on its own port, and refuses a link it did not sign.
+        forged = wait_until(
+            lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/abc/x.mp4?exp=0&kid=k&sig=AAAA"),
+            30,
+            "the link server",
+        )
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "link_tampered"
     finally:
         code = server.stop(signal.SIGTERM)
     assert code == 0, server.output()
-    assert not alive(consumers[0])
+    assert not any(alive(pid) for pid in children)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/api/health", timeout=3.0)
+
+
+def _get_or_none(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=3.0)
+    except httpx.TransportError:
+        return None
 
 
 def test_serve_warns_loudly_on_a_public_address_without_auth(tmp_path: Path) -> None:
