@@ -44,6 +44,15 @@ class Cancelled(KouboError):
         super().__init__("cancelled", "The job was cancelled.", "任务已取消。")
 
 
+# Errors that are only an HTTP status (unknown path, wrong method, missing credentials), as
+# (code, en, zh): the web app and the link server answer them alike.
+HTTP_STATUS_ERRORS: dict[int, tuple[str, str, str]] = {
+    401: ("unauthorized", "Authentication required.", "需要登录。"),
+    404: ("not_found", "Not found.", "未找到。"),
+    405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
+}
+
+
 def _describe(name: str) -> str:
     return f"“{name}”" if name else "the file"
 

@@ -185,7 +185,7 @@ class Generator:
                 ),
                 source_index=loop_indices(len(template.frames), n_out),
             )
-            self._render(job, engine, audio, output, features.duration, template, options, report, clock, should_stop)
+            self._render(job, engine, audio, output, template, options, report, clock, should_stop)
             written = True
             result = GenerateResult(
                 output=output,
@@ -222,7 +222,6 @@ class Generator:
         engine,
         audio: Path,
         output: Path,
-        duration: float,
         template: TemplateVideo,
         options: GenerateOptions,
         report: Progress,
@@ -237,7 +236,7 @@ class Generator:
             height=height,
             fps=template.fps,
             audio_path=audio,
-            duration=duration,
+            duration=job.audio.duration,
             crf=s.video_crf if options.crf is None else options.crf,
             preset=options.preset or s.video_preset,
         ) as writer:

@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from koubo.config import Settings
-from koubo.errors import KouboError
+from koubo.errors import HTTP_STATUS_ERRORS, KouboError
 from koubo.jobs.service import JobService
 from koubo.links.signing import Keyring, LinkError, verify
 from koubo.web.api.downloads import content_disposition
@@ -35,10 +35,6 @@ _STATUS_BY_CODE = {
     "link_expired": 410,
     "not_found": 404,
     "no_output": 404,
-}
-_HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
-    404: ("not_found", "Not found.", "未找到。"),
-    405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
 }
 
 _SETTINGS = web.AppKey("settings", Settings)
@@ -74,9 +70,9 @@ async def _json_errors(
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status not in _HTTP_ERRORS:
+        if exc.status not in (404, 405):
             raise
-        code, en, zh = _HTTP_ERRORS[exc.status]
+        code, en, zh = HTTP_STATUS_ERRORS[exc.status]
         response = _error(exc.status, {"code": code, "message_en": en, "message_zh": zh})
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from koubo.errors import KouboError
+from koubo.errors import HTTP_STATUS_ERRORS, KouboError
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,6 @@ _STATUS_BY_CODE = {
     # A conflict with the job's current state, not a malformed request.
     "not_retryable": 409,
     "no_output": 409,
-}
-
-# Errors that are only an HTTP status: unknown endpoint, wrong method, missing credentials.
-_HTTP_MESSAGES: dict[int, tuple[str, str, str]] = {
-    401: ("unauthorized", "Authentication required.", "需要登录。"),
-    404: ("not_found", "Not found.", "未找到。"),
-    405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
 }
 
 
@@ -98,7 +91,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def http_error(status: int, headers: Mapping[str, str] | None = None, detail: str | None = None) -> JSONResponse:
     fallback = detail or HTTPStatus(status).phrase
-    code, en, zh = _HTTP_MESSAGES.get(status, ("http_error", fallback, fallback))
+    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, fallback))
     return error_response(status, {"code": code, "message_en": en, "message_zh": zh}, headers)
 
 
