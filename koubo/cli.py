@@ -1,4 +1,4 @@
-"""The `koubo` command line: generate, batch, check, demo, serve, logs, links, link."""
+"""The `koubo` command line: generate, batch, check, demo, export-wav2lip, serve, logs, links, link."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from koubo.engines import ENGINES
 from koubo.errors import KouboError
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging would drown the progress bars
@@ -148,6 +149,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_generate(args)
 
 
+def cmd_export_wav2lip(args: argparse.Namespace) -> int:
+    """Export the Wav2Lip checkpoint to ONNX next to it, where the engine finds and uses it when faster."""
+    from koubo.config import load_settings
+    from koubo.engines.checkpoint import checkpoint_path, require_checkpoint, torch_missing
+
+    try:
+        from koubo.engines.wav2lip_onnx import export_onnx
+    except ImportError:
+        raise torch_missing() from None
+    checkpoint = require_checkpoint(args.checkpoint or checkpoint_path(load_settings()))
+    try:
+        written = export_onnx(checkpoint, args.output)
+    except ImportError:
+        raise torch_missing() from None
+    print(written)
+    return 0
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -161,6 +180,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {name: value for name in ("host", "port") if (value := getattr(args, name)) is not None}
     serve(load_settings(**overrides), with_worker=not args.no_worker, with_links=not args.no_links)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A job consumer on this machine, the same one `koubo serve` starts, until Ctrl-C or SIGTERM."""
+    from koubo.config import load_settings
+    from koubo.jobs.queue import run_consumer
+
+    options = {"max_concurrent": args.concurrency, "device": args.device, "worker_engines": args.engines}
+    options["worker_name"] = args.name
+    run_consumer(load_settings(**{key: value for key, value in options.items() if value is not None}))
     return 0
 
 
@@ -194,7 +224,7 @@ def cmd_link(args: argparse.Namespace) -> int:
     """Print a signed download URL for a finished job."""
     from koubo.config import load_settings
     from koubo.jobs.service import JobService
-    from koubo.links.signing import Keyring, sign
+    from koubo.links.signing import signed_link
 
     settings = load_settings()
     service = JobService(settings)
@@ -202,8 +232,58 @@ def cmd_link(args: argparse.Namespace) -> int:
         _, name = service.output_file(args.job)
     finally:
         service.close()
-    lifetime = settings.link_lifetime if args.expires is None else args.expires
-    print(settings.links_base + sign(Keyring(settings.data_dir), args.job, name, lifetime))
+    print(signed_link(settings, args.job, name, args.expires).url)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Apply the retention policy once (for cron): expire old videos, sweep stale temporary files."""
+    from koubo.config import load_settings
+    from koubo.jobs.store import Database
+    from koubo.ops.retention import cleanup, retention_configured
+
+    overrides = {"retention_days": args.days, "retention_max_bytes": args.max_size}
+    settings = load_settings(**{name: value for name, value in overrides.items() if value is not None})
+    if not retention_configured(settings):
+        print("retention is not configured (retention_days, retention_max_bytes): only temporary files are swept")
+    db = Database(settings.database_location)
+    try:
+        report = cleanup(settings, db, dry_run=args.dry_run)
+    finally:
+        db.close()
+    for removal in report.removals:
+        what = f"job {removal.job_id}" if removal.job_id else removal.reason
+        print(f"{'would delete' if args.dry_run else 'deleted'} {removal.path} ({removal.size} bytes, {what})")
+    print(report.summary())
+    return 0
+
+
+def _size(text: str) -> int:
+    from koubo.config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def cmd_link_keys(args: argparse.Namespace) -> int:
+    """List the link keys; --rotate adds one that signs from now on; --retire revokes one."""
+    from datetime import datetime
+
+    from koubo.config import load_settings
+    from koubo.links.signing import Keyring
+
+    keyring = Keyring(load_settings().data_dir)
+    if args.rotate:
+        print(f"new signing key: {keyring.add_key()} (links signed before keep working)")
+    if args.retire:
+        keyring.retire(args.retire)
+        print(f"retired {args.retire}: every link it signed now answers 403")
+    keys = keyring.described()
+    for number, (kid, created) in enumerate(keys, start=1):
+        when = datetime.fromtimestamp(created).isoformat(sep=" ", timespec="seconds")
+        print(f"{kid}  created {when}" + ("  (signs new links)" if number == len(keys) else ""))
     return 0
 
 
@@ -218,7 +298,7 @@ def _seconds(text: str) -> float:
 
 
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", help="lip-sync engine (default: the configured one, 'classic')")
+    p.add_argument("--engine", choices=ENGINES, help="lip-sync engine (default: the configured one, 'classic')")
     p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
     p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
     p.add_argument("--preset", help="x264 speed preset (default veryfast)")
@@ -254,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_options(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("export-wav2lip", help="export the Wav2Lip checkpoint to ONNX for onnxruntime")
+    p.add_argument("--checkpoint", type=Path, help="default: the configured one (<data_dir>/models/wav2lip_gan.pth)")
+    p.add_argument("--output", type=Path, help="default: the checkpoint's path with .onnx")
+    p.set_defaults(func=cmd_export_wav2lip)
+
     p = sub.add_parser("serve", help="run the web app (API + browser UI), the job worker and the link server")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, from the settings)")
     p.add_argument("--port", type=_port, help="port to listen on (default 7860, from the settings)")
@@ -261,10 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-links", action="store_true", help="without the direct-link server (run `koubo links` alone)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser(
+        "worker", help="run jobs on this machine: a consumer of the configured queue (Redis) and database"
+    )
+    p.add_argument("--concurrency", type=int, help="jobs run at the same time (default 1, max_concurrent)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device it offers (default auto)")
+    p.add_argument("--engines", help="engines it offers, comma-separated (default all: " + ",".join(ENGINES) + ")")
+    p.add_argument("--name", help="its name in the workers panel (default host:pid); unique per worker")
+    p.set_defaults(func=cmd_worker)
+
     p = sub.add_parser("logs", help="print the service log")
     p.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they are written")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("link-keys", help="list, rotate or retire the keys that sign direct links")
+    p.add_argument("--rotate", action="store_true", help="add a key that signs new links; old links keep working")
+    p.add_argument("--retire", metavar="KID", help="remove a key: every link it signed stops working")
+    p.set_defaults(func=cmd_link_keys)
 
     p = sub.add_parser("links", help="run the direct-link server (signed download URLs)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, from the settings)")
@@ -277,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--expires", type=_seconds, help="seconds the link lasts (default 7 days, from the settings; 0 = never)"
     )
     p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("cleanup", help="delete videos past the retention policy and stale temporary files (for cron)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    p.add_argument("--days", type=float, help="delete videos finished more than N days ago (default: retention_days)")
+    p.add_argument(
+        "--max-size",
+        type=_size,
+        help="keep the newest videos within this total, e.g. 50G (default: retention_max_bytes)",
+    )
+    p.set_defaults(func=cmd_cleanup)
     return parser
 
 

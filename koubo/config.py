@@ -6,10 +6,12 @@ Environment wins over the file. The file is `./koubo.toml` unless `KOUBO_CONFIG`
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,11 +19,30 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
+_SIZE_UNITS = "kmgtp"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "50G", "512M", "2GiB", "1.5T" or "1000" (binary units, as df -h and du -h count)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: use bytes or a number with K, M, G, T or P (e.g. 50G)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** (_SIZE_UNITS.index(unit.lower()) + 1 if unit else 0))
+
+
+# A byte count that may also be written "50G" (in koubo.toml, KOUBO_* variables and on the command line).
+Size = Annotated[int, BeforeValidator(lambda value: parse_size(value) if isinstance(value, str) else value)]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KOUBO_", extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="uploads/, outputs/, cache/, logs/, koubo.db live here")
+    # Where uploads/ and outputs/ live instead: a folder every machine mounts (NFS, SMB) when
+    # workers run on several machines (docs/deployment.md).
+    storage_dir: Path | None = None
 
     # Service. 127.0.0.1 unless told otherwise: another address without auth gets a loud warning.
     host: str = "127.0.0.1"
@@ -31,6 +52,18 @@ class Settings(BaseSettings):
     # default is http://<host>:<links_port>.
     links_base_url: str | None = None
     link_lifetime: float = Field(7 * 24 * 3600.0, ge=0, description="seconds a signed link lasts; 0 = never expires")
+    # The link server's options. Listing every finished video at /downloads/ needs htpasswd_file.
+    links_listing: bool = False
+    links_accel_redirect: str | None = Field(
+        None,
+        description="behind nginx: an internal location mapped to outputs/ (e.g. /_koubo_outputs); koubo "
+        "checks each link and nginx sends the bytes (X-Accel-Redirect)",
+    )
+    links_rate_limit: int | None = Field(None, gt=0, description="bytes per second per download connection")
+    links_max_per_ip: int | None = Field(None, gt=0, description="concurrent downloads per client address")
+    links_trusted_proxies: list[str] = Field(
+        default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
+    )
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
     task_timeout: float = Field(1800.0, gt=0, description="seconds before a running job is stopped")
     upload_max_bytes: int = Field(2 * 1024**3, gt=0)
@@ -38,6 +71,12 @@ class Settings(BaseSettings):
     # (redis://... and postgresql://... for several machines).
     queue_url: str | None = None
     database_url: str | None = None
+    # This machine's consumer (`koubo worker`): its name in the workers panel (default host:pid), the
+    # engines it offers (comma-separated; default all) and how long a worker may stay silent before
+    # its jobs are taken back.
+    worker_name: str | None = None
+    worker_engines: str | None = None
+    worker_timeout: float = Field(60.0, gt=0)
     htpasswd_file: Path | None = Field(None, description="Apache htpasswd (bcrypt) file: enables HTTP Basic auth")
     log_file: Path | None = Field(None, description="default <data_dir>/logs/koubo.log")
 
@@ -56,10 +95,33 @@ class Settings(BaseSettings):
     expressiveness: float = Field(1.0, ge=0.0, le=2.0, description="scale of mouth movement")
     face_select: Literal["largest", "central"] = "largest"
     max_faces: int = Field(4, ge=1, le=10)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where neural engines run: auto = CUDA when present, else CPU"
+    )
+    models_dir: Path | None = Field(None, description="user-supplied model weights; default <data_dir>/models")
+    wav2lip_checkpoint: str = Field(
+        "wav2lip_gan.pth", description="Wav2Lip checkpoint: a file name inside models_dir, or an absolute path"
+    )
 
     # Feature caches: this many entries of each kind stay in memory; the disk copy has no limit
     # (retention cleans it).
     cache_memory_entries: int = Field(16, ge=0)
+
+    # Retention (koubo/ops/retention.py): finished videos older than retention_days, or the oldest
+    # beyond retention_max_bytes in all, are deleted; their jobs stay in the history as "expired".
+    # Unset (or 0) keeps everything. `koubo serve` cleans every retention_interval seconds.
+    retention_days: float | None = Field(None, ge=0)
+    retention_max_bytes: Size | None = Field(None, ge=0)
+    retention_interval: float = Field(3600.0, gt=0)
+    # New jobs and uploads are refused while the outputs folder's disk has less free space (0 = never).
+    min_free_bytes: Size = Field(1024**3, ge=0)
+
+    # Webhooks (koubo/ops/notify.py): a POST when a job is done, failed or timed out.
+    webhook_url: str | None = None
+    webhook_format: Literal["json", "wecom", "dingtalk", "feishu"] = "json"
+    # json: HMAC-SHA256 of the body in X-Koubo-Signature; dingtalk and feishu: the bots' own signing.
+    webhook_secret: str | None = None
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds one delivery attempt may take")
 
     @property
     def cache_dir(self) -> Path:
@@ -67,11 +129,15 @@ class Settings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        return (self.storage_dir or self.data_dir) / "uploads"
 
     @property
     def outputs_dir(self) -> Path:
-        return self.data_dir / "outputs"
+        return (self.storage_dir or self.data_dir) / "outputs"
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def queue_location(self) -> str:
@@ -84,7 +150,11 @@ class Settings(BaseSettings):
     @property
     def links_base(self) -> str:
         """The signed links' base URL, without a trailing slash."""
-        return (self.links_base_url or f"http://{self.host}:{self.links_port}").rstrip("/")
+        if self.links_base_url:
+            return self.links_base_url.rstrip("/")
+        # A wildcard address is where the server listens, not where anyone can reach it.
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.links_port}"
 
     @property
     def log_path(self) -> Path:

@@ -179,6 +179,28 @@ def no_output(job_id: str) -> KouboError:
     )
 
 
+def batch_has_no_output() -> KouboError:
+    return KouboError("no_output", "No video of this batch has finished yet.", "该批次还没有完成的视频。")
+
+
+def output_expired(job_id: str) -> KouboError:
+    return KouboError(
+        "output_expired",
+        f"The video of job {job_id} was deleted by the retention policy; generate it again if needed.",
+        f"任务 {job_id} 的视频已按保留策略删除；如需要请重新生成。",
+    )
+
+
+def disk_full(free: int, needed: int) -> KouboError:
+    free_gib, needed_gib = free / 2**30, needed / 2**30
+    return KouboError(
+        "disk_full",
+        f"The server's disk is almost full ({free_gib:.1f} GiB free, {needed_gib:.1f} GiB needed); "
+        "no new uploads or jobs are accepted until space is freed.",
+        f"服务器磁盘空间不足（剩余 {free_gib:.1f} GiB，至少需要 {needed_gib:.1f} GiB），释放空间前不接受新的上传或任务。",
+    )
+
+
 def job_timed_out(limit: float) -> KouboError:
     return KouboError(
         "timed_out",
@@ -199,11 +221,13 @@ def worker_crashed(returncode: int) -> KouboError:
     )
 
 
-def interrupted() -> KouboError:
+def worker_lost(worker: str | None) -> KouboError:
+    name = worker or "?"
     return KouboError(
-        "interrupted",
-        "The worker running this job stopped (a crash or a restart) once too often; retry the job to run it again.",
-        "运行此任务的工作进程多次中断（崩溃或重启），请重试该任务。",
+        "worker_lost",
+        f"The worker {name} stopped responding while running this job (its process or machine is gone), "
+        "and so did the one before; retry the job to run it again.",
+        f"运行此任务的工作节点 {name} 失去响应（进程或机器已不在），此前一次也是如此；请重试该任务。",
     )
 
 

@@ -142,7 +142,7 @@ class Generator:
         audio, video, output = Path(audio), Path(video), Path(output)
         report = progress or (lambda stage, fraction: None)
         clock = _Stopwatch()
-        engine = get_engine(options.engine or s.engine)
+        engine = get_engine(options.engine or s.engine, s)
 
         with clock.stage("features"):
             report("features", 0.0)

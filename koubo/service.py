@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 CONSUMER_GRACE_SECONDS = 10.0
 # Seconds open connections (a log stream, a long download) may delay shutdown.
 HTTP_GRACE_SECONDS = 5
+# Seconds serve() waits for its retention and webhook threads at shutdown (a delivery cut short is retried).
+THREAD_GRACE_SECONDS = 2.0
 # A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
 _MAX_READ = 4 * 1024 * 1024
 
@@ -126,6 +128,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
     stopping = threading.Event()
     server: uvicorn.Server | None = None
     children: list[ChildProcess] = []
+    threads: list[threading.Thread] = []
     child_exit: list[tuple[str, int]] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -147,6 +150,14 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
         if not is_loopback(settings.host) and settings.htpasswd_file is None:
             print(exposure_warning(settings), file=sys.stderr, flush=True)
             log.warning("listening on %s:%d without authentication (no htpasswd_file)", settings.host, settings.port)
+        if with_links and not is_loopback(settings.host) and settings.links_base_url is None:
+            log.warning(
+                "links_base_url is not set: direct links will start with %s; set it to the address downloaders "
+                "reach (a public host name, or the nginx/CDN in front) / 未设置 links_base_url：直链将以 %s 开头，"
+                "请设为下载者能访问的地址",
+                settings.links_base,
+                settings.links_base,
+            )
         app = create_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -167,6 +178,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
             log.info("%d worker(s)", settings.max_concurrent)
         if with_links:
             children.append(ChildProcess("link server", ["-m", "koubo.cli", "links"], settings, child_died))
+        threads = _start_background_threads(settings, stopping)
         log.info(
             "koubo serving on http://%s:%d (worker: %s, links: %s)",
             settings.host,
@@ -176,6 +188,9 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
         )
         server.run()
     finally:
+        stopping.set()
+        for thread in threads:
+            thread.join(THREAD_GRACE_SECONDS)
         for child in reversed(children):
             child.stop()
         for sig, handler in previous.items():
@@ -188,6 +203,23 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
             f"The {name} exited unexpectedly (exit code {code}); see the log.",
             f"{zh}意外退出（退出码 {code}），详见日志。",
         )
+
+
+def _start_background_threads(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
+    """Retention (always: stale temporary files are swept even without a policy), recovery of lost
+    jobs and queue messages (koubo.jobs.queue.recover_periodically) and, with a webhook_url, the
+    webhook notifier. Daemons: a hung one never keeps koubo from exiting."""
+    from koubo.jobs.queue import recover_periodically
+    from koubo.ops.notify import run_notifier
+    from koubo.ops.retention import run_periodically
+
+    targets = [("retention", run_periodically), ("recovery", recover_periodically)]
+    if settings.webhook_url:
+        targets.append(("webhooks", run_notifier))
+    threads = [threading.Thread(target=run, args=(settings, stop), name=name, daemon=True) for name, run in targets]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 class LogFollower:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -293,6 +296,11 @@ def test_batch_of_one_audio_and_two_videos_finishes_both(
     assert {output_file(server, job).read_bytes()[:8] for job in final["jobs"]}  # both outputs exist
     listed = client.get("/api/jobs", params={"batch_id": batch["id"]}).json()
     assert listed["total"] == 2
+    zip_link = client.get(f"/api/batches/{batch['id']}/link").json()["url"]
+    archive = zipfile.ZipFile(io.BytesIO(httpx.get(zip_link, timeout=60.0).content))
+    assert sorted(archive.read(name) for name in archive.namelist()) == sorted(
+        output_file(server, job).read_bytes() for job in final["jobs"]
+    )
 
 
 def test_queue_summary_matches_the_job_list(client: httpx.Client, done_job: dict[str, Any]) -> None:
@@ -398,3 +406,22 @@ def test_basic_auth_guards_api_and_ui(auth_server: Server, path: str) -> None:
 
 def test_health_stays_open_with_auth(auth_server: Server) -> None:
     assert httpx.get(f"{auth_server.url}/api/health").json()["status"] == "ok"
+
+
+def test_signed_links_from_the_api_download_through_the_link_server(
+    client: httpx.Client, server: Server, done_job: dict[str, Any]
+) -> None:
+    response = client.get(f"/api/jobs/{done_job['id']}/link", params={"expires": 600})
+    assert response.status_code == 200, response.text
+    link = response.json()
+    assert link["url"].startswith(f"http://127.0.0.1:{server.links_port}/d/{done_job['id']}/")
+    lasts = datetime.fromisoformat(link["expires_at"]) - datetime.now(UTC)
+    assert timedelta(seconds=590) < lasts <= timedelta(seconds=600)
+    video = wait_until(lambda: httpx.get(link["url"], timeout=30.0), 30, "the link server")
+    assert video.status_code == 200
+    assert video.content == output_file(server, done_job).read_bytes()
+    forever = client.get(f"/api/jobs/{done_job['id']}/link", params={"expires": 0}).json()
+    assert forever["expires_at"] is None and "exp=0&" in forever["url"]
+    batch_id = done_job.get("batch_id") or "no-such-batch"
+    assert client.get(f"/api/batches/{batch_id}/link").status_code == 404
+    assert client.get("/api/jobs/no-such-job/link").status_code == 404

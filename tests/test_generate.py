@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from koubo.config import Settings
-from koubo.engines.classic import _lower_face_hull
+from koubo.engines.blend import lower_face_hull
 from koubo.errors import Cancelled, KouboError
 from koubo.face import geometry
 from koubo.face.tracker import track_faces
@@ -137,7 +137,7 @@ def test_pixels_outside_the_mouth_region_are_the_templates(result, template, wor
     for k in range(0, len(out), 5):
         lm = landmarks[idx[k]]
         region = np.zeros(out.shape[1:3], dtype=np.uint8)
-        cv2.fillConvexPoly(region, np.round(_lower_face_hull(lm)).astype(np.int32), 1)
+        cv2.fillConvexPoly(region, np.round(lower_face_hull(lm)).astype(np.int32), 1)
         scale = float(geometry.face_scale(lm))
         # Margin for the track's own jitter and for the encoder's blocks crossing the edge.
         r = int(0.08 * scale) + 8

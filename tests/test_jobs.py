@@ -153,6 +153,21 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+    # SIGKILL lands at once, but each member exits in its own time: recovery must see them all gone.
+    wait_until(lambda: not group_members(process.pid), 10, "the killed process group to exit", interval=0.05)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def output_dir_files(service: JobService, job_id: str) -> list[Path]:
@@ -347,7 +362,7 @@ def test_jobs_survive_consumer_restarts_and_crashes(service, data_dir, media):
         recovered = service.get(first.id)
         assert recovered.attempts == 2 and probe(recovered.output_path, expect="video").duration > 10
 
-        # A job out of attempts (a retry counts) that loses its worker fails as "interrupted".
+        # A job out of attempts (a retry counts) that loses its worker fails as "worker_lost".
         third = service.submit(long_audio, video)
         service.cancel(third.id)
         wait_for_status(service, third.id, {JobStatus.cancelled}, 10)
@@ -357,7 +372,7 @@ def test_jobs_survive_consumer_restarts_and_crashes(service, data_dir, media):
     service.recover()
     interrupted = service.get(third.id)
     assert interrupted.status == JobStatus.failed
-    assert interrupted.error is not None and interrupted.error["code"] == "interrupted"
+    assert interrupted.error is not None and interrupted.error["code"] == "worker_lost"
     assert output_dir_files(service, third.id) == []
 
 

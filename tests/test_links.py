@@ -1,29 +1,36 @@
-"""Signed direct links against a real `koubo links` process over loopback, for a job really rendered
-by a `python -m koubo.jobs.queue` consumer."""
+"""Signed direct links against a real `koubo links` process over loopback."""
 
 from __future__ import annotations
 
 import hashlib
+import html
 import http.client
+import io
 import os
-import shutil
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+import bcrypt
 import httpx
 import pytest
 
 from koubo.config import Settings
-from koubo.jobs.service import JobService, JobStatus
-from koubo.links.signing import Keyring, LinkError, sign, verify
+from koubo.links.signing import Keyring, LinkError, sign, signed_batch_link, signed_link, verify
+from koubo.links.zipstream import batch_zip_name
 
-from media_fixtures import make_speech, make_talking_video
+import nginx_server
+from job_fixtures import finished_job
 from servers import free_port, wait_until
 
 DOWNLOAD_NAME = "主播__问候.mp4"
@@ -62,52 +69,6 @@ class LinkServer:
             connection.close()
 
 
-def _finished_job(work: Path, data_dir: Path, env: dict[str, str]) -> str:
-    speech = make_speech(work / "speech.wav", seconds=1.0)
-    video = make_talking_video(work / "face.mp4", seconds=1.0, size=(128, 128))
-    service = JobService(Settings(data_dir=data_dir))
-    try:
-        ids = []
-        for source, name, kind in ((speech, "问候.wav", "audio"), (video, "主播.mp4", "video")):
-            temp = service.upload_tmp_dir / f"{kind}.part"
-            shutil.copyfile(source, temp)
-            ids.append(service.add_asset(temp, name, kind).id)  # type: ignore[arg-type]
-        job = service.submit(ids[0], ids[1])
-        assert job.output_name == DOWNLOAD_NAME
-        with open(work / "consumer.out", "ab") as log:
-            consumer = subprocess.Popen(
-                [sys.executable, "-m", "koubo.jobs.queue"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_until(
-                lambda: service.get(job.id).status not in (JobStatus.queued, JobStatus.running),
-                120,
-                "the job to finish",
-                interval=0.2,
-            )
-        finally:
-            consumer.send_signal(signal.SIGTERM)
-            try:
-                consumer.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-            # Its workers and their children too, whatever state they were left in.
-            try:
-                os.killpg(consumer.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            consumer.wait()
-        done = service.get(job.id)
-        assert done.status == JobStatus.done, done.error
-        return job.id
-    finally:
-        service.close()
-
-
 def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"koubo links exited with {process.returncode}:\n{log.read_text(errors='replace')}")
@@ -118,10 +79,9 @@ def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
-    work = tmp_path_factory.mktemp("links")
-    data_dir = work / "data"
+@contextmanager
+def links_process(work: Path, data_dir: Path, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`koubo links` on a free port with KOUBO_<NAME> settings; its URL and environment."""
     port = free_port()
     base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
     env = {
@@ -129,10 +89,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
         "KOUBO_CONFIG": str(work / "no-koubo.toml"),
         "KOUBO_DATA_DIR": str(data_dir),
         "KOUBO_LINKS_PORT": str(port),
+        **{f"KOUBO_{name.upper()}": value for name, value in settings.items()},
     }
-    job_id = _finished_job(work, data_dir, env)
-    output = data_dir / "outputs" / job_id / DOWNLOAD_NAME
-    log = work / "links.out"
+    log = work / f"links-{port}.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "koubo.cli", "links"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -140,7 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(url, process, log), 60, "koubo links to answer", interval=0.2)
-        yield LinkServer(data_dir, port, job_id, output, hashlib.sha256(output.read_bytes()).hexdigest(), env)
+        yield url, env
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -148,6 +107,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
+    work = tmp_path_factory.mktemp("links")
+    data_dir = work / "data"
+    job_id = finished_job(work, data_dir)
+    output = data_dir / "outputs" / job_id / DOWNLOAD_NAME
+    with links_process(work, data_dir) as (url, env):
+        port = int(url.rsplit(":", 1)[1])
+        yield LinkServer(data_dir, port, job_id, output, hashlib.sha256(output.read_bytes()).hexdigest(), env)
 
 
 def _with(link: str, **changes: str) -> str:
@@ -389,3 +359,228 @@ def test_koubo_link_refuses_an_unknown_job(server):
     )
     assert result.returncode == 2
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- multipart ranges, batch ZIP, listing, limits, nginx ------------------------------------------------------
+
+
+def test_multiple_ranges_come_back_as_multipart_byteranges(server):
+    data = server.output.read_bytes()
+    response = server.get(server.link(), Range="bytes=0-9,100-199,-5")
+    assert response.status_code == 206
+    kind, _, boundary = response.headers["content-type"].partition("; boundary=")
+    assert kind == "multipart/byteranges"
+    assert int(response.headers["content-length"]) == len(response.content)
+    parts = response.content.split(f"--{boundary}".encode())
+    assert parts[0] == b"\r\n" and parts[-1] == b"--\r\n"
+    bodies = [part.split(b"\r\n\r\n", 1) for part in parts[1:-1]]
+    size = len(data)
+    expected = [(0, 9), (100, 199), (size - 5, size - 1)]
+    for (head, body), (first, last) in zip(bodies, expected, strict=True):
+        assert f"Content-Range: bytes {first}-{last}/{size}".encode() in head
+        assert body == data[first : last + 1] + b"\r\n"
+
+
+def test_head_of_a_range(server):
+    response = httpx.head(server.url + server.link(), headers={"Range": "bytes=10-19"}, timeout=30.0)
+    assert response.status_code == 206
+    assert response.headers["content-length"] == "10" and response.content == b""
+
+
+@pytest.fixture(scope="module")
+def batch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str, Settings]]:
+    work = tmp_path_factory.mktemp("batch")
+    data_dir = work / "data"
+    batch_id = finished_job(work, data_dir, batch=3)
+    with links_process(work, data_dir) as (url, _):
+        yield url, data_dir, batch_id, Settings(data_dir=data_dir, links_port=int(url.rsplit(":", 1)[1]))
+
+
+def test_batch_zip_link_streams_every_finished_video(batch_server):
+    url, data_dir, batch_id, settings = batch_server
+    link = signed_batch_link(settings, batch_id, batch_zip_name(batch_id))
+    response = httpx.get(link.url, timeout=60.0)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert int(response.headers["content-length"]) == len(response.content)
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert archive.testzip() is None
+    outputs = sorted(data_dir.glob("outputs/*/*.mp4"))
+    assert len(archive.namelist()) == len(outputs) == 3
+    assert sorted(archive.read(name) for name in archive.namelist()) == sorted(p.read_bytes() for p in outputs)
+    head = httpx.head(link.url, timeout=30.0)
+    assert head.headers["content-length"] == response.headers["content-length"] and head.content == b""
+    # A batch link is not a job link: its signature cannot be moved to a job, nor the other way.
+    job_path = urlsplit(link.url).path.replace("/z/", "/d/", 1)
+    assert httpx.get(url + job_path + "?" + urlsplit(link.url).query, timeout=30.0).status_code in (400, 403)
+    tampered = link.url.replace(batch_id, batch_id[::-1], 1)
+    assert httpx.get(tampered, timeout=30.0).status_code == 403
+
+
+def test_listing_is_off_unless_asked_for(server):
+    assert server.get("/downloads/").status_code == 404
+
+
+def test_listing_needs_a_password(tmp_path, batch_server):
+    _, data_dir, _, _ = batch_server
+    work = tmp_path
+    bad = subprocess.run(
+        [sys.executable, "-m", "koubo.cli", "links"],
+        env={
+            **os.environ,
+            "KOUBO_CONFIG": str(work / "none.toml"),
+            "KOUBO_DATA_DIR": str(data_dir),
+            "KOUBO_LINKS_PORT": str(free_port()),
+            "KOUBO_LINKS_LISTING": "true",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode != 0 and "htpasswd_file" in bad.stderr
+    htpasswd = work / "htpasswd"
+    htpasswd.write_text("ops:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    with links_process(work, data_dir, links_listing="true", htpasswd_file=str(htpasswd)) as (url, _):
+        refused = httpx.get(url + "/downloads/", timeout=30.0)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(url + "/downloads/", auth=("ops", "wrong"), timeout=30.0).status_code == 401
+        page = httpx.get(url + "/downloads/", auth=("ops", "s3cret"), timeout=30.0)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        links = re.findall(r'href="([^"]+/d/[^"]+)"', page.text)
+        assert len(links) == 3 and "问候" in page.text
+        first = httpx.get(html.unescape(links[0]), timeout=30.0)
+        assert first.status_code == 200 and first.content[4:8] == b"ftyp"
+
+
+def _big_job(work: Path) -> tuple[Path, str]:
+    data_dir = work / "data"
+    job_id = finished_job(work, data_dir)
+    output = next(data_dir.glob(f"outputs/{job_id}/*.mp4"))
+    # Only the link server reads it: any bytes do, as long as there are enough to take a while.
+    output.write_bytes(os.urandom(600_000))
+    return data_dir, job_id
+
+
+def test_rate_limit_and_per_address_cap(tmp_path):
+    data_dir, job_id = _big_job(tmp_path)
+    with links_process(tmp_path, data_dir, links_rate_limit="200000", links_max_per_ip="1") as (url, _):
+        settings = Settings(data_dir=data_dir)
+        name = next(data_dir.glob(f"outputs/{job_id}/*.mp4")).name
+        link = signed_link(settings, job_id, name).url.replace(settings.links_base, url)
+        results: dict[str, object] = {}
+
+        def slow_download() -> None:
+            started = time.monotonic()
+            response = httpx.get(link, timeout=60.0)
+            results["seconds"] = time.monotonic() - started
+            results["size"] = len(response.content)
+
+        thread = threading.Thread(target=slow_download)
+        thread.start()
+        time.sleep(0.8)
+        second = httpx.get(link, timeout=30.0)
+        assert second.status_code == 429 and second.headers["retry-after"]
+        assert second.json()["error"]["code"] == "too_many_downloads"
+        thread.join(timeout=60)
+        assert results["size"] == 600_000
+        assert results["seconds"] >= 2.5  # 600 kB at 200 kB/s: three seconds, less the first slices
+        # The slot is free again once the first download has ended on the server's side too.
+        wait_until(
+            lambda: httpx.get(link, headers={"Range": "bytes=0-99"}, timeout=30.0).status_code == 206, 10, "a slot"
+        )
+
+
+@pytest.mark.skipif(not nginx_server.available(), reason="Debian's nginx is not installed (apt-get install nginx)")
+def test_behind_nginx_with_x_accel_redirect(tmp_path):
+    """docs/nginx-links.conf as written, on a real nginx: koubo checks the link, nginx sends the bytes."""
+    data_dir, job_id = _big_job(tmp_path)
+    output = next(data_dir.glob(f"outputs/{job_id}/*.mp4"))
+    accel = {"links_accel_redirect": "/_koubo_outputs", "links_trusted_proxies": '["127.0.0.1"]'}
+    with links_process(tmp_path, data_dir, **accel) as (links_url, _):
+        port = free_port()
+        conf = (Path(__file__).parents[1] / "docs" / "nginx-links.conf").read_text(encoding="utf-8")
+        conf = conf.replace("127.0.0.1:7861", links_url.removeprefix("http://"))
+        conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        conf = conf.replace("/srv/koubo/data/outputs/", f"{data_dir.resolve()}/outputs/")
+        front = nginx_server.start_nginx(tmp_path / "nginx", conf, port)
+        try:
+            settings = Settings(data_dir=data_dir)
+            path = urlsplit(signed_link(settings, job_id, output.name).url)
+            link = f"{front.url}{path.path}?{path.query}"
+            whole = httpx.get(link, timeout=30.0)
+            assert whole.status_code == 200, (whole.text, front.log())
+            assert whole.content == output.read_bytes()
+            assert whole.headers["content-disposition"].startswith("attachment;")
+            assert "x-accel-redirect" not in whole.headers
+            part = httpx.get(link, headers={"Range": "bytes=100-199"}, timeout=30.0)
+            assert part.status_code == 206 and part.content == output.read_bytes()[100:200]
+            resumed = httpx.get(link, headers={"Range": "bytes=100-", "If-Range": whole.headers["etag"]}, timeout=30.0)
+            assert resumed.status_code == 206
+            assert httpx.get(link, headers={"If-None-Match": whole.headers["etag"]}, timeout=30.0).status_code == 304
+            tampered = httpx.get(link.replace("sig=", "sig=A"), timeout=30.0)
+            assert tampered.status_code == 403 and tampered.json()["error"]["code"] == "link_tampered"
+            # The internal location is unreachable from outside.
+            direct = httpx.get(f"{front.url}/_koubo_outputs/{job_id}/{quote(output.name)}", timeout=30.0)
+            assert direct.status_code == 404
+        finally:
+            front.stop()
+
+
+def test_large_file_hang_ups_free_their_slot_and_big_multipart_parts_stay_in_order(tmp_path):
+    data_dir, job_id = _big_job(tmp_path)
+    output = next(data_dir.glob(f"outputs/{job_id}/*.mp4"))
+    output.write_bytes(os.urandom(64 * 2**20))  # more than the socket buffers hold
+    with links_process(tmp_path, data_dir, links_max_per_ip="1") as (url, _):
+        link = urlsplit(signed_link(Settings(data_dir=data_dir), job_id, output.name).url)
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+                sock.sendall(f"GET {link.path}?{link.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        target = url + f"{link.path}?{link.query}"
+
+        def whole_file() -> bytes | None:
+            response = httpx.get(target, timeout=60.0)
+            return response.content if response.status_code == 200 else None
+
+        # 429 until the server has noticed every hang-up, then the whole file again.
+        data = output.read_bytes()
+        assert wait_until(whole_file, 30, "the slot to be free again") == data
+
+        # Parts far larger than the socket buffers: each delimiter still comes before its bytes.
+        spans = [(0, 20 * 2**20 - 1), (30 * 2**20, 50 * 2**20 - 1), (60 * 2**20, len(data) - 1)]
+        ranges = ",".join(f"{first}-{last}" for first, last in spans)
+        response = httpx.get(target, headers={"Range": f"bytes={ranges}"}, timeout=60.0)
+        boundary = response.headers["content-type"].partition("; boundary=")[2]
+        parts = response.content.split(f"\r\n--{boundary}".encode())[1:-1]
+        assert [part.split(b"\r\n\r\n", 1)[1] for part in parts] == [data[a : b + 1] for a, b in spans]
+
+
+def test_koubo_link_keys_rotates_and_retires(tmp_path):
+    env = {**os.environ, "KOUBO_CONFIG": str(tmp_path / "none.toml"), "KOUBO_DATA_DIR": str(tmp_path)}
+
+    def link_keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "koubo.cli", "link-keys", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    keyring = Keyring(tmp_path)
+    old = parse_qs(urlsplit(sign(keyring, "job", "a.mp4")).query)
+    assert link_keys("--rotate").returncode == 0
+    new = parse_qs(urlsplit(sign(keyring, "job", "a.mp4")).query)
+    assert old["kid"] != new["kid"]
+    for fields in (old, new):
+        verify(keyring, "job", "a.mp4", fields["exp"][0], fields["kid"][0], fields["sig"][0])
+    listed = link_keys()
+    assert listed.stdout.count("\n") == 2 and "(signs new links)" in listed.stdout.splitlines()[-1]
+    assert link_keys("--retire", old["kid"][0]).returncode == 0
+    with pytest.raises(LinkError):
+        verify(keyring, "job", "a.mp4", old["exp"][0], old["kid"][0], old["sig"][0])
+    verify(keyring, "job", "a.mp4", new["exp"][0], new["kid"][0], new["sig"][0])
+    last = link_keys("--retire", new["kid"][0])
+    assert last.returncode == 2 and "rotate first" in last.stderr

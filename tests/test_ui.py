@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -88,6 +89,7 @@ def test_language_follows_the_browsers_preference_order(header: str | None, expe
 class Server:
     url: str
     data_dir: Path
+    links_port: int
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         env={"GRADIO_ANALYTICS_ENABLED": "False", "KOUBO_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT)},
     )
     try:
-        yield Server(running.url + "/", running.data_dir)
+        yield Server(running.url + "/", running.data_dir, running.links_port)
     finally:
         running.stop()
 
@@ -235,6 +237,17 @@ def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
     finally:
         service.close()
     assert hashlib.sha256(response.body()).hexdigest() == hashlib.sha256(output.read_bytes()).hexdigest()
+
+    # The signed direct link, for people without an account: it downloads from the link server,
+    # and its QR code, as the browser draws it, reads back as the same link.
+    direct = page.locator("#single-result [data-testid=link-url]").input_value()
+    assert direct.startswith(f"http://127.0.0.1:{server.links_port}/d/{job['id']}/")
+    assert page.request.get(direct).body() == output.read_bytes()
+    qr_png = page.locator("#single-result [data-testid=link-qr]").screenshot()
+    decoded, _, _ = cv2.QRCodeDetector().detectAndDecode(
+        cv2.imdecode(np.frombuffer(qr_png, np.uint8), cv2.IMREAD_COLOR)
+    )
+    assert decoded == direct
 
     # The language switch relabels the page and the live panels.
     page.locator("#koubo-lang").get_by_text("English").click()

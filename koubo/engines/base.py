@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from koubo.engines import ENGINES
 from koubo.errors import EngineError
 from koubo.face.tracker import FaceTrack
 
 if TYPE_CHECKING:
+    from koubo.config import Settings
     from koubo.features import AudioFeatures
     from koubo.features.mouth import MouthTargets
 
@@ -44,13 +46,23 @@ class Engine(Protocol):
         ...
 
 
-def get_engine(name: str) -> Engine:
+def unknown_engine(name: str) -> EngineError:
+    return EngineError(
+        "unknown_engine",
+        f"Unknown engine “{name}”; available: {', '.join(ENGINES)}.",
+        f"未知的引擎“{name}”；可用：{'、'.join(ENGINES)}。",
+    )
+
+
+def get_engine(name: str, settings: Settings | None = None) -> Engine:
+    """The engine `name`, ready to render; a neural engine loads its weights here (EngineError if it cannot)."""
     if name == "classic":
         from koubo.engines.classic import ClassicEngine
 
         return ClassicEngine()
-    raise EngineError(
-        "unknown_engine",
-        f"Unknown engine “{name}”; available: classic.",
-        f"未知的引擎“{name}”；可用：classic。",
-    )
+    if name == "wav2lip":
+        from koubo.config import load_settings
+        from koubo.engines.wav2lip import Wav2LipEngine
+
+        return Wav2LipEngine(settings or load_settings())
+    raise unknown_engine(name)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from koubo.engines.base import RenderInput
+from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, match_colour, roi_around
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 
@@ -172,67 +173,13 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     return path
 
 
-def _lower_face_hull(landmarks: np.ndarray) -> np.ndarray:
-    """Lower-face outline pulled slightly inside the jaw line, so the seam falls on skin."""
-    pts = landmarks[geo.LOWER_FACE, :2]
-    centre = landmarks[geo.LIPS_OUTER_LOWER, :2].mean(0)
-    pts = centre + (pts - centre) * 0.92
-    return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
-
-
-def _roi(points: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    h, w = shape
-    x0, y0 = np.floor(points.min(0) - margin).astype(int)
-    x1, y1 = np.ceil(points.max(0) + margin).astype(int)
-    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-
-
-def _feathered(hull_list: list[np.ndarray], roi: tuple[int, int, int, int], radius: float) -> np.ndarray:
-    """Alpha in [0, 1]: 1 deeper than `radius` inside the hulls, easing to exactly 0 at their outline."""
-    x0, y0, x1, y1 = roi
-    w, h = x1 - x0, y1 - y0
-    # The ramp is smooth, so it is computed on a grid a few times coarser than the pixels.
-    f = max(1, int(radius // 4))
-    small = np.zeros((-(-h // f), -(-w // f)), dtype=np.uint8)
-    hard = np.zeros((h, w), dtype=np.uint8)
-    for hull in hull_list:
-        local = hull - (x0, y0)
-        cv2.fillConvexPoly(small, np.round(local / f).astype(np.int32), 255)
-        cv2.fillConvexPoly(hard, np.round(local).astype(np.int32), 255)
-    ramp = np.clip(cv2.distanceTransform(small, cv2.DIST_L2, 5) * (f / radius), 0.0, 1.0)
-    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no visible crease where the ramp ends
-    alpha = cv2.resize(ramp, (w, h), interpolation=cv2.INTER_LINEAR)
-    alpha[hard == 0] = 0.0
-    return alpha
-
-
-def _blend(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = roi
-    out = frame.copy()
-    base = frame[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
-    out[y0:y1, x0:x1] = np.clip(base + a * (patch - base), 0, 255).astype(np.uint8)
-    return out
-
-
-def _match_colour(patch: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Shift the patch's colour to the frame's along the blend band, where a seam would show."""
-    step = max(1, min(alpha.shape) // 64)  # a mean needs a few thousand samples, not every pixel
-    a = alpha[::step, ::step]
-    band = (a > 0.02) & (a < 0.9)
-    if band.sum() < 20:
-        return patch
-    offset = base[::step, ::step][band].mean(0) - patch[::step, ::step][band].mean(0)
-    return patch + offset.astype(np.float32)
-
-
 def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
     """Put the lower face of `source` onto `frame`, aligned on skull-fixed points."""
     m = geo.similarity_transform(source_lm[geo.STABLE], target_lm[geo.STABLE])
-    source_hull = geo.apply_affine(m, _lower_face_hull(source_lm))
-    target_hull = _lower_face_hull(target_lm)
+    source_hull = geo.apply_affine(m, lower_face_hull(source_lm))
+    target_hull = lower_face_hull(target_lm)
     scale = float(geo.face_scale(target_lm))
-    roi = _roi(np.vstack([source_hull, target_hull]), 0.05 * scale, frame.shape[:2])
+    roi = roi_around(np.vstack([source_hull, target_hull]), 0.05 * scale, frame.shape[:2])
     x0, y0, x1, y1 = roi
     if x1 - x0 < 8 or y1 - y0 < 8:
         return frame
@@ -241,9 +188,9 @@ def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, so
     patch = cv2.warpAffine(
         np.asarray(source), m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     ).astype(np.float32)
-    alpha = _feathered([source_hull, target_hull], roi, 0.08 * scale)
-    patch = _match_colour(patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
-    return _blend(frame, patch, alpha, roi)
+    alpha = feathered_alpha([source_hull, target_hull], roi, 0.08 * scale)
+    patch = match_colour(patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
+    return blend_patch(frame, patch, alpha, roi)
 
 
 # --- warp ----------------------------------------------------------------------------------------
@@ -278,8 +225,8 @@ def warp_mouth(
     ex = ex / np.linalg.norm(ex)
     ey = np.array([-ex[1], ex[0]])  # "down" in the face's own frame
 
-    hull = _lower_face_hull(landmarks)
-    roi = _roi(hull, 0.02 * scale, frame.shape[:2])
+    hull = lower_face_hull(landmarks)
+    roi = roi_around(hull, 0.02 * scale, frame.shape[:2])
     x0, y0, x1, y1 = roi
     if x1 - x0 < 8 or y1 - y0 < 8:
         return frame
@@ -306,8 +253,8 @@ def warp_mouth(
         region, np.float32([[1, 0, lift[0]], [0, 1, lift[1]]]), region.shape[1::-1], borderMode=cv2.BORDER_REFLECT
     ).astype(np.float32)
     warped = _paint_cavity(warped, shifted, new_inner, old_inner, opening, scale)
-    alpha = _feathered([hull], roi, 0.05 * scale)
-    return _blend(frame, warped, alpha, roi)
+    alpha = feathered_alpha([hull], roi, 0.05 * scale)
+    return blend_patch(frame, warped, alpha, roi)
 
 
 def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -350,7 +297,7 @@ def _paint_cavity(
 ) -> np.ndarray:
     """_paint_mouth within the box around the lips: the rest of the region stays as it is."""
     pad = int(4 * max(0.8, 0.008 * scale)) + 3  # room for the soft edge's blur
-    x0, y0, x1, y1 = _roi(np.vstack([new_inner, old_inner]), pad, region.shape[:2])
+    x0, y0, x1, y1 = roi_around(np.vstack([new_inner, old_inner]), pad, region.shape[:2])
     if x1 - x0 < 2 or y1 - y0 < 2:
         return region
     box = (slice(y0, y1), slice(x0, x1))

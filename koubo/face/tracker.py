@@ -159,7 +159,7 @@ def _finish(raw: list[np.ndarray | None], width: int, height: int, fps: float) -
     return FaceTrack(landmarks=landmarks, present=present, width=width, height=height)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of True."""
     padded = np.concatenate([[False], mask, [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
@@ -168,7 +168,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _fill_short_gaps(landmarks: np.ndarray, present: np.ndarray, max_gap: int) -> None:
     """A face lost for a frame or two mid-shot is interpolated, so the edit does not blink off."""
-    for start, end in _runs(~present):
+    for start, end in runs(~present):
         if start == 0 or end == len(present) or end - start > max_gap:
             continue
         before, after = landmarks[start - 1], landmarks[end]
@@ -185,6 +185,6 @@ def _smooth_runs(landmarks: np.ndarray, present: np.ndarray, fps: float) -> None
     timing and height of real mouth movements (a moving average would flatten them).
     """
     window = max(5, int(round(0.2 * fps)) | 1)
-    for start, end in _runs(present):
+    for start, end in runs(present):
         if end - start >= window:
             landmarks[start:end] = savgol_filter(landmarks[start:end], window, 2, axis=0)

@@ -100,8 +100,9 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
 
 
-def mel_windows(mel: np.ndarray, fps: float, n_frames: int, steps: int = 16) -> np.ndarray:
-    """(n_frames, 80, steps) float32: the mel columns a neural engine sees for each video frame.
+def mel_windows(mel: np.ndarray, fps: float, n_frames: int, steps: int = 16, first: int = 0) -> np.ndarray:
+    """(n_frames - first, 80, steps) float32: the mel columns a neural engine sees for video frames
+    first..n_frames-1 (an engine working in batches asks for one batch at a time).
 
     Window i starts at column int(i * 80 / fps), as in Wav2Lip. A window that would run past the
     end is replaced by the last `steps` columns (Wav2Lip's choice too), so the final frames repeat
@@ -116,7 +117,7 @@ def mel_windows(mel: np.ndarray, fps: float, n_frames: int, steps: int = 16) -> 
     if n_columns < steps:
         mel = np.pad(mel, ((0, 0), (0, steps - n_columns)), mode="edge")
         n_columns = steps
-    starts = (np.arange(n_frames) * MEL_FRAMES_PER_SECOND / fps).astype(np.int64)
+    starts = (np.arange(first, n_frames) * MEL_FRAMES_PER_SECOND / fps).astype(np.int64)
     starts = np.minimum(starts, n_columns - steps)
     columns = starts[:, None] + np.arange(steps)[None, :]
     return np.ascontiguousarray(mel[:, columns].transpose(1, 0, 2), dtype=np.float32)

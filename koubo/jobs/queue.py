@@ -1,8 +1,11 @@
 """The work queue: Huey messages wake the workers; the database says which job runs next.
 
 Every queued job has one Huey message (`run_job`). A Huey worker process that takes a message
-claims the oldest queued job in the database, so the order shown to users (queue positions) is
-the order jobs run in, whatever order the messages were written in (retries, restarts).
+claims the oldest queued job in the database that its consumer can serve (engine, device), so the
+order shown to users (queue positions) is the order jobs run in, whatever order the messages were
+written in (retries, restarts). A message taken by a worker that can serve nothing queued goes
+back to the queue for another worker. The database is the source of truth: messages lost with a
+Redis restart are written again by the recovery that every worker and the web process run.
 
 The worker does not generate: it supervises. The generation runs in a child process (a fresh
 interpreter: MediaPipe's threads and fork do not mix) that writes its progress and its result to
@@ -11,7 +14,7 @@ a heartbeat, enforces settings.task_timeout, and notices a child that died witho
 stops a child by closing its stdin (the child's `should_stop` turns true) and kills it if it has
 not exited STOP_GRACE_S later. The same closed pipe stops a child whose supervisor died.
 
-`python -m koubo.jobs.queue` runs the consumer; `--run-job` (internal) is the child.
+`python -m koubo.jobs.queue` (and `koubo worker`) runs the consumer; `--run-job` (internal) is the child.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,11 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
+from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from koubo import errors
 from koubo.config import Settings, load_settings
@@ -46,10 +53,13 @@ from koubo.jobs.store import (
     Database,
     Job,
     JobStatus,
+    Routing,
     RunningJob,
     RunSnapshot,
+    patiently,
     utcnow,
 )
+from koubo.jobs.workers import HEARTBEAT_S, keep_house, register, routing_of, worker_identity
 from koubo.ops.logs import job_context, setup_logging
 
 log = logging.getLogger(__name__)
@@ -57,18 +67,28 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "koubo"
 TASK_NAME = "run_job"
 POLL_S = 0.25  # cancel requests, timeouts and a dead child are noticed this fast
-HEARTBEAT_S = 2.0
 STOP_GRACE_S = 2.0
-# A running job whose heartbeat is this old belongs to a worker that is gone, wherever it ran.
-STALE_AFTER_S = 60.0
 MAX_ATTEMPTS = 2  # a job is queued again after a lost worker only while attempts < this
 PROGRESS_INTERVAL_S = 0.25
+# A message no job fits goes back this much later, for a worker that offers what the job needs.
+PASS_ON_DELAY_S = 2.0
+# How long a worker waits for the database to come back (a restart) before giving up on a job.
+DB_PATIENCE_S = 120.0
+# Errors of a database that is restarting or out of reach: a worker waits them out.
+DB_UNREACHABLE = (OperationalError, InterfaceError)
+HOUSEKEEPING_GRACE_S = 5.0  # a stopping consumer waits this long to mark its worker row stopped
+# The same for the queue's storage (Redis, or SQLite locked for too long).
+QUEUE_UNREACHABLE = (RedisError, sqlite3.Error, OSError)
 # Idle workers look for new messages at least this often (Huey's default backs off to 10 s).
 IDLE_POLL_MAX_S = 1.0
 # Each pipeline stage's share of a job's progress, in the order the stages run.
 STAGE_WEIGHTS = {"features": 0.05, "decode": 0.05, "face": 0.25, "render": 0.35, "check": 0.30}
 
 T = TypeVar("T")
+
+
+class EventLike(Protocol):
+    def is_set(self) -> bool: ...
 
 
 # --- the queue ------------------------------------------------------------------------------------
@@ -82,9 +102,21 @@ class JobQueue:
     def enqueue(self, job_id: str) -> None:
         self.task(job_id)
 
+    def wake(self, job_id: str) -> None:
+        """Enqueue, or if the queue is unreachable (Redis restarting) leave it to recovery: the job's
+        row is what counts, and recovery writes a message for every queued job that lacks one."""
+        try:
+            self.enqueue(job_id)
+        except QUEUE_UNREACHABLE as error:
+            log.warning("the queue is unreachable (%s); job %s will get its message from recovery", error, job_id)
+
+    def pass_on(self, job_id: str) -> None:
+        self.task.schedule(args=(job_id,), delay=PASS_ON_DELAY_S)
+
     def pending_job_ids(self) -> list[str]:
-        """The job ids of the messages waiting in the queue (not the ones a worker has taken)."""
-        return [task.args[0] for task in self.huey.pending() if task.name == TASK_NAME]
+        """The job ids of the messages waiting in the queue or scheduled (not the ones a worker has taken)."""
+        tasks = [*self.huey.pending(), *self.huey.scheduled()]
+        return [task.args[0] for task in tasks if task.name == TASK_NAME]
 
     def close(self) -> None:
         self.huey.storage.close()
@@ -96,15 +128,9 @@ def create_queue(settings: Settings) -> JobQueue:
     database = _per_process(lambda: Database(settings.database_location))
 
     def run_job(job_id: str) -> None:
-        supervise_next(settings, database(), job_id)
-
-    def recover_lost_jobs() -> None:
-        recover_jobs(settings, database(), queue)
+        supervise_next(settings, database(), queue, job_id)
 
     task = huey.task(name=TASK_NAME)(run_job)
-    # Startup recovery covers a restart; this covers a worker process (or machine) that died while
-    # the consumer lives on. A run missed while every worker was busy is skipped, not piled up.
-    huey.periodic_task(crontab(minute="*"), name="recover_jobs", expires=60)(recover_lost_jobs)
     queue = JobQueue(huey, task)
     return queue
 
@@ -147,15 +173,27 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def supervise_next(settings: Settings, db: Database, message_job_id: str) -> None:
-    """Run the oldest queued job, which need not be `message_job_id` (see the module's docstring)."""
+def supervise_next(settings: Settings, db: Database, queue: JobQueue, message_job_id: str) -> None:
+    """Run the oldest queued job this worker can serve, which need not be `message_job_id` (see the
+    module's docstring)."""
     worker = worker_name()
-    job_id = db.claim_next(worker)
+    routing = routing_of(settings)
+    job_id = patiently(lambda: db.claim_next(worker, routing), "claiming a job", DB_PATIENCE_S)
     if job_id is None:
-        log.info("nothing queued for the message of job %s: it was cancelled or has run", message_job_id)
+        _pass_on(db, queue, routing, message_job_id)
         return
     with job_context(job_id):
         Supervision(settings, db, job_id, worker).run()
+
+
+def _pass_on(db: Database, queue: JobQueue, routing: Routing, message_job_id: str) -> None:
+    # Jobs still queued are ones this worker does not offer what they need for: the message is
+    # another worker's to take. Recovery adds one where a message goes missing regardless.
+    if not db.count_queued():
+        log.info("nothing queued for the message of job %s: it was cancelled or has run", message_job_id)
+        return
+    log.debug("no queued job fits %s (%s, %s); the message goes back", routing.name, routing.device, routing.engines)
+    queue.pass_on(message_job_id)
 
 
 class Supervision:
@@ -196,19 +234,25 @@ class Supervision:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
-            if now - last_beat >= HEARTBEAT_S:
-                self.db.update_run(self.job_id, self.worker, heartbeat_at=utcnow())
-                last_beat = now
+            try:
+                if now - last_beat >= HEARTBEAT_S:
+                    self.db.update_run(self.job_id, self.worker, heartbeat_at=utcnow())
+                    last_beat = now
+                snapshot = self.db.snapshot(self.job_id) if reason is None else None
+            except DB_UNREACHABLE as error:
+                # The generation goes on; if the database stays away past worker_timeout, recovery
+                # gives the job to another worker and the next snapshot here says so.
+                log.warning("the database is unreachable (%s); the generation goes on", error.orig or error)
+                time.sleep(1.0)
+                continue
             if reason is None:
-                reason = stop_reason(
-                    self.db.snapshot(self.job_id), self.worker, now - started, self.settings.task_timeout
-                )
+                reason = stop_reason(snapshot, self.worker, now - started, self.settings.task_timeout)
                 if reason is not None:
                     log.info("stopping the generation: %s", reason.value)
                     _stop_child(child)
 
     def _settle(self, returncode: int, reason: StopReason | None, elapsed: float) -> None:
-        snapshot = self.db.snapshot(self.job_id)
+        snapshot = patiently(lambda: self.db.snapshot(self.job_id), "reading the job's outcome", DB_PATIENCE_S)
         if snapshot is None:
             shutil.rmtree(self.output_dir, ignore_errors=True)
             log.info("the job was deleted while running; its files are removed")
@@ -219,7 +263,9 @@ class Supervision:
         status, error = run_outcome(reason, returncode, self.settings.task_timeout)
         # Only a done job keeps its folder; a killed child may have left parts in it.
         shutil.rmtree(self.output_dir, ignore_errors=True)
-        self.db.finish_run(self.job_id, self.worker, status, error)
+        patiently(
+            lambda: self.db.finish_run(self.job_id, self.worker, status, error), "recording the outcome", DB_PATIENCE_S
+        )
         level = logging.INFO if status == JobStatus.cancelled else logging.WARNING
         log.log(level, "%s after %.1f s: %s", status.value, elapsed, error.en)
 
@@ -307,11 +353,12 @@ def recover_jobs(settings: Settings, db: Database, queue: JobQueue) -> None:
     """Settle the runs of workers that are gone, and give every queued job a queue message.
 
     A job whose worker is gone goes back to its place in the queue while it has been queued fewer
-    than MAX_ATTEMPTS times; after that it fails as "interrupted" (a retry starts it again).
+    than MAX_ATTEMPTS times; after that it fails as "worker_lost" (a retry starts it again). Any
+    number of processes on any machines may run this at once: each change is conditional.
     """
     now = utcnow()
     for job in db.running_jobs():
-        if not worker_gone(job, now):
+        if not worker_gone(job, now, settings.worker_timeout):
             continue
         shutil.rmtree(settings.outputs_dir / job.id, ignore_errors=True)
         with job_context(job.id):
@@ -322,11 +369,15 @@ def recover_jobs(settings: Settings, db: Database, queue: JobQueue) -> None:
                 settled = db.requeue_lost(job)
                 outcome = "queued again"
             else:
-                settled = db.finish_run(job.id, job.worker, JobStatus.failed, errors.interrupted())
-                outcome = "failed (interrupted)"
+                settled = db.finish_run(job.id, job.worker, JobStatus.failed, errors.worker_lost(job.worker_name))
+                outcome = "failed (worker lost)"
             if settled:
-                log.warning("its worker %s is gone: %s", job.worker, outcome)
-    _add_missing_messages(db, queue)
+                log.warning("its worker %s (%s) is gone: %s", job.worker_name, job.worker, outcome)
+    try:
+        _add_missing_messages(db, queue)
+    except QUEUE_UNREACHABLE as error:
+        # Redis restarting: the next recovery writes them.
+        log.warning("the queue is unreachable (%s); missing messages are added later", error)
 
 
 def _add_missing_messages(db: Database, queue: JobQueue) -> None:
@@ -341,10 +392,12 @@ def _add_missing_messages(db: Database, queue: JobQueue) -> None:
         log.info("%d queued job(s) had no queue message; added", len(missing))
 
 
-def worker_gone(job: RunningJob, now: datetime) -> bool:
+def worker_gone(job: RunningJob, now: datetime, timeout: float) -> bool:
+    """A run's heartbeat older than `timeout` means its worker is gone, wherever it ran; on this
+    machine, a supervising process that no longer exists says so at once."""
     if job.worker is None or job.heartbeat_at is None:
         return True
-    if now - job.heartbeat_at > timedelta(seconds=STALE_AFTER_S):
+    if now - job.heartbeat_at > timedelta(seconds=timeout):
         return True
     host, _, pid = job.worker.rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
@@ -375,16 +428,56 @@ def run_consumer(settings: Settings) -> None:
     SIGINT (Ctrl-C) lets running jobs finish first. Must run in its own process's main thread.
     """
     setup_logging(settings)
+    settings = worker_identity(settings)
     queue = create_queue(settings)
-    db = Database(settings.database_location)
-    recover_jobs(settings, db, queue)
-    # The workers are forked from this process: they open their own connections.
+    db = patiently(lambda: Database(settings.database_location), "opening the database", DB_PATIENCE_S)
+    register(db, settings)
+    # Huey forks its workers from this process: no connection may be open here then (a forked
+    # SQLite connection's locks would block the children), so housekeeping has its own process.
     db.close()
+    stop = multiprocessing.Event()
+    housekeeper = multiprocessing.Process(target=_housekeeping, args=(settings, stop, os.getpid()), name="housekeeping")
+    housekeeper.start()
     consumer = queue.huey.create_consumer(
-        workers=settings.max_concurrent, worker_type="process", periodic=True, max_delay=IDLE_POLL_MAX_S
+        workers=settings.max_concurrent, worker_type="process", periodic=False, max_delay=IDLE_POLL_MAX_S
     )
     log.info("consumer of %s starting %d worker(s)", _describe_queue(settings.queue_location), settings.max_concurrent)
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+        housekeeper.join(HOUSEKEEPING_GRACE_S)
+
+
+def _housekeeping(settings: Settings, stop: EventLike, parent: int) -> None:
+    """The worker's heartbeat and recovery, until the consumer says stop or is gone (kill -9)."""
+    # The consumer decides when this stops: a signal to the whole group must not skip "stopped".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    queue = create_queue(settings)
+    db = patiently(lambda: Database(settings.database_location), "opening the database", DB_PATIENCE_S)
+    try:
+        keep_house(
+            db,
+            lambda: recover_jobs(settings, db, queue),
+            lambda: stop.is_set() or os.getppid() != parent,
+            settings.worker_name,
+        )
+    finally:
+        db.close()
+        queue.close()
+
+
+def recover_periodically(settings: Settings, stop: threading.Event) -> None:
+    """Recovery every RECOVERY_S until `stop` is set, for `koubo serve`'s web side: with
+    `--no-worker`, or every worker gone, nobody else would settle their jobs."""
+    queue = create_queue(settings)
+    db = patiently(lambda: Database(settings.database_location), "opening the database", DB_PATIENCE_S)
+    try:
+        keep_house(db, lambda: recover_jobs(settings, db, queue), stop.is_set)
+    finally:
+        db.close()
+        queue.close()
 
 
 def _describe_queue(location: str) -> str:
@@ -460,16 +553,20 @@ def _generate(settings: Settings, db: Database, job_id: str, worker: str, stop: 
         _record_failure(db, job_id, worker, output_dir, errors.internal_error())
         return
     size = result.output.stat().st_size
-    recorded = db.finish_run(
-        job_id,
-        worker,
-        JobStatus.done,
-        stage="done",
-        progress=1.0,
-        output_path=f"{job_id}/{job.output_name}",
-        output_size=size,
-        timings=result.timings,
-        report=_plain_json(result.report.to_dict()) if result.report else None,
+    recorded = patiently(
+        lambda: db.finish_run(
+            job_id,
+            worker,
+            JobStatus.done,
+            stage="done",
+            progress=1.0,
+            output_path=f"{job_id}/{job.output_name}",
+            output_size=size,
+            timings=result.timings,
+            report=_plain_json(result.report.to_dict()) if result.report else None,
+        ),
+        "recording the result",
+        DB_PATIENCE_S,
     )
     if recorded:
         log.info("done: %s, %d bytes, %.1f s of video", job.output_name, size, result.duration)
@@ -483,7 +580,7 @@ def _record_failure(db: Database, job_id: str, worker: str, output_dir: Path, er
         output_dir.rmdir()
     except OSError:
         pass
-    db.finish_run(job_id, worker, JobStatus.failed, error)
+    patiently(lambda: db.finish_run(job_id, worker, JobStatus.failed, error), "recording the failure", DB_PATIENCE_S)
 
 
 def _plain_json(value: dict[str, object]) -> dict[str, object]:
@@ -520,7 +617,10 @@ class ProgressWriter:
             return
         self.stage = stage
         self.written_at = now
-        self.db.update_run(self.job_id, self.worker, stage=stage, progress=round(self.progress, 4))
+        try:
+            self.db.update_run(self.job_id, self.worker, stage=stage, progress=round(self.progress, 4))
+        except DB_UNREACHABLE as error:
+            log.warning("progress not recorded, the database is unreachable: %s", error.orig or error)
 
 
 # --- command line -------------------------------------------------------------------------------------

@@ -23,15 +23,18 @@ from sqlalchemy.orm import Session
 
 from koubo import errors
 from koubo.config import Settings
-from koubo.engines.base import get_engine
+from koubo.engines import ENGINES
+from koubo.engines.base import unknown_engine
 from koubo.errors import JobNotFound
 from koubo.features.cache import content_hash
 from koubo.jobs.queue import create_queue, recover_jobs
 from koubo.jobs.store import RETRYABLE, Asset, Batch, Database, Job, JobStatus, new_id, queue_order, utcnow
+from koubo.jobs.workers import WorkerView, view_workers
 from koubo.media.probe import MediaInfo, probe
+from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
 
-__all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView"]
+__all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "WorkerView"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,8 @@ class JobView:
     output_name: str | None  # the download's file name
     report: dict[str, Any] | None  # QualityReport.to_dict()
     attempts: int
-    worker: str | None  # hostname:pid
+    worker: str | None  # hostname:pid of the supervising process
+    worker_name: str | None  # the worker (workers panel) that runs or ran it
     timings: dict[str, Any] | None  # seconds per pipeline stage
 
 
@@ -112,6 +116,8 @@ class JobParams(BaseModel):
     expressiveness: float = Field(ge=0.0, le=2.0)
     crf: int = Field(ge=0, le=51)
     preset: str
+    # Only a worker on this device takes the job (e.g. Wav2Lip on "cuda"); unset: any worker.
+    device: Literal["cpu", "cuda"] | None = None
 
     @field_validator("preset")
     @classmethod
@@ -149,6 +155,7 @@ class JobService:
         source = Path(source)
         shown = display_name(name)
         try:
+            self.ensure_free_space()
             info = self._check_upload(source, shown, kind)
             sha256 = content_hash(source)
             return self._find_asset(sha256, kind) or self._keep_upload(source, shown, kind, sha256, info)
@@ -210,12 +217,17 @@ class JobService:
 
     # --- submitting -------------------------------------------------------------------------------
 
+    def ensure_free_space(self) -> None:
+        """Raises `disk_full` while the data disk has less than settings.min_free_bytes free."""
+        ensure_free_space(self.outputs_dir, self.settings.min_free_bytes)
+
     def submit(self, audio_id: str, video_id: str, params: dict[str, Any] | None = None) -> JobView:
+        self.ensure_free_space()
         values = self._job_params(params)
         with self._db.session() as session:
             job = new_job(self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video"), values)
             session.add(job)
-        self._queue.enqueue(job.id)
+        self._queue.wake(job.id)
         with job_context(job.id):
             log.info("queued: %s", job.output_name)
         return self.get(job.id)
@@ -234,6 +246,7 @@ class JobService:
                 "a batch is one audio with many videos, or many audios with one video",
                 "批量任务须为一个音频配多个视频，或多个音频配一个视频",
             )
+        self.ensure_free_space()
         values = self._job_params(params)
         with self._db.session() as session:
             audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
@@ -244,7 +257,7 @@ class JobService:
             jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
             session.add_all(jobs)
         for job in jobs:
-            self._queue.enqueue(job.id)
+            self._queue.wake(job.id)
         log.info("batch %s queued: %d job(s)", batch.id, len(jobs))
         return self.get_batch(batch.id)
 
@@ -263,8 +276,9 @@ class JobService:
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise errors.invalid_params(detail, detail) from None
-        get_engine(checked.engine)  # an unknown engine raises EngineError with both messages
-        return checked.model_dump()
+        if checked.engine not in ENGINES:  # checked by name: a neural engine loads its weights in the job
+            raise unknown_engine(checked.engine)
+        return checked.model_dump(exclude_none=True)
 
     @staticmethod
     def _asset(session: Session, asset_id: str, kind: AssetKind) -> Asset:
@@ -332,6 +346,8 @@ class JobService:
     def output_file(self, job_id: str) -> tuple[Path, str]:
         """The finished video's path (inside outputs_dir) and its download name."""
         view = self.get(job_id)
+        if view.status == JobStatus.expired:
+            raise errors.output_expired(job_id)
         path = view.output_path
         if view.status != JobStatus.done or path is None or view.output_name is None or not path.is_file():
             raise errors.no_output(job_id)
@@ -379,6 +395,7 @@ class JobService:
             report=job.report,
             attempts=job.attempts,
             worker=job.worker,
+            worker_name=job.worker_name,
             timings=job.timings,
         )
 
@@ -403,7 +420,7 @@ class JobService:
         shutil.rmtree(self.outputs_dir / job_id, ignore_errors=True)
         if not self._db.requeue_for_retry(job_id):
             raise errors.not_retryable(self.get(job_id).status.value)
-        self._queue.enqueue(job_id)
+        self._queue.wake(job_id)
         with job_context(job_id):
             log.info("queued again (attempt %d)", view.attempts + 1)
         return self.get(job_id)
@@ -417,9 +434,13 @@ class JobService:
         with job_context(job_id):
             log.info("deleted")
 
+    def workers(self) -> list[WorkerView]:
+        """Every worker heard from in the last days, most recent first: alive or not, busy with what."""
+        return view_workers(self._db.workers(), self.settings.worker_timeout)
+
     def recover(self) -> None:
-        """At startup: jobs left running by a worker that is gone are queued again once (else they
-        fail as "interrupted"), and queued jobs without a queue message get one."""
+        """Jobs left running by a worker that is gone are queued again once (else they fail as
+        "worker_lost"), and queued jobs without a queue message get one. Safe to run anywhere, any time."""
         recover_jobs(self.settings, self._db, self._queue)
 
 
@@ -456,6 +477,8 @@ def new_job(
         video_id=video.id,
         status=JobStatus.queued,
         params=params,
+        engine=params["engine"],
+        device=params.get("device"),
         output_name=output_name(audio.name, video.name, index),
         created_at=now,
         queued_at=now,

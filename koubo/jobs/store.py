@@ -8,18 +8,21 @@ loses a race changes nothing, and the return value says so.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -33,17 +36,27 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
+    inspect,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from koubo.errors import KouboError
 
+log = logging.getLogger(__name__)
+
 # SQLite waits this long for another process's write to finish before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30
+# Any number, the same in every koubo process: the PostgreSQL lock that serialises schema changes.
+_SCHEMA_LOCK_KEY = 0x6B6F75626F
+T = TypeVar("T")
 
 
 class JobStatus(StrEnum):
@@ -53,9 +66,12 @@ class JobStatus(StrEnum):
     failed = "failed"
     cancelled = "cancelled"
     timed_out = "timed_out"
+    expired = "expired"  # was done; retention deleted its video (koubo/ops/retention.py)
 
 
-FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out})
+FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out, JobStatus.expired})
+# A webhook reports these (koubo/ops/notify.py); a cancel is the user's own doing.
+NOTIFIED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.timed_out})
 RETRYABLE = frozenset({JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out})
 
 
@@ -113,7 +129,10 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_queue_order", "status", "queued_at", "seq"),)
+    __table_args__ = (
+        Index("ix_jobs_status_queue_order", "status", "queued_at", "seq"),
+        Index("ix_jobs_notify", "notify_state", "notify_next_at"),
+    )
 
     # Creation order: newest-first listings and the tie-break of the queue order.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -137,6 +156,10 @@ class Job(Base):
     output_size: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(default=1)  # times queued: 1 + retries + recoveries
     worker: Mapped[str | None] = mapped_column(String(255))  # hostname:pid of the supervising process
+    worker_name: Mapped[str | None] = mapped_column(String(255))  # the Worker row of that process's consumer
+    # Routing, copied from params at submit: only a worker offering this engine (and device) claims it.
+    engine: Mapped[str | None] = mapped_column(String(32))  # None (jobs from before routing): any worker
+    device: Mapped[str | None] = mapped_column(String(8))  # "cpu" or "cuda"; None: any
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -144,8 +167,56 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    # --- webhook outbox (koubo/ops/notify.py) ---
+    # finish_run sets "pending" for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
+    # by moving notify_next_at past the attempt's timeout, and ends it "sent" or "failed".
+    notify_state: Mapped[str | None] = mapped_column(String(16))
+    notify_attempts: Mapped[int | None]
+    notify_next_at: Mapped[datetime | None]
+
     audio: Mapped[Asset] = relationship(foreign_keys=[audio_id], lazy="joined", innerjoin=True)
     video: Mapped[Asset] = relationship(foreign_keys=[video_id], lazy="joined", innerjoin=True)
+
+
+class Worker(Base):
+    """A consumer (`koubo worker`, or the one `koubo serve` starts) on some machine, as it reports itself.
+
+    Its jobs are the running jobs whose worker_name is its name: counted from the jobs table, so
+    that a busy count can never drift from the truth."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid, or the configured name
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    device: Mapped[str] = mapped_column(String(8))
+    engines: Mapped[list[str]] = mapped_column(JSON)
+    concurrency: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a worker can run: a job is claimed only by a worker that offers its engine and device."""
+
+    name: str
+    engines: tuple[str, ...]
+    device: str
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    name: str
+    host: str
+    device: str
+    engines: list[str]
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    jobs: list[str]  # the ids of the jobs it runs now
 
 
 def queue_order() -> tuple[Any, ...]:
@@ -172,7 +243,11 @@ def _sqlite_on_begin(connection: Any) -> None:
 def create_db_engine(url: str) -> Engine:
     """An engine for `url`; for SQLite, a file in WAL mode that several processes may write."""
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        # A plain postgresql:// URL means psycopg 3 (a koubo dependency), not SQLAlchemy's psycopg2 default.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
+        # Pre-ping: after a database restart, a pooled connection is replaced instead of failing a query.
         return create_engine(parsed, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +255,44 @@ def create_db_engine(url: str) -> Engine:
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def upgrade_schema(connection: Connection) -> None:
+    """Create what is missing: new tables, new nullable columns of old tables, and their indexes.
+
+    A database written by an earlier koubo keeps working: columns are only ever added, nullable.
+    On PostgreSQL an advisory lock makes processes starting together take turns; on SQLite the
+    transaction's BEGIN IMMEDIATE does the same.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    Base.metadata.create_all(connection)
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(f"cannot add the required column {table.name}.{column.name} to an old database")
+            column_type = column.type.compile(dialect=connection.dialect)
+            connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'))
+        if missing:
+            log.info("database upgraded: %s gained %s", table.name, ", ".join(c.name for c in missing))
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
+
+
+def patiently(call: Callable[[], T], what: str, timeout: float) -> T:
+    """`call()`, tried again while the database cannot be reached (a restart), for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the database is unreachable while %s (%s); trying again", what, error.orig or error)
+            time.sleep(1.0)
 
 
 @dataclass(frozen=True)
@@ -195,6 +308,7 @@ class RunSnapshot:
 class RunningJob:
     id: str
     worker: str | None
+    worker_name: str | None
     heartbeat_at: datetime | None
     attempts: int
     cancel_requested: bool
@@ -207,7 +321,7 @@ class Database:
         self.engine = create_db_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.engine.begin() as connection:
-            Base.metadata.create_all(connection)
+            upgrade_schema(connection)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -220,12 +334,18 @@ class Database:
 
     # --- the worker side --------------------------------------------------------------------------
 
-    def claim_next(self, worker: str) -> str | None:
-        """Mark the oldest queued job running on `worker`; its id, or None if nothing is queued."""
+    def claim_next(self, worker: str, routing: Routing | None = None) -> str | None:
+        """Mark the oldest queued job that `routing` can serve running on `worker`; its id, or None.
+
+        Without `routing`, any job (a single machine that offers everything)."""
+        servable = _servable(routing)
+        values: dict[str, Any] = {"status": JobStatus.running, "worker": worker}
+        if routing is not None:
+            values["worker_name"] = routing.name
         while True:
             with self.session() as session:
                 job_id = session.scalars(
-                    select(Job.id).where(Job.status == JobStatus.queued).order_by(*queue_order()).limit(1)
+                    select(Job.id).where(Job.status == JobStatus.queued, *servable).order_by(*queue_order()).limit(1)
                 ).first()
                 if job_id is None:
                     return None
@@ -233,7 +353,7 @@ class Database:
                 claimed = session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.queued)
-                    .values(status=JobStatus.running, worker=worker, started_at=now, heartbeat_at=now)
+                    .values(**values, started_at=now, heartbeat_at=now)
                 ).rowcount
             # Zero only where another worker took it between the two statements (PostgreSQL).
             if claimed:
@@ -260,7 +380,11 @@ class Database:
     def finish_run(
         self, job_id: str, worker: str | None, status: JobStatus, error: KouboError | None = None, **values: Any
     ) -> bool:
-        return self.update_run(job_id, worker, status=status, finished_at=utcnow(), **_error_values(error), **values)
+        now = utcnow()
+        notify = {"notify_state": "pending", "notify_attempts": 0, "notify_next_at": now} if status in NOTIFIED else {}
+        return self.update_run(
+            job_id, worker, status=status, finished_at=now, **_error_values(error), **notify, **values
+        )
 
     def hand_back(self, job_id: str, worker: str) -> bool:
         """Put a job whose run was interrupted back at its place in the queue (its queued_at is kept)."""
@@ -269,11 +393,11 @@ class Database:
     def running_jobs(self) -> list[RunningJob]:
         with self.session() as session:
             rows = session.execute(
-                select(Job.id, Job.worker, Job.heartbeat_at, Job.attempts, Job.cancel_requested).where(
+                select(Job.id, Job.worker, Job.worker_name, Job.heartbeat_at, Job.attempts, Job.cancel_requested).where(
                     Job.status == JobStatus.running
                 )
             ).all()
-        return [RunningJob(r.id, r.worker, r.heartbeat_at, r.attempts, r.cancel_requested) for r in rows]
+        return [RunningJob(r.id, r.worker, r.worker_name, r.heartbeat_at, r.attempts, r.cancel_requested) for r in rows]
 
     def requeue_lost(self, job: RunningJob) -> bool:
         """Queue again a job whose worker died; it keeps its place in the queue."""
@@ -283,6 +407,65 @@ class Database:
         """Queued jobs, next to start first."""
         with self.session() as session:
             return list(session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(*queue_order())))
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    def register_worker(
+        self, routing: Routing, *, host: str, pid: int, concurrency: int, forget_before: datetime
+    ) -> None:
+        """Write (or overwrite: a restarted named worker) `routing`'s row, alive from now; rows of
+        workers silent since `forget_before` are removed."""
+        now = utcnow()
+        with self.session() as session:
+            session.execute(delete(Worker).where(Worker.heartbeat_at < forget_before))
+            session.merge(
+                Worker(
+                    name=routing.name,
+                    host=host,
+                    pid=pid,
+                    device=routing.device,
+                    engines=list(routing.engines),
+                    concurrency=concurrency,
+                    started_at=now,
+                    heartbeat_at=now,
+                    stopped_at=None,
+                )
+            )
+
+    def worker_beat(self, name: str, *, stopped: bool = False) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"heartbeat_at": now} | ({"stopped_at": now} if stopped else {"stopped_at": None})
+        with self.session() as session:
+            session.execute(update(Worker).where(Worker.name == name).values(**values))
+
+    def workers(self) -> list[WorkerState]:
+        """Every known worker, most recently heard from first, with the jobs it runs now."""
+        with self.session() as session:
+            rows = session.scalars(select(Worker).order_by(Worker.heartbeat_at.desc())).all()
+            running = session.execute(
+                select(Job.worker_name, Job.id).where(Job.status == JobStatus.running).order_by(Job.started_at)
+            ).all()
+        jobs: dict[str, list[str]] = {}
+        for name, job_id in running:
+            jobs.setdefault(name, []).append(job_id)
+        return [
+            WorkerState(
+                name=w.name,
+                host=w.host,
+                device=w.device,
+                engines=list(w.engines),
+                concurrency=w.concurrency,
+                started_at=w.started_at,
+                heartbeat_at=w.heartbeat_at,
+                stopped_at=w.stopped_at,
+                jobs=jobs.get(w.name, []),
+            )
+            for w in rows
+        ]
+
+    def count_queued(self) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.queued)) or 0
 
     # --- the user side ----------------------------------------------------------------------------
 
@@ -331,11 +514,21 @@ class Database:
             return bool(session.execute(delete(Job).where(Job.id == job_id)).rowcount)
 
 
+def _servable(routing: Routing | None) -> list[Any]:
+    if routing is None:
+        return []
+    return [
+        or_(Job.engine.is_(None), Job.engine.in_(routing.engines)),
+        or_(Job.device.is_(None), Job.device == routing.device),
+    ]
+
+
 def _fresh_run(status: JobStatus) -> dict[str, Any]:
     # cancel_requested is left alone: a cancel asked for meanwhile must not be lost.
     return {
         "status": status,
         "worker": None,
+        "worker_name": None,
         "started_at": None,
         "heartbeat_at": None,
         "stage": None,

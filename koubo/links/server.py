@@ -1,33 +1,52 @@
-"""The link server: GET and HEAD `/d/{job}/{name}` with a valid signature send the job's video.
+"""The link server: signed `/d/{job}/{name}` (a video) and `/z/{batch}/{name}` (a batch as a ZIP),
+and, when turned on, a password-protected listing at `/downloads/`.
 
-aiohttp on the default asyncio loop without TLS, so FileResponse hands the file to the kernel's
-sendfile(); it also answers Range (206/416), conditional requests (ETag, Last-Modified, 304) and
-If-Range. Every request, Range ones included, is checked in full: name, signature, expiry, job,
-and that the file really lies inside outputs_dir.
+aiohttp on the default asyncio loop without TLS, so file bytes go out through the kernel's
+sendfile(), for whole files, single ranges and the parts of multipart ranges alike. What to send
+for a request (status, ranges, validators) is decided in `delivery.py`; this module checks the
+link, applies the limits and moves the bytes. Every request, Range ones included, is checked in
+full: name, signature, expiry, job, and that the file really lies inside outputs_dir.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import select
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict
 
+from koubo import errors
 from koubo.config import Settings
 from koubo.errors import HTTP_STATUS_ERRORS, KouboError
-from koubo.jobs.service import JobService
-from koubo.links.signing import Keyring, LinkError, verify
-from koubo.web.api.downloads import content_disposition
+from koubo.jobs.service import JobService, JobStatus
+from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
+from koubo.links.listing import render_listing
+from koubo.links.signing import Keyring, LinkError, batch_subject, verify
+from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
+from koubo.web.auth import CredentialCheck, Htpasswd, challenge_header
 
 # A link serves only a finished job's video, and a finished video is never rewritten: only failed,
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a
 # never-expiring link may be cached as immutable for the longest time HTTP caches honour: a year.
 _FOREVER_MAX_AGE = 365 * 24 * 3600
 _FORBIDDEN_IN_NAMES = ("..", "/", "\\", "\x00")
+_ZIP_CHUNK = 1024 * 1024
+# A rate-limited transfer goes out in slices this many times a second, each still by sendfile().
+_RATE_SLICES_PER_SECOND = 10
+# A download whose client takes nothing for this long is dropped, freeing its thread.
+_STALLED_CLIENT_SECONDS = 120
+# Threads that move file bytes: one per transfer in progress.
+_SENDER_THREADS = 256
 
 _STATUS_BY_CODE = {
     "link_invalid": 400,
@@ -35,10 +54,15 @@ _STATUS_BY_CODE = {
     "link_expired": 410,
     "not_found": 404,
     "no_output": 404,
+    "output_expired": 410,
+    "too_many_downloads": 429,
 }
 
 _SETTINGS = web.AppKey("settings", Settings)
 _SERVICE = web.AppKey("service", JobService)
+_SLOTS = web.AppKey("slots", "DownloadSlots")
+_AUTH = web.AppKey("auth", CredentialCheck)
+_SENDERS = web.AppKey("senders", ThreadPoolExecutor)
 
 
 def invalid_link() -> LinkError:
@@ -54,12 +78,59 @@ def outside_outputs() -> LinkError:
     )
 
 
-def _error(status: int, body: dict[str, str]) -> web.Response:
-    return web.json_response({"error": body}, status=status, headers={"Cache-Control": "no-store"})
+def too_many_downloads(limit: int) -> KouboError:
+    return KouboError(
+        "too_many_downloads",
+        f"At most {limit} downloads at a time from one address; wait for one to finish.",
+        f"同一地址最多同时下载 {limit} 个；请等待其中一个完成。",
+    )
+
+
+def listing_needs_auth() -> KouboError:
+    return KouboError(
+        "listing_needs_auth",
+        "links_listing is on but htpasswd_file is not set: the listing is only served behind a password.",
+        "已开启 links_listing 但未设置 htpasswd_file：下载列表只能在密码保护下提供。",
+    )
+
+
+class DownloadSlots:
+    """Transfers in progress per client address, against an optional cap."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.active: Counter[str] = Counter()
+
+    @contextmanager
+    def take(self, address: str) -> Iterator[None]:
+        if self.limit is not None and self.active[address] >= self.limit:
+            raise too_many_downloads(self.limit)
+        self.active[address] += 1
+        try:
+            yield
+        finally:
+            self.active[address] -= 1
+            if not self.active[address]:
+                del self.active[address]
+
+
+def client_address(request: web.BaseRequest, trusted_proxies: list[str]) -> str:
+    """The downloader's address: the peer's, or behind a trusted proxy the last hop it added."""
+    peer = request.remote or ""
+    if peer in trusted_proxies:
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return peer
+
+
+def _error(status: int, body: dict[str, str], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": body}, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _error_for(error: KouboError) -> web.Response:
-    return _error(_STATUS_BY_CODE.get(error.code, 400), error.to_dict())
+    status = _STATUS_BY_CODE.get(error.code, 400)
+    return _error(status, error.to_dict(), {"Retry-After": "5"} if status == 429 else None)
 
 
 @web.middleware
@@ -79,18 +150,21 @@ async def _json_errors(
         return response
 
 
-def _checked_file(settings: Settings, service: JobService, job_id: str, name: str, query: dict[str, str]) -> Path:
-    """The file a link leads to, resolved; raises KouboError. Blocking (file and database reads)."""
-    if any(part in name or part in job_id for part in _FORBIDDEN_IN_NAMES) or not name or not job_id:
+def _check_names(*names: str) -> None:
+    if any(not name or any(part in name for part in _FORBIDDEN_IN_NAMES) for name in names):
         raise invalid_link()
+
+
+def _verify_query(settings: Settings, subject: str, name: str, query: dict[str, str]) -> int:
     try:
         exp, kid, sig = query["exp"], query["kid"], query["sig"]
     except KeyError:
         raise invalid_link() from None
-    verify(Keyring(settings.data_dir), job_id, name, exp, kid, sig)
-    path, download_name = service.output_file(job_id)
-    if name != download_name:
-        raise invalid_link()
+    return verify(Keyring(settings.data_dir), subject, name, exp, kid, sig)
+
+
+def _inside_outputs(settings: Settings, path: Path) -> Path:
+    """`path` resolved, if it is a file inside outputs_dir; raises otherwise."""
     outputs = settings.outputs_dir.resolve()
     try:
         # strict: a dangling link fails here; resolved: a symlink that leads out of outputs_dir
@@ -103,55 +177,254 @@ def _checked_file(settings: Settings, service: JobService, job_id: str, name: st
     return real
 
 
+def _checked_file(settings: Settings, service: JobService, job_id: str, name: str, query: dict[str, str]) -> Path:
+    """The file a link leads to, resolved; raises KouboError. Blocking (file and database reads)."""
+    _check_names(job_id, name)
+    _verify_query(settings, job_id, name, query)
+    path, download_name = service.output_file(job_id)
+    if name != download_name:
+        raise invalid_link()
+    return _inside_outputs(settings, path)
+
+
+def _checked_batch(
+    settings: Settings, service: JobService, batch_id: str, name: str, query: dict[str, str]
+) -> list[ZipEntry]:
+    """The finished videos of a batch a ZIP link leads to, as they are now. Blocking."""
+    _check_names(batch_id, name)
+    _verify_query(settings, batch_subject(batch_id), name, query)
+    batch = service.get_batch(batch_id)
+    files = []
+    for job in batch.jobs:
+        if job.status is JobStatus.done:
+            path, download_name = service.output_file(job.id)
+            files.append((_inside_outputs(settings, path), download_name))
+    if not files:
+        raise errors.batch_has_no_output()
+    return zip_entries(files)
+
+
+def _cache_control(query: dict[str, str]) -> str:
+    exp = int(query["exp"])
+    max_age = _FOREVER_MAX_AGE if exp == 0 else max(0, exp - int(time.time()))
+    return f"public, max-age={max_age}, immutable"
+
+
+T = TypeVar("T")
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
 async def _download(request: web.Request) -> web.StreamResponse:
-    settings: Settings = request.app[_SETTINGS]
+    settings = request.app[_SETTINGS]
     job_id, name = request.match_info["job"], request.match_info["name"]
-    check = functools.partial(_checked_file, settings, request.app[_SERVICE], job_id, name, dict(request.query))
+    query = dict(request.query)
+    check = functools.partial(_checked_file, settings, request.app[_SERVICE], job_id, name, query)
     try:
-        real = await asyncio.get_running_loop().run_in_executor(None, check)
+        real = await _in_thread(check)
     except KouboError as error:
         return _error_for(error)
-    exp = int(request.query["exp"])
-    max_age = _FOREVER_MAX_AGE if exp == 0 else max(0, exp - int(time.time()))
-    inline = request.query.get("inline") == "1"
     headers = {
-        "Content-Type": "video/mp4",
-        "Content-Disposition": content_disposition(name, fallback=f"koubo-{job_id}.mp4", inline=inline),
-        "Cache-Control": f"public, max-age={max_age}, immutable",
-        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(
+            name, fallback=f"koubo-{job_id}.mp4", inline=query.get("inline") == "1"
+        ),
+        "Cache-Control": _cache_control(query),
     }
-    # The resolved path: FileResponse then opens the checked file itself, not a symlink to it.
-    response = web.FileResponse(real, headers=headers)
-    if_range = request.headers.get("If-Range", "")
-    if if_range.startswith(('"', "W/")):
-        # aiohttp reads If-Range only as a date and would honour Range whatever entity tag came
-        # with it, and a resuming client would then splice bytes of two different files. RFC 9110
-        # 13.1.5: unless the tag strongly matches (a weak one never does), the whole file, 200.
-        st = await asyncio.get_running_loop().run_in_executor(None, real.stat)
-        current = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'  # the ETag FileResponse sends (aiohttp's formula)
-        dropped = {"if-range"} if if_range == current else {"if-range", "range"}
-        kept = CIMultiDict((key, value) for key, value in request.headers.items() if key.lower() not in dropped)
-        await response.prepare(request.clone(headers=kept))
+    if settings.links_accel_redirect:
+        return _accel_redirect(settings, real, headers)
+    address = client_address(request, settings.links_trusted_proxies)
+    try:
+        with request.app[_SLOTS].take(address):
+            return await _send_file(request, real, headers, settings.links_rate_limit)
+    except KouboError as error:
+        return _error_for(error)
+
+
+def _accel_redirect(settings: Settings, real: Path, headers: dict[str, str]) -> web.Response:
+    """nginx sends the file from its internal location; Range and conditionals are then its work."""
+    relative = real.relative_to(settings.outputs_dir.resolve()).as_posix()
+    location = settings.links_accel_redirect.rstrip("/") + "/" + quote(relative)  # type: ignore[union-attr]
+    return web.Response(status=200, headers={**headers, "Content-Type": "video/mp4", "X-Accel-Redirect": location})
+
+
+async def _send_file(request: web.Request, path: Path, headers: dict[str, str], rate: int | None) -> web.StreamResponse:
+    source = await _in_thread(functools.partial(path.open, "rb"))
+    try:
+        st = await _in_thread(functools.partial(_fstat, source))
+        plan = plan_response(request.headers, st, "video/mp4")
+        if plan.status in (200, 206):
+            response = web.StreamResponse(status=plan.status, headers={**headers, **plan.headers})
+        else:
+            response = web.StreamResponse(
+                status=plan.status, headers={"Cache-Control": headers["Cache-Control"], **plan.headers}
+            )
+        await response.prepare(request)
+        if request.method == "HEAD" or not plan.has_body:
+            await response.write_eof()
+            return response
+        if plan.boundary is not None:
+            ranges = list(plan.ranges)
+            framing = multipart_framing(ranges, st.size, "video/mp4", plan.boundary)
+            for head, (first, last) in zip(framing, ranges):
+                await response.write(head)
+                await _send_bytes(request, source, first, last - first + 1, rate)
+            await response.write(framing[-1])
+        elif plan.ranges:
+            first, last = plan.ranges[0]
+            await _send_bytes(request, source, first, last - first + 1, rate)
+        else:
+            await _send_bytes(request, source, 0, st.size, rate)
+        await response.write_eof()
+        return response
+    finally:
+        source.close()
+
+
+def _fstat(source: IO[bytes]) -> FileState:
+    st = os.fstat(source.fileno())
+    return FileState(st.st_size, st.st_mtime_ns)
+
+
+async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, count: int, rate: int | None) -> None:
+    """`count` bytes of `source` from `offset`, by sendfile(), paced to `rate` bytes/s when given."""
+    loop = asyncio.get_running_loop()
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away")
+    if rate is None:
+        # What aiohttp queued in the transport (the headers, a multipart delimiter) must reach the
+        # socket before sendfile() writes to it directly, or it would arrive after the file's bytes.
+        while transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            await asyncio.sleep(0.001)
+        sock = transport.get_extra_info("socket")
+        await loop.run_in_executor(
+            request.app[_SENDERS], _sendfile_blocking, sock.fileno(), source.fileno(), offset, count
+        )
+        return
+    step = max(16 * 1024, rate // _RATE_SLICES_PER_SECOND)
+    started, sent = loop.time(), 0
+    while sent < count:
+        size = min(step, count - sent)
+        await loop.sendfile(transport, source, offset + sent, size)
+        sent += size
+        ahead = sent / rate - (loop.time() - started)
+        if ahead > 0 and sent < count:
+            await asyncio.sleep(ahead)
+
+
+def _sendfile_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+    """sendfile() until `count` bytes are out, waiting for the socket in this thread.
+
+    asyncio's own loop.sendfile() re-registers the socket with epoll after every call and wakes
+    the event loop each time; on one fast stream that costs a quarter of nginx's throughput
+    (bench/links.py). Here each wait is one poll() and the loop is not involved at all.
+    """
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLOUT)
+    end = offset + count
+    while offset < end:
+        try:
+            sent = os.sendfile(sock_fd, file_fd, offset, end - offset)
+        except BlockingIOError:
+            sent = None
+        if sent == 0:
+            raise ConnectionResetError("the file ended before the announced length")
+        if sent is not None:
+            offset += sent
+            continue
+        events = poller.poll(_STALLED_CLIENT_SECONDS * 1000)
+        if not events:
+            raise TimeoutError("the client stopped reading")
+        if events[0][1] & (select.POLLERR | select.POLLHUP):
+            raise ConnectionResetError("the client went away")
+
+
+async def _batch_zip(request: web.Request) -> web.StreamResponse:
+    settings = request.app[_SETTINGS]
+    batch_id, name = request.match_info["batch"], request.match_info["name"]
+    query = dict(request.query)
+    check = functools.partial(_checked_batch, settings, request.app[_SERVICE], batch_id, name, query)
+    address = client_address(request, settings.links_trusted_proxies)
+    try:
+        entries = await _in_thread(check)
+        with request.app[_SLOTS].take(address):
+            return await _send_zip(request, entries, name, query)
+    except KouboError as error:
+        return _error_for(error)
+
+
+async def _send_zip(
+    request: web.Request, entries: list[ZipEntry], name: str, query: dict[str, str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/zip",
+            "Content-Length": str(zip_size(entries)),
+            "Content-Disposition": content_disposition(name, fallback=name),
+            # Each CRC is computed as the data goes out, so a byte range cannot be served without
+            # reading everything before it: resumable downloads are the per-video links' job.
+            "Accept-Ranges": "none",
+            "Cache-Control": "private, no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    if request.method == "HEAD":
+        await response.write_eof()
+        return response
+    chunks = zip_chunks(entries, _ZIP_CHUNK)
+    while (chunk := await _in_thread(functools.partial(next, chunks, None))) is not None:
+        await response.write(chunk)
+    await response.write_eof()
     return response
+
+
+async def _listing(request: web.Request) -> web.StreamResponse:
+    if not await request.app[_AUTH].allowed(request.headers.get("Authorization", "").encode()):
+        code, en, zh = HTTP_STATUS_ERRORS[401]
+        return _error(401, {"code": code, "message_en": en, "message_zh": zh}, challenge_header())
+    try:
+        page = max(1, int(request.query.get("page", "1")))
+    except ValueError:
+        page = 1
+    settings = request.app[_SETTINGS]
+    html = await _in_thread(functools.partial(render_listing, settings, request.app[_SERVICE], page))
+    return web.Response(
+        text=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "private, no-store"}
+    )
 
 
 def create_links_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[_SETTINGS] = settings
+    app[_SLOTS] = DownloadSlots(settings.links_max_per_ip)
 
     async def job_service(app: web.Application) -> AsyncIterator[None]:
         service = JobService(settings)
         app[_SERVICE] = service
+        app[_SENDERS] = ThreadPoolExecutor(_SENDER_THREADS, thread_name_prefix="sendfile")
         yield
+        app[_SENDERS].shutdown(wait=False, cancel_futures=True)
         service.close()
 
     app.cleanup_ctx.append(job_service)
     # add_get also answers HEAD with the same handler (headers, no body).
     app.router.add_get("/d/{job}/{name}", _download)
+    app.router.add_get("/z/{batch}/{name}", _batch_zip)
+    if settings.links_listing:
+        if settings.htpasswd_file is None:
+            raise listing_needs_auth()
+        app[_AUTH] = CredentialCheck(Htpasswd.load(settings.htpasswd_file))
+        app.router.add_get("/downloads/", _listing)
     return app
 
 
 def run_links(settings: Settings) -> None:
     """Serve on settings.host:settings.links_port until Ctrl-C or SIGTERM."""
+    app = create_links_app(settings)
     print(f"koubo links: serving on http://{settings.host}:{settings.links_port}/d/...", flush=True)
-    web.run_app(create_links_app(settings), host=settings.host, port=settings.links_port, print=None)
+    web.run_app(app, host=settings.host, port=settings.links_port, print=None)

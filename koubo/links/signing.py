@@ -15,9 +15,12 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from koubo.config import Settings
 from koubo.errors import KouboError
 
 DEFAULT_LIFETIME = 7 * 24 * 3600.0
@@ -62,6 +65,23 @@ class Keyring:
         entry = self._new_entry(len(existing) + 1)
         self._write([*existing, entry], replace=True)
         return str(entry["id"])
+
+    def retire(self, kid: str) -> None:
+        """Forget key `kid`: every link it signed stops working (a leaked link, a leaked key)."""
+        existing = self._read()
+        kept = [entry for entry in existing if entry["id"] != kid]
+        if len(kept) == len(existing):
+            raise KouboError("unknown_key", f"No link key “{kid}”.", f"没有名为“{kid}”的链接密钥。")
+        if not kept:
+            raise KouboError(
+                "last_key", "The last link key cannot be retired; rotate first.", "不能删除最后一个链接密钥；请先轮换。"
+            )
+        self._write(kept, replace=True)
+
+    def described(self) -> list[tuple[str, int]]:
+        """(id, creation time in unix seconds) of every key, oldest first; the last one signs."""
+        self.by_id()
+        return [(str(entry["id"]), int(entry["created"])) for entry in self._read()]  # type: ignore[call-overload]
 
     @staticmethod
     def _new_entry(number: int) -> dict[str, object]:
@@ -109,14 +129,54 @@ def _mac(key: bytes, job_id: str, filename: str, exp: int, kid: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+@dataclass(frozen=True)
+class SignedLink:
+    url: str
+    expires_at: datetime | None  # None: never expires
+
+
 def sign(
     keyring: Keyring, job_id: str, filename: str, lifetime: float = DEFAULT_LIFETIME, now: float | None = None
 ) -> str:
     """The link's path and query for `filename` of job `job_id`; lifetime 0 never expires."""
+    return _signed_path(keyring, "d", job_id, job_id, filename, lifetime, now)[0]
+
+
+def batch_subject(batch_id: str) -> str:
+    """What a batch ZIP's MAC covers: never equal to a job id (those are hex), so no link serves both."""
+    return f"batch:{batch_id}"
+
+
+def signed_link(settings: Settings, job_id: str, filename: str, lifetime: float | None = None) -> SignedLink:
+    """A full URL, under the configured public base, for a finished job's video."""
+    path, exp = _signed_path(Keyring(settings.data_dir), "d", job_id, job_id, filename, _lifetime(settings, lifetime))
+    return SignedLink(settings.links_base + path, _expiry(exp))
+
+
+def signed_batch_link(settings: Settings, batch_id: str, filename: str, lifetime: float | None = None) -> SignedLink:
+    """A full URL for a batch's finished videos as one streamed ZIP."""
+    subject = batch_subject(batch_id)
+    keyring = Keyring(settings.data_dir)
+    path, exp = _signed_path(keyring, "z", batch_id, subject, filename, _lifetime(settings, lifetime))
+    return SignedLink(settings.links_base + path, _expiry(exp))
+
+
+def _lifetime(settings: Settings, lifetime: float | None) -> float:
+    return settings.link_lifetime if lifetime is None else lifetime
+
+
+def _expiry(exp: int) -> datetime | None:
+    return None if exp == 0 else datetime.fromtimestamp(exp, UTC)
+
+
+def _signed_path(
+    keyring: Keyring, route: str, path_id: str, subject: str, filename: str, lifetime: float, now: float | None = None
+) -> tuple[str, int]:
+    """`/<route>/<path_id>/<filename>?exp&kid&sig` with the MAC over `subject`, and the expiry."""
     exp = 0 if lifetime == 0 else int((time.time() if now is None else now) + lifetime)
     kid, key = keyring.current()
-    query = urlencode({"exp": exp, "kid": kid, "sig": _mac(key, job_id, filename, exp, kid)})
-    return f"/d/{quote(job_id, safe='')}/{quote(filename, safe='')}?{query}"
+    query = urlencode({"exp": exp, "kid": kid, "sig": _mac(key, subject, filename, exp, kid)})
+    return f"/{route}/{quote(path_id, safe='')}/{quote(filename, safe='')}?{query}", exp
 
 
 def verify(keyring: Keyring, job_id: str, filename: str, exp: str, kid: str, sig: str, now: float | None = None) -> int:

@@ -6,6 +6,7 @@ One ASGI middleware guards the whole app (the API, /metrics, /docs and the Gradi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -17,7 +18,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import bcrypt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -102,32 +102,16 @@ def _credentials(authorization: bytes) -> tuple[str, bytes] | None:
         return None
 
 
-class BasicAuthMiddleware:
-    """Answers 401 with a Basic challenge unless the request carries a valid user and password."""
+class CredentialCheck:
+    """Whether an Authorization header carries a valid user and password, remembering recent successes."""
 
-    def __init__(self, app: ASGIApp, htpasswd: Htpasswd, open_paths: Collection[str] = ("/api/health",)) -> None:
-        self.app = app
+    def __init__(self, htpasswd: Htpasswd) -> None:
         self.htpasswd = htpasswd
-        self.open_paths = frozenset(open_paths)
         # Keyed by an HMAC of the header under a per-process secret: the cache never holds a password.
         self._secret = secrets.token_bytes(32)
         self._verified: dict[bytes, float] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
-            await self.app(scope, receive, send)
-            return
-        authorization = dict(scope["headers"]).get(b"authorization", b"")
-        if await self._allowed(authorization):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        response = http_error(401, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
-        await response(scope, receive, send)
-
-    async def _allowed(self, authorization: bytes) -> bool:
+    async def allowed(self, authorization: bytes) -> bool:
         credentials = _credentials(authorization) if authorization else None
         if credentials is None:
             return False
@@ -136,9 +120,36 @@ class BasicAuthMiddleware:
         if self._verified.get(key, 0.0) > now:
             return True
         # bcrypt is slow on purpose; keep it off the event loop.
-        if not await anyio.to_thread.run_sync(self.htpasswd.verify, *credentials):
+        if not await asyncio.to_thread(self.htpasswd.verify, *credentials):
             return False
         if len(self._verified) >= _VERIFIED_MAX_ENTRIES:
             self._verified.clear()
         self._verified[key] = now + _VERIFIED_TTL_SECONDS
         return True
+
+
+def challenge_header() -> dict[str, str]:
+    return {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+
+
+class BasicAuthMiddleware:
+    """Answers 401 with a Basic challenge unless the request carries a valid user and password."""
+
+    def __init__(self, app: ASGIApp, htpasswd: Htpasswd, open_paths: Collection[str] = ("/api/health",)) -> None:
+        self.app = app
+        self.check = CredentialCheck(htpasswd)
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        authorization = dict(scope["headers"]).get(b"authorization", b"")
+        if await self.check.allowed(authorization):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = http_error(401, challenge_header())
+        await response(scope, receive, send)

@@ -28,6 +28,9 @@ _STATUS_BY_CODE = {
     # A conflict with the job's current state, not a malformed request.
     "not_retryable": 409,
     "no_output": 409,
+    # The job is kept in the history, its video deleted by retention for good.
+    "output_expired": 410,
+    "disk_full": 507,
 }
 
 
@@ -70,7 +73,7 @@ async def _koubo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KouboError)
     status = status_for(exc)
     # Upload errors can arrive before the body was read; closing stops the client from sending the rest.
-    headers = {"Connection": "close"} if status == 413 else None
+    headers = {"Connection": "close"} if status in (413, 507) else None
     return error_response(status, exc, headers)
 
 

@@ -76,6 +76,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.failed": ("失败", "Failed"),
     "status.cancelled": ("已取消", "Cancelled"),
     "status.timed_out": ("超时", "Timed out"),
+    "status.expired": ("已过期", "Expired"),
     "status.all": ("全部", "All"),
     "stage.features": ("分析语音", "Analysing speech"),
     "stage.decode": ("读取模板", "Reading template"),
@@ -108,6 +109,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "col.status": ("状态", "Status"),
     "col.progress": ("进度", "Progress"),
     "col.position": ("队列位置", "Position"),
+    "col.worker": ("工作节点", "Worker"),
     "col.output": ("输出", "Output"),
     "col.actions": ("操作", "Actions"),
     "action.preview": ("预览", "Preview"),
@@ -125,6 +127,15 @@ TEXT: dict[str, tuple[str, str]] = {
         "{queued} queued · {running} running · {done} done · {failed} failed · {workers} at a time",
     ),
     "queue.empty": ("队列为空，没有等待或正在生成的任务。", "The queue is empty: nothing waiting or running."),
+    "workers.title": ("工作节点", "Workers"),
+    "workers.empty": ("还没有工作节点报到。", "No worker has reported in yet."),
+    "workers.state": ("状态", "State"),
+    "workers.alive": ("在线", "Alive"),
+    "workers.gone": ("离线", "Gone"),
+    "workers.busy": ("运行中 / 并发", "Running / at a time"),
+    "workers.device": ("设备", "Device"),
+    "workers.engines": ("引擎", "Engines"),
+    "workers.heartbeat": ("最近心跳", "Last heartbeat"),
     "history.title": ("历史记录", "History"),
     "history.filter": ("按状态筛选", "Status"),
     "history.empty": ("没有任务。", "No jobs."),
@@ -136,6 +147,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "detail.error": ("错误", "Error"),
     "batch.summary": ("批次 {id}：{total} 个任务", "Batch {id}: {total} jobs"),
     "batch.zip": ("下载全部（ZIP）", "Download all (ZIP)"),
+    "link.title": (
+        "直链：可转发给任何人，手机扫码即可下载",
+        "Direct link: share it with anyone, or scan it on a phone",
+    ),
+    "link.zip_title": ("整批 ZIP 直链", "Direct link to the whole batch as a ZIP"),
+    "link.copy": ("复制直链", "Copy link"),
+    "link.expires": ("有效期至 {when}", "Valid until {when}"),
+    "link.never": ("永久有效", "Never expires"),
     # Logs
     "logs.lines": ("显示行数", "Lines"),
     "logs.filter": ("按任务 ID 筛选", "Filter by job id"),
@@ -158,7 +177,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "error.action_failed": ("操作未完成", "Not done"),
 }
 
-STATUS_FILTERS: tuple[str, ...] = ("all", "queued", "running", "done", "failed", "cancelled", "timed_out")
+STATUS_FILTERS: tuple[str, ...] = ("all", "queued", "running", "done", "failed", "cancelled", "timed_out", "expired")
 
 
 def t(key: str, lang: Lang, **values: object) -> str:

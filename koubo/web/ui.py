@@ -19,8 +19,11 @@ from typing import Any, Literal, TypeVar
 import gradio as gr
 
 from koubo.config import Settings
+from koubo.engines import ENGINES
 from koubo.errors import KouboError
-from koubo.jobs.service import AssetView, JobService, JobStatus
+from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView
+from koubo.links.signing import SignedLink, signed_batch_link, signed_link
+from koubo.links.zipstream import batch_zip_name
 from koubo.ops.logs import tail_log
 from koubo.web.i18n import (
     DEFAULT_LANG,
@@ -48,6 +51,7 @@ from koubo.web.ui_render import (
     progress_panel,
     queue_panel,
     result_panel,
+    workers_panel,
 )
 
 PAGE_SIZE = 20
@@ -126,7 +130,6 @@ class Handlers:
 
     service: JobService
     settings: Settings
-    batch_zip_available: bool = False
 
     # --- uploads and options ---------------------------------------------------------------------------
 
@@ -196,7 +199,12 @@ class Handlers:
             )
         if job.status in ACTIVE:
             return progress_panel(job, lang), gr.skip(), gr.Timer(active=True), gr.update(visible=True)
-        return progress_panel(job, lang), result_panel(job, lang), gr.Timer(active=False), gr.update(visible=False)
+        return (
+            progress_panel(job, lang),
+            result_panel(job, lang, self._link(job)),
+            gr.Timer(active=False),
+            gr.update(visible=False),
+        )
 
     def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         """(progress card, result) in `lang`, after a language switch."""
@@ -206,7 +214,7 @@ class Handlers:
             job = self.service.get(job_id)
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), ""
-        return progress_panel(job, lang), result_panel(job, lang)
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job))
 
     def cancel_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
@@ -238,10 +246,17 @@ class Handlers:
             batch = self.service.submit_batch(audio_ids, video_ids, self.params(engine, expressiveness, quality))
         except KouboError as error:
             return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
-        return batch.id, batch_panel(batch, lang, zip_url=self._batch_zip_url(batch.id)), "", gr.Timer(active=True)
+        return batch.id, self._batch_panel(batch, lang), "", gr.Timer(active=True)
 
-    def _batch_zip_url(self, batch_id: str) -> str | None:
-        return f"api/batches/{batch_id}/zip" if self.batch_zip_available else None
+    def _batch_panel(self, batch: BatchView, lang: Lang) -> str:
+        zip_link = signed_batch_link(self.settings, batch.id, batch_zip_name(batch.id))
+        return batch_panel(batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link)
+
+    def _link(self, job: JobView) -> SignedLink | None:
+        """The signed direct link of a finished job, for handing out; None before it is done."""
+        if job.status is not JobStatus.done or not job.output_name:
+            return None
+        return signed_link(self.settings, job.id, job.output_name)
 
     def poll_batch(self, lang: Lang, batch_id: str | None) -> tuple[Any, ...]:
         """(batch panel, timer): polls until every item has finished."""
@@ -252,7 +267,7 @@ class Handlers:
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), gr.Timer(active=False)
         running = any(job.status not in FINISHED for job in batch.jobs)
-        return batch_panel(batch, lang, zip_url=self._batch_zip_url(batch_id)), gr.Timer(active=running)
+        return self._batch_panel(batch, lang), gr.Timer(active=running)
 
     def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> tuple[Any, ...]:
         """A batch row's button: (batch panel, preview, timer)."""
@@ -263,7 +278,7 @@ class Handlers:
     # --- queue and history --------------------------------------------------------------------------------
 
     def refresh_queue(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
-        """(queue panel, history table, page label, page), the page clamped to what exists."""
+        """(queue panel, workers panel, history table, page label, page), the page clamped to what exists."""
         active, _ = self.service.list_jobs(status=JobStatus.running, limit=QUEUE_LIST_LIMIT)
         queued, _ = self.service.list_jobs(status=JobStatus.queued, limit=QUEUE_LIST_LIMIT)
         status = None if status_filter == "all" else JobStatus(status_filter)
@@ -277,6 +292,7 @@ class Handlers:
         )
         return (
             queue_panel(self.service.queue_summary(), [*active, *queued], lang),
+            workers_panel(self.service.workers(), lang),
             history,
             page_label(page, pages, total, lang),
             page,
@@ -300,7 +316,8 @@ class Handlers:
         action, job_id = str(getattr(event, "action", "")), str(getattr(event, "job", ""))
         try:
             if action == "preview":
-                return preview_panel(self.service.get(job_id), lang)
+                job = self.service.get(job_id)
+                return preview_panel(job, lang, self._link(job))
             title = t("toast.info", lang)
             if action == "retry":
                 self.service.retry(job_id)
@@ -336,7 +353,7 @@ class Handlers:
 
 
 def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
-    engines = list(dict.fromkeys(["classic", settings.engine]))
+    engines = list(dict.fromkeys([*ENGINES, settings.engine]))
     with labels.label(gr.Accordion(t("options", DEFAULT_LANG), open=True), "options"), gr.Row():
         engine = labels.label(
             gr.Dropdown(engines, value=settings.engine, label=t("option.engine", DEFAULT_LANG)), "option.engine"
@@ -377,13 +394,6 @@ def _actions_panel(value: str = "", **kwargs: Any) -> gr.HTML:
     return gr.HTML(value, css_template=PANEL_CSS, js_on_load=ACTIONS_JS, **kwargs)
 
 
-def _batch_zip_route_exists() -> bool:
-    # The ZIP download is an optional API route; the batch panel links to it only when it exists.
-    from koubo.web.api.batches import router
-
-    return any(getattr(route, "path", "").endswith("/zip") for route in router.routes)
-
-
 def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
     """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
 
@@ -394,7 +404,7 @@ def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
 
 
 def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
-    handlers = Handlers(service, settings, batch_zip_available=_batch_zip_route_exists())
+    handlers = Handlers(service, settings)
     labels = Labels()
     hint_values = {
         "max_size": human_size(settings.upload_max_bytes),
@@ -454,7 +464,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                         "button.cancel",
                     )
                 single_progress = _panel(elem_id="single-progress")
-                single_result = _panel(elem_id="single-result")
+                single_result = _actions_panel(elem_id="single-result")  # its copy-link button
                 single_job = gr.State(None)
                 single_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
@@ -487,7 +497,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     "button.generate_batch",
                 )
                 batch_view = _actions_panel(elem_id="batch-panel")
-                batch_preview = _panel(elem_id="batch-preview")
+                batch_preview = _actions_panel(elem_id="batch-preview")  # its copy-link button
                 batch_id = gr.State(None)
                 batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
@@ -495,6 +505,10 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             with labels.label(gr.Tab(t("tab.queue", DEFAULT_LANG), id="queue"), "tab.queue") as queue_tab:
                 labels.text(gr.Markdown(f"### {t('queue.title', DEFAULT_LANG)}"), "queue.title", markdown_prefix="### ")
                 queue_view = _actions_panel(elem_id="queue-table")
+                labels.text(
+                    gr.Markdown(f"### {t('workers.title', DEFAULT_LANG)}"), "workers.title", markdown_prefix="### "
+                )
+                workers_view = _panel(elem_id="workers-panel")
                 labels.text(
                     gr.Markdown(f"### {t('history.title', DEFAULT_LANG)}"), "history.title", markdown_prefix="### "
                 )
@@ -522,7 +536,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                         gr.Button(t("button.refresh", DEFAULT_LANG), size="sm", scale=0, min_width=100),
                         "button.refresh",
                     )
-                history_preview = _panel(elem_id="history-preview")
+                history_preview = _actions_panel(elem_id="history-preview")  # its copy-link button
                 page = gr.State(0)
                 queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
 
@@ -554,7 +568,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             return language_from_header(request.headers.get("accept-language"))
 
         queue_inputs = [lang, status_filter, page]
-        queue_outputs = [queue_view, history_view, page_info, page]
+        queue_outputs = [queue_view, workers_view, history_view, page_info, page]
         blocks.load(initial_language, [saved_lang], [lang], show_progress="hidden")
         lang.input(lambda choice: choice, [lang], [saved_lang], show_progress="hidden")
         (

@@ -12,8 +12,11 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from koubo.jobs.service import BatchView, JobStatus, JobView
+import segno
+
+from koubo.jobs.service import BatchView, JobStatus, JobView, WorkerView
 from koubo.jobs.store import FINISHED, RETRYABLE
+from koubo.links.signing import SignedLink
 from koubo.web.i18n import Lang, error_text, stage_text, status_text, t
 
 # One stylesheet for every panel: gr.HTML scopes a css_template to its own component, and uses
@@ -57,6 +60,12 @@ a.koubo-button.primary { background: var(--button-primary-background-fill);
 dl.koubo-details { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin: 8px 0 0; }
 dl.koubo-details dt { color: var(--body-text-color-subdued); }
 dl.koubo-details dd { margin: 0; overflow-wrap: anywhere; }
+.koubo-link { display: flex; gap: 12px; align-items: center; margin-top: 10px; }
+.koubo-link img { width: 200px; height: 200px; background: #fff; flex: none; }
+.koubo-link .koubo-actions { margin: 4px 0; }
+.koubo-link input { width: 100%; font: inherit; font-size: 0.85em; padding: 3px 6px;
+  border: 1px solid var(--border-color-primary); border-radius: var(--radius-md);
+  background: var(--background-fill-secondary); color: var(--body-text-color); }
 """
 
 # Row buttons of the tables: "copy" is done in the page; the others go to the server as one
@@ -237,8 +246,29 @@ def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
     )
 
 
-def result_panel(job: JobView, lang: Lang) -> str:
-    """The finished video in an HTML5 player (streamed with Range requests) and its download link."""
+def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> str:
+    """A signed link to hand out: the URL, a copy button and a QR code for phones."""
+    qr = segno.make(link.url, error="m").svg_data_uri(scale=4, border=4)
+    if link.expires_at is None:
+        expiry = t("link.never", lang)
+    else:
+        expiry = t("link.expires", lang, when=local_time(link.expires_at))
+    copied = escape(t("action.copied", lang))
+    return (
+        '<div class="koubo-link" data-testid="direct-link">'
+        f'<img alt="QR" src="{escape(qr)}" data-testid="link-qr">'
+        f'<div style="flex: 1; min-width: 0"><div>{escape(t(title_key, lang))}</div>'
+        f'<input readonly value="{escape(link.url)}" data-testid="link-url" onfocus="this.select()">'
+        '<div class="koubo-actions">'
+        f'<button type="button" data-action="copy" data-href="{escape(link.url)}" data-copied="{copied}">'
+        f"{escape(t('link.copy', lang))}</button></div>"
+        f'<div class="koubo-muted">{escape(expiry)}</div></div></div>'
+    )
+
+
+def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
+    """The finished video in an HTML5 player (streamed with Range requests), its download link and,
+    given one, its signed direct link with a QR code."""
     if job.status is not JobStatus.done:
         return ""
     report = job.report or {}
@@ -264,6 +294,7 @@ def result_panel(job: JobView, lang: Lang) -> str:
             f'<span class="koubo-muted">{escape(" · ".join(fact for fact in facts if fact))}</span>',
             "</div>",
             f'<div class="koubo-muted" style="margin-top: 6px">{escape(_report_line(job.report, lang))}</div>',
+            direct_link(link, lang) if link else "",
             "</div>",
         ]
     )
@@ -313,7 +344,13 @@ def job_table(
     if not jobs:
         return f'<div class="koubo-empty">{escape(t(empty_key, lang))}</div>'
     allowed = tuple(actions)
-    head = [t("col.template", lang), t("col.audio", lang), t("col.status", lang), t("col.output", lang)]
+    head = [
+        t("col.template", lang),
+        t("col.audio", lang),
+        t("col.status", lang),
+        t("col.worker", lang),
+        t("col.output", lang),
+    ]
     if show_created:
         head.insert(0, t("col.created", lang))
     head.append(t("col.actions", lang))
@@ -323,6 +360,7 @@ def job_table(
             f'<td class="name">{escape(job.video.name)}</td>',
             f'<td class="name">{escape(job.audio.name)}</td>',
             f"<td>{_status_cell(job, lang)}</td>",
+            f'<td class="koubo-muted" data-testid="worker">{escape(job.worker_name or "")}</td>',
             f"<td>{_output_cell(job)}</td>",
         ]
         if show_created:
@@ -364,8 +402,40 @@ def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) ->
     return line + table
 
 
-def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None) -> str:
-    """A batch's counts by status, its ZIP link when the API offers one, and a row per item."""
+def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
+    """One row per worker: alive or gone, jobs running of its concurrency, device, engines, last heartbeat."""
+    if not workers:
+        return f'<div class="koubo-empty">{escape(t("workers.empty", lang))}</div>'
+    head = [
+        t("col.worker", lang),
+        t("workers.state", lang),
+        t("workers.busy", lang),
+        t("workers.device", lang),
+        t("workers.engines", lang),
+        t("workers.heartbeat", lang),
+    ]
+    rows = []
+    for worker in workers:
+        state = "alive" if worker.alive else "gone"
+        badge = f'<span class="koubo-badge st-{"running" if worker.alive else "cancelled"}">'
+        rows.append(
+            f'<tr data-worker="{escape(worker.name)}" data-state="{state}">'
+            f'<td class="name">{escape(worker.name)}</td>'
+            f"<td>{badge}{escape(t(f'workers.{state}', lang))}</span></td>"
+            f"<td>{worker.busy} / {worker.concurrency}</td>"
+            f"<td>{escape(worker.device)}</td>"
+            f"<td>{escape(', '.join(worker.engines))}</td>"
+            f'<td class="koubo-muted">{escape(local_time(worker.heartbeat_at))}</td></tr>'
+        )
+    header = "".join(f"<th>{escape(name)}</th>" for name in head)
+    return (
+        f'<table class="koubo-table" data-testid="workers"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None, zip_link: SignedLink | None = None) -> str:
+    """A batch's counts by status, its ZIP links once every item has finished, and a row per item."""
     counts = " · ".join(f"{status_text(status, lang)} {count}" for status, count in batch.counts.items() if count)
     head = [
         '<div class="koubo-card" data-testid="batch">',
@@ -376,6 +446,8 @@ def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None) -> str:
     if zip_url and batch.jobs and all(job.status in FINISHED for job in batch.jobs):
         head.append(f'<a class="koubo-button" href="{escape(zip_url)}" download>{escape(t("batch.zip", lang))}</a>')
     head.append("</div>")
+    if zip_link and batch.jobs and all(job.status in FINISHED for job in batch.jobs):
+        head.append(direct_link(zip_link, lang, "link.zip_title"))
     done = sum(1.0 if job.status in FINISHED else job.progress for job in batch.jobs)
     head.append(_bar(done / len(batch.jobs) if batch.jobs else 0.0))
     table = job_table(
@@ -404,13 +476,13 @@ def _details(job: JobView, lang: Lang) -> str:
     return f'<dl class="koubo-details">{body}</dl>'
 
 
-def preview_panel(job: JobView, lang: Lang) -> str:
+def preview_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
     """A chosen job from the history or a batch: its player and download link when done, else why not."""
     title = (
         f"<h3 style='margin: 0 0 8px'>{escape(t('preview.title', lang, name=job.output_name or job.video.name))}</h3>"
     )
     if job.status is JobStatus.done:
-        body = result_panel(job, lang)
+        body = result_panel(job, lang, link)
     else:
         body = message_panel(t("preview.not_done", lang, status=status_text(job.status.value, lang)))
     return f'<div data-testid="preview" data-job="{job.id}">{title}{body}{_details(job, lang)}</div>'

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from koubo.web.api import batches, jobs, logs, system, uploads
+from koubo.web.api import batches, jobs, logs, system, uploads, workers
 
 router = APIRouter()
-for _resource in (uploads, jobs, batches, logs, system):
+for _resource in (uploads, jobs, batches, logs, system, workers):
     router.include_router(_resource.router)
 
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from koubo.jobs.service import JobStatus
+from koubo.links.delivery import content_disposition
+from koubo.links.signing import signed_link
 from koubo.web.api.deps import ServiceDep, SettingsDep
-from koubo.web.api.downloads import content_disposition
-from koubo.web.api.schemas import JobCreate, JobOut, JobPage
+from koubo.web.api.schemas import JobCreate, JobOut, JobPage, LinkOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -70,3 +71,15 @@ def download_output(job_id: str, service: ServiceDep, settings: SettingsDep, inl
         media_type="video/mp4",
         headers={"Content-Disposition": content_disposition(name, fallback=f"koubo-{job_id[:8]}.mp4", inline=inline)},
     )
+
+
+@router.get("/{job_id}/link", response_model=LinkOut, summary="A signed direct link to the finished video")
+def job_link(
+    job_id: str,
+    service: ServiceDep,
+    settings: SettingsDep,
+    expires: Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")] = None,
+) -> LinkOut:
+    _, name = service.output_file(job_id)
+    link = signed_link(settings, job_id, name, expires)
+    return LinkOut(url=link.url, expires_at=link.expires_at)

@@ -57,12 +57,20 @@ class JobOut(BaseModel):
     report: dict[str, Any] | None
     attempts: int
     worker: str | None
+    worker_name: str | None = Field(description="the worker (GET /api/workers) that runs or ran it")
     timings: dict[str, float] | None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def download_url(self) -> str | None:
         return f"/api/jobs/{self.id}/download" if self.status is JobStatus.done else None
+
+
+class LinkOut(BaseModel):
+    """A signed direct link: anyone holding it can download, Range requests included, until it expires."""
+
+    url: str
+    expires_at: datetime | None = Field(description="UTC; null when the link never expires")
 
 
 class JobPage(BaseModel):
@@ -90,6 +98,7 @@ class JobParams(BaseModel):
     expressiveness: float | None = Field(None, ge=0.0, le=2.0)
     crf: int | None = Field(None, ge=0, le=51)
     preset: str | None = Field(None, description=f"x264 preset: {', '.join(_PRESETS)}")
+    device: Literal["cpu", "cuda"] | None = Field(None, description="only a worker on this device runs it")
 
     @field_validator("preset")
     @classmethod

@@ -175,6 +175,8 @@ async def upload_asset(request: Request, service: ServiceDep, settings: Settings
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
         raise UploadTooLarge(limit)
+    # Before the body streams in: a full disk is refused without writing up to upload_max_bytes first.
+    await run_in_threadpool(service.ensure_free_space)
     service.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
     target = service.upload_tmp_dir / secrets.token_hex(16)
     try:

@@ -1,0 +1,66 @@
+"""Putting a generated or borrowed lower face back into a frame without a seam.
+
+Both engines end here: a hull just inside the jaw line, an alpha that eases to exactly 0 at its
+outline, the patch's colour matched to the frame along the blend band, and the blend itself.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from koubo.face import geometry as geo
+
+
+def lower_face_hull(landmarks: np.ndarray) -> np.ndarray:
+    """Lower-face outline pulled slightly inside the jaw line, so the seam falls on skin."""
+    pts = landmarks[geo.LOWER_FACE, :2]
+    centre = landmarks[geo.LIPS_OUTER_LOWER, :2].mean(0)
+    pts = centre + (pts - centre) * 0.92
+    return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+
+
+def roi_around(points: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = shape
+    x0, y0 = np.floor(points.min(0) - margin).astype(int)
+    x1, y1 = np.ceil(points.max(0) + margin).astype(int)
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
+def feathered_alpha(hull_list: list[np.ndarray], roi: tuple[int, int, int, int], radius: float) -> np.ndarray:
+    """Alpha in [0, 1]: 1 deeper than `radius` inside the hulls, easing to exactly 0 at their outline."""
+    x0, y0, x1, y1 = roi
+    w, h = x1 - x0, y1 - y0
+    # The ramp is smooth, so it is computed on a grid a few times coarser than the pixels.
+    f = max(1, int(radius // 4))
+    small = np.zeros((-(-h // f), -(-w // f)), dtype=np.uint8)
+    hard = np.zeros((h, w), dtype=np.uint8)
+    for hull in hull_list:
+        local = hull - (x0, y0)
+        cv2.fillConvexPoly(small, np.round(local / f).astype(np.int32), 255)
+        cv2.fillConvexPoly(hard, np.round(local).astype(np.int32), 255)
+    ramp = np.clip(cv2.distanceTransform(small, cv2.DIST_L2, 5) * (f / radius), 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no visible crease where the ramp ends
+    alpha = cv2.resize(ramp, (w, h), interpolation=cv2.INTER_LINEAR)
+    alpha[hard == 0] = 0.0
+    return alpha
+
+
+def blend_patch(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = roi
+    out = frame.copy()
+    base = frame[y0:y1, x0:x1].astype(np.float32)
+    a = alpha[..., None]
+    out[y0:y1, x0:x1] = np.clip(base + a * (patch - base), 0, 255).astype(np.uint8)
+    return out
+
+
+def match_colour(patch: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Shift the patch's colour to the frame's along the blend band, where a seam would show."""
+    step = max(1, min(alpha.shape) // 64)  # a mean needs a few thousand samples, not every pixel
+    a = alpha[::step, ::step]
+    band = (a > 0.02) & (a < 0.9)
+    if band.sum() < 20:
+        return patch
+    offset = base[::step, ::step][band].mean(0) - patch[::step, ::step][band].mean(0)
+    return patch + offset.astype(np.float32)

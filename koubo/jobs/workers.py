@@ -1,0 +1,172 @@
+"""Workers on one or many machines: who they are, what they offer, and the beat that says they live.
+
+A consumer (`koubo worker`, or the one `koubo serve` starts) has a row in the workers table: its
+name, host, device, the engines it offers and how many jobs it runs at once. A housekeeping
+process beside the consumer (`keep_house`) refreshes the row's heartbeat and, like the recovery
+thread of the web process, settles the jobs of workers that are gone and re-adds missing queue
+messages. Every change it makes is a conditional UPDATE, so any number of them may run at once on
+any machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from koubo import errors
+from koubo.config import Settings
+from koubo.engines import ENGINES, cuda_available
+from koubo.jobs.store import Database, Routing, WorkerState, patiently, utcnow
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0
+# How often each worker and the web process look for lost jobs and missing queue messages.
+RECOVERY_S = 10.0
+# Rows of workers silent for this long leave the workers panel.
+FORGET_AFTER = timedelta(days=7)
+REGISTER_PATIENCE_S = 60.0
+STOP_CHECK_S = 0.2
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    name: str
+    host: str
+    device: str
+    engines: list[str]
+    concurrency: int
+    alive: bool  # heard from within settings.worker_timeout and not stopped
+    busy: int  # jobs running on it now
+    jobs: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+def offered_engines(settings: Settings) -> tuple[str, ...]:
+    """The engines this machine's worker offers: settings.worker_engines, or every engine."""
+    if not settings.worker_engines:
+        return tuple(ENGINES)
+    names = tuple(dict.fromkeys(name.strip() for name in settings.worker_engines.split(",") if name.strip()))
+    unknown = [name for name in names if name not in ENGINES]
+    if unknown or not names:
+        raise errors.invalid_params(
+            f"unknown engine(s) {', '.join(unknown) or '(none)'}; available: {', '.join(ENGINES)}",
+            f"未知的引擎 {'、'.join(unknown) or '（无）'}；可用：{'、'.join(ENGINES)}",
+        )
+    return names
+
+
+def resolve_device(setting: str) -> str:
+    """ "cpu" or "cuda": "auto" is CUDA when PyTorch sees a GPU. Raises when "cuda" is asked for and absent."""
+    if setting == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if setting == "cuda":
+        raise errors.KouboError(
+            "no_cuda",
+            "device = cuda, but PyTorch sees no CUDA GPU on this machine.",
+            "device = cuda，但 PyTorch 在这台机器上找不到 CUDA GPU。",
+        )
+    return "cpu"
+
+
+def worker_identity(settings: Settings) -> Settings:
+    """`settings` with this consumer's name, device and engines fixed, for the processes it forks."""
+    return settings.model_copy(
+        update={
+            "worker_name": settings.worker_name or f"{socket.gethostname()}:{os.getpid()}",
+            "device": resolve_device(settings.device),
+            "worker_engines": ",".join(offered_engines(settings)),
+        }
+    )
+
+
+def routing_of(settings: Settings) -> Routing:
+    """The routing of a consumer whose settings went through worker_identity."""
+    if settings.worker_name is None or not settings.worker_engines or settings.device == "auto":
+        raise RuntimeError("routing_of needs the settings worker_identity returns")
+    return Routing(settings.worker_name, tuple(settings.worker_engines.split(",")), settings.device)
+
+
+def view_workers(states: list[WorkerState], timeout: float, now: datetime | None = None) -> list[WorkerView]:
+    now = now or utcnow()
+    return [
+        WorkerView(
+            name=s.name,
+            host=s.host,
+            device=s.device,
+            engines=s.engines,
+            concurrency=s.concurrency,
+            alive=s.stopped_at is None and (now - s.heartbeat_at).total_seconds() <= timeout,
+            busy=len(s.jobs),
+            jobs=s.jobs,
+            started_at=s.started_at,
+            heartbeat_at=s.heartbeat_at,
+            stopped_at=s.stopped_at,
+        )
+        for s in states
+    ]
+
+
+def keep_house(
+    db: Database, recover: Callable[[], None], stopped: Callable[[], bool], worker: str | None = None
+) -> None:
+    """Until `stopped()`: `recover()` every RECOVERY_S and, for a worker, its row's heartbeat every
+    HEARTBEAT_S; a worker's row is marked stopped at the end (so it shows as gone at once).
+
+    Never dies of an error: a database or Redis restart costs a few missed beats, not the worker.
+    """
+    beats_per_recovery = round(RECOVERY_S / HEARTBEAT_S)
+    beat = 0
+    while True:
+        done = stopped()
+        if worker is not None:
+            _safely("heartbeat", partial(db.worker_beat, worker, stopped=done))
+        if done:
+            return
+        if beat % beats_per_recovery == 0:
+            _safely("recovery", recover)
+        beat += 1
+        next_beat = time.monotonic() + HEARTBEAT_S
+        while not stopped() and time.monotonic() < next_beat:
+            time.sleep(STOP_CHECK_S)
+
+
+def _safely(what: str, call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:  # whatever went wrong, the worker must keep beating
+        log.exception("%s failed; trying again later", what)
+
+
+def register(db: Database, settings: Settings) -> Routing:
+    """Write this consumer's row (waiting for the database to be reachable); its routing."""
+    routing = routing_of(settings)
+    patiently(
+        lambda: db.register_worker(
+            routing,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=settings.max_concurrent,
+            forget_before=utcnow() - FORGET_AFTER,
+        ),
+        "registering the worker",
+        REGISTER_PATIENCE_S,
+    )
+    log.info(
+        "worker %s: device %s, engines %s, %d at a time",
+        routing.name,
+        routing.device,
+        ",".join(routing.engines),
+        settings.max_concurrent,
+    )
+    return routing
