@@ -99,3 +99,17 @@ def _healthy(server: Server) -> bool:
         return httpx.get(f"{server.url}/api/health", timeout=2.0).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def processes(where: Callable[[list[str]], bool]) -> list[int]:
+    """Pids whose /proc/<pid>/stat fields after the command name (state, ppid, pgrp, ...) satisfy `where`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses; the fields after the last ")" do not.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if where(fields):
+            found.append(int(stat.parent.name))
+    return found

@@ -28,7 +28,7 @@ from koubo.media.probe import probe
 from koubo.ops.logs import job_context, setup_logging, tail_log
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
-from servers import wait_until
+from servers import processes, wait_until
 
 SHORT_SPEECH_S = 1.5  # a whole job takes a few seconds
 LONG_SPEECH_S = 12.0  # long enough to act on a job while it runs
@@ -159,15 +159,7 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group `pgid`."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+    return processes(lambda fields: fields[2] == str(pgid) and fields[0] != "Z")
 
 
 def output_dir_files(service: JobService, job_id: str) -> list[Path]:

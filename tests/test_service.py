@@ -14,20 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import launch, wait_until
+from servers import launch, processes, wait_until
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name may hold spaces and parentheses; the fields after the last ")" do not.
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return processes(lambda fields: int(fields[1]) == pid)
 
 
 def alive(pid: int) -> bool:
