@@ -345,13 +345,15 @@ class JobService:
 
     def output_file(self, job_id: str) -> tuple[Path, str]:
         """The finished video's path (inside outputs_dir) and its download name."""
-        view = self.get(job_id)
-        if view.status == JobStatus.expired:
-            raise errors.output_expired(job_id)
-        path = view.output_path
-        if view.status != JobStatus.done or path is None or view.output_name is None or not path.is_file():
-            raise errors.no_output(job_id)
-        return path, view.output_name
+        return _output_of(self.get(job_id))
+
+    def batch_outputs(self, batch_id: str) -> list[tuple[Path, str]]:
+        """(path, download name) of every finished video of a batch, in the batch's order; raises
+        when none has finished."""
+        outputs = [_output_of(job) for job in self.get_batch(batch_id).jobs if job.status is JobStatus.done]
+        if not outputs:
+            raise errors.batch_has_no_output()
+        return outputs
 
     @staticmethod
     def _position(session: Session, job: Job) -> int:
@@ -442,6 +444,15 @@ class JobService:
         """Jobs left running by a worker that is gone are queued again once (else they fail as
         "worker_lost"), and queued jobs without a queue message get one. Safe to run anywhere, any time."""
         recover_jobs(self.settings, self._db, self._queue)
+
+
+def _output_of(view: JobView) -> tuple[Path, str]:
+    if view.status == JobStatus.expired:
+        raise errors.output_expired(view.id)
+    path = view.output_path
+    if view.status != JobStatus.done or path is None or view.output_name is None or not path.is_file():
+        raise errors.no_output(view.id)
+    return path, view.output_name
 
 
 def _status(status: JobStatus | str) -> JobStatus:

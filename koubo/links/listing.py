@@ -10,7 +10,7 @@ from html import escape
 
 from koubo.config import Settings
 from koubo.jobs.service import JobService, JobStatus, JobView
-from koubo.links.signing import signed_link
+from koubo.links.signing import Keyring, signed_link
 from koubo.web.ui_render import human_size
 
 PAGE_SIZE = 100
@@ -19,7 +19,9 @@ PAGE_SIZE = 100
 def render_listing(settings: Settings, service: JobService, page: int) -> str:
     """The HTML of page `page` (from 1). Blocking: reads the database."""
     jobs, total = service.list_jobs(status=JobStatus.done, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
-    rows = "\n".join(_row(settings, job) for job in jobs)
+    # The key file is read once a page, not once a row.
+    keyring = Keyring(settings.data_dir)
+    rows = "\n".join(_row(settings, keyring, job) for job in jobs)
     pages = max(1, -(-total // PAGE_SIZE))
     nav = []
     if page > 1:
@@ -29,9 +31,9 @@ def render_listing(settings: Settings, service: JobService, page: int) -> str:
     return _PAGE.format(total=total, page=page, pages=pages, rows=rows, nav=" · ".join(nav))
 
 
-def _row(settings: Settings, job: JobView) -> str:
+def _row(settings: Settings, keyring: Keyring, job: JobView) -> str:
     name = job.output_name or job.id
-    link = signed_link(settings, job.id, name).url
+    link = signed_link(settings, job.id, name, keyring=keyring).url
     finished = _when(job.finished_at)
     return (
         f'<tr><td><a href="{escape(link)}">{escape(name)}</a></td>'

@@ -25,10 +25,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from koubo import errors
 from koubo.config import Settings
 from koubo.errors import HTTP_STATUS_ERRORS, KouboError
-from koubo.jobs.service import JobService, JobStatus
+from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
 from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, verify
@@ -193,14 +192,7 @@ def _checked_batch(
     """The finished videos of a batch a ZIP link leads to, as they are now. Blocking."""
     _check_names(batch_id, name)
     _verify_query(settings, batch_subject(batch_id), name, query)
-    batch = service.get_batch(batch_id)
-    files = []
-    for job in batch.jobs:
-        if job.status is JobStatus.done:
-            path, download_name = service.output_file(job.id)
-            files.append((_inside_outputs(settings, path), download_name))
-    if not files:
-        raise errors.batch_has_no_output()
+    files = [(_inside_outputs(settings, path), shown) for path, shown in service.batch_outputs(batch_id)]
     return zip_entries(files)
 
 

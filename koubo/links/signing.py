@@ -147,9 +147,13 @@ def batch_subject(batch_id: str) -> str:
     return f"batch:{batch_id}"
 
 
-def signed_link(settings: Settings, job_id: str, filename: str, lifetime: float | None = None) -> SignedLink:
-    """A full URL, under the configured public base, for a finished job's video."""
-    path, exp = _signed_path(Keyring(settings.data_dir), "d", job_id, job_id, filename, _lifetime(settings, lifetime))
+def signed_link(
+    settings: Settings, job_id: str, filename: str, lifetime: float | None = None, keyring: Keyring | None = None
+) -> SignedLink:
+    """A full URL, under the configured public base, for a finished job's video. Pass `keyring` to sign
+    many links with one read of the key file."""
+    keyring = keyring or Keyring(settings.data_dir)
+    path, exp = _signed_path(keyring, "d", job_id, job_id, filename, _lifetime(settings, lifetime))
     return SignedLink(settings.links_base + path, _expiry(exp))
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from koubo import errors
-from koubo.jobs.service import JobStatus
 from koubo.links.delivery import content_disposition
 from koubo.links.signing import signed_batch_link
 from koubo.links.zipstream import batch_zip_name, zip_chunks, zip_entries, zip_size
-from koubo.web.api.deps import ServiceDep, SettingsDep
+from koubo.web.api.deps import LinkLifetime, ServiceDep, SettingsDep
 from koubo.web.api.schemas import BatchCreate, BatchOut, LinkOut
 
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -35,11 +31,7 @@ def get_batch(batch_id: str, service: ServiceDep) -> BatchOut:
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "no finished video yet"}},
 )
 def download_batch_zip(batch_id: str, service: ServiceDep) -> StreamingResponse:
-    batch = service.get_batch(batch_id)
-    files = [service.output_file(job.id) for job in batch.jobs if job.status is JobStatus.done]
-    if not files:
-        raise errors.batch_has_no_output()
-    entries = zip_entries(files)
+    entries = zip_entries(service.batch_outputs(batch_id))
     name = batch_zip_name(batch_id)
     return StreamingResponse(
         zip_chunks(entries),
@@ -56,10 +48,7 @@ def batch_link(
     batch_id: str,
     service: ServiceDep,
     settings: SettingsDep,
-    expires: Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")] = None,
+    expires: LinkLifetime = None,
 ) -> LinkOut:
-    batch = service.get_batch(batch_id)
-    if not any(job.status is JobStatus.done for job in batch.jobs):
-        raise errors.batch_has_no_output()
-    link = signed_batch_link(settings, batch_id, batch_zip_name(batch_id), expires)
-    return LinkOut(url=link.url, expires_at=link.expires_at)
+    service.batch_outputs(batch_id)  # a link only to a batch with something to download
+    return LinkOut.model_validate(signed_batch_link(settings, batch_id, batch_zip_name(batch_id), expires))

@@ -1,10 +1,10 @@
-"""FastAPI dependencies: the settings and the JobService the app was created with."""
+"""FastAPI dependencies: the settings and the JobService the app was created with, and shared parameters."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from koubo.config import Settings
 from koubo.jobs.service import JobService
@@ -20,3 +20,5 @@ def get_settings(request: Request) -> Settings:
 
 ServiceDep = Annotated[JobService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+# How long a signed link handed out by the API lasts; None: the configured link_lifetime.
+LinkLifetime = Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")]

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from koubo.jobs.service import JobStatus
 from koubo.links.delivery import content_disposition
 from koubo.links.signing import signed_link
-from koubo.web.api.deps import ServiceDep, SettingsDep
+from koubo.web.api.deps import LinkLifetime, ServiceDep, SettingsDep
 from koubo.web.api.schemas import JobCreate, JobOut, JobPage, LinkOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -78,8 +78,7 @@ def job_link(
     job_id: str,
     service: ServiceDep,
     settings: SettingsDep,
-    expires: Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")] = None,
+    expires: LinkLifetime = None,
 ) -> LinkOut:
     _, name = service.output_file(job_id)
-    link = signed_link(settings, job_id, name, expires)
-    return LinkOut(url=link.url, expires_at=link.expires_at)
+    return LinkOut.model_validate(signed_link(settings, job_id, name, expires))

@@ -69,6 +69,8 @@ class JobOut(BaseModel):
 class LinkOut(BaseModel):
     """A signed direct link: anyone holding it can download, Range requests included, until it expires."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     url: str
     expires_at: datetime | None = Field(description="UTC; null when the link never expires")
 
