@@ -79,10 +79,33 @@ class SpeechEnvelope:
 
 @dataclass(frozen=True)
 class MouthTargets:
+    """The mouth shape the speech asks for, one entry per output video frame.
+
+    `aperture`, `width` and `speech` are always given; the phonetic channels default to what
+    aperture and width imply, so an engine can read every channel whatever made the targets.
+    """
+
     fps: float
     aperture: np.ndarray  # (n,) float32 in [0, 1]: 0 closed / at rest, 1 widest in normal loud speech
     width: np.ndarray  # (n,) float32 in [-1, 1]: -1 rounded, 0 neutral, +1 spread
     speech: np.ndarray  # (n,) bool
+    rounding: np.ndarray | None = None  # (n,) float32 in [0, 1]: lip rounding / protrusion (/u/ /o/ /ü/)
+    closure: np.ndarray | None = None  # (n,) float32 in [0, 1]: 1 = lips pressed together (/m/ /b/ /p/)
+    teeth: np.ndarray | None = None  # (n,) float32 in [0, 1]: how much of the upper teeth shows
+    labiodental: np.ndarray | None = None  # (n,) float32 in [0, 1]: lower lip tucked to the upper teeth (/f/ /v/)
+
+    def __post_init__(self) -> None:
+        n = len(self.aperture)
+        zeros = np.zeros(n, dtype=np.float32)
+        defaults = {
+            "rounding": np.clip(-self.width, 0.0, 1.0).astype(np.float32),
+            "closure": zeros,
+            "teeth": np.clip(self.aperture, 0.0, 1.0).astype(np.float32),
+            "labiodental": zeros,
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
 
 # --- analysis ---------------------------------------------------------------------------------
