@@ -12,7 +12,8 @@ PY=${PYTHON:-python3}
 system_packages() {
   # libgl1: OpenCV (pulled by MediaPipe) links libGL. espeak-ng: real speech for tests;
   # chromium: the real browser the UI tests drive through Playwright (never a downloaded one).
-  # redis-server, postgresql: the multi-machine tests; nginx: the link server behind nginx.
+  # redis-server, postgresql: the multi-machine tests; nginx: the link server behind nginx;
+  # apache2-utils: the real htpasswd tool, to make password files in every format it writes.
   local wanted=(libgl1 libglib2.0-0 "$@") missing=()
   command -v dpkg >/dev/null || return 0
   for p in "${wanted[@]}"; do
@@ -43,7 +44,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    system_packages espeak-ng chromium redis-server postgresql nginx
+    system_packages espeak-ng chromium redis-server postgresql nginx apache2-utils
     python_packages ".[test,wav2lip]"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

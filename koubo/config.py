@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     worker_engines: str | None = None
     worker_timeout: float = Field(60.0, gt=0)
-    htpasswd_file: Path | None = Field(None, description="Apache htpasswd (bcrypt) file: enables HTTP Basic auth")
+    htpasswd_file: Path | None = Field(None, description="Apache/nginx htpasswd file: enables HTTP Basic auth")
     log_file: Path | None = Field(None, description="default <data_dir>/logs/koubo.log")
 
     # Input limits, checked when a file is probed.

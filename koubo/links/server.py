@@ -32,7 +32,8 @@ from koubo.links.delivery import FileState, content_disposition, multipart_frami
 from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, verify
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
-from koubo.web.auth import CredentialCheck, Htpasswd, challenge_header
+from koubo.web.auth import CredentialCheck, challenge_header
+from koubo.web.htpasswd import Htpasswd
 
 # A link serves only a finished job's video, and a finished video is never rewritten: only failed,
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a

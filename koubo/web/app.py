@@ -10,7 +10,8 @@ from koubo.config import Settings
 from koubo.jobs.service import JobService
 from koubo.web.api import metrics
 from koubo.web.api import router as api_router
-from koubo.web.auth import BasicAuthMiddleware, Htpasswd
+from koubo.web.auth import BasicAuthMiddleware
+from koubo.web.htpasswd import Htpasswd
 from koubo.web.errors import install_error_handlers
 from koubo.web.ui import build_ui
 

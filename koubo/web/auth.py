@@ -1,4 +1,4 @@
-"""HTTP Basic authentication against an Apache htpasswd file of bcrypt entries.
+"""HTTP Basic authentication against an Apache htpasswd file (formats: koubo/web/htpasswd.py).
 
 One ASGI middleware guards the whole app (the API, /metrics, /docs and the Gradio UI mounted at
 "/"), so no route can forget it; only the health check stays open for monitors and load balancers.
@@ -11,83 +11,20 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
-from pathlib import Path
 
-import bcrypt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from koubo.errors import KouboError
 from koubo.web.errors import http_error
+from koubo.web.htpasswd import Htpasswd
 
 REALM = "koubo"
-# bcrypt only looks at the first 72 bytes; Apache's htpasswd truncates the same way when hashing.
-_BCRYPT_MAX_PASSWORD = 72
-# After one successful bcrypt check, the same credentials pass without another for this long:
+# After one successful password check, the same credentials pass without another for this long:
 # a page load makes dozens of requests and each check costs tens to hundreds of milliseconds.
 _VERIFIED_TTL_SECONDS = 300.0
 _VERIFIED_MAX_ENTRIES = 1024
-# $2y$ (Apache, PHP), $2b$ and the older $2a$: cost, then 22 characters of salt and 31 of hash.
-_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-
-
-class AuthConfigError(KouboError):
-    """The htpasswd file cannot be used; raised at startup so koubo never runs with broken auth."""
-
-    def __init__(self, path: Path, en: str, zh: str) -> None:
-        super().__init__("auth_config", f"htpasswd file {path}: {en}", f"htpasswd 文件 {path}：{zh}")
-
-
-@dataclass(frozen=True)
-class Htpasswd:
-    users: tuple[tuple[bytes, bytes], ...]  # (user name as UTF-8, bcrypt hash in the $2b$ form)
-    dummy_hash: bytes  # checked for unknown users, so their answer takes as long as a known user's
-
-    @classmethod
-    def load(cls, path: Path) -> Htpasswd:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise AuthConfigError(path, f"cannot be read ({error})", f"无法读取（{error}）") from error
-        users: list[tuple[bytes, bytes]] = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            user, sep, hashed = line.partition(":")
-            if not sep or not user:
-                raise AuthConfigError(path, f"line {number} is not user:hash", f"第 {number} 行不是 用户名:哈希 格式")
-            users.append((user.encode(), _bcrypt_hash(path, number, hashed)))
-        if not users:
-            raise AuthConfigError(path, "has no users", "没有任何用户")
-        cost = int(users[0][1][4:6])
-        return cls(tuple(users), bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost)))
-
-    def verify(self, user: str, password: bytes) -> bool:
-        """Constant-time in the user name; always exactly one bcrypt check, known user or not."""
-        wanted = user.encode()
-        stored = self.dummy_hash
-        found = False
-        for name, hashed in self.users:
-            if hmac.compare_digest(name, wanted):
-                stored, found = hashed, True
-        matches = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], stored)
-        return matches and found
-
-
-def _bcrypt_hash(path: Path, number: int, hashed: str) -> bytes:
-    if not _BCRYPT_HASH.fullmatch(hashed):
-        raise AuthConfigError(
-            path,
-            f"line {number} is not a bcrypt hash; only bcrypt is supported (create it with `htpasswd -B`)",
-            f"第 {number} 行不是 bcrypt 哈希；仅支持 bcrypt（请用 `htpasswd -B` 生成）",
-        )
-    # $2y$ (PHP, Apache) and $2b$ are the same algorithm; the bcrypt package spells it $2b$.
-    return ("$2b$" + hashed[4:]).encode()
 
 
 def _credentials(authorization: bytes) -> tuple[str, bytes] | None:
@@ -119,7 +56,7 @@ class CredentialCheck:
         now = time.monotonic()
         if self._verified.get(key, 0.0) > now:
             return True
-        # bcrypt is slow on purpose; keep it off the event loop.
+        # Password hashes are slow on purpose; keep the check off the event loop.
         if not await asyncio.to_thread(self.htpasswd.verify, *credentials):
             return False
         if len(self._verified) >= _VERIFIED_MAX_ENTRIES:
