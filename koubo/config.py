@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
+    queue_high_burst: int = Field(
+        3, ge=1, le=1000, description="high-priority (single) jobs started in a row before a waiting batch item"
+    )
     task_timeout: float = Field(1800.0, gt=0, description="seconds before a running job is stopped")
     upload_max_bytes: int = Field(2 * 1024**3, gt=0)
     # Huey's storage and the job database: SQLite files under data_dir unless URLs are given

@@ -23,8 +23,9 @@ import pytest
 
 from koubo.config import Settings
 from koubo.errors import EngineError, JobNotFound, KouboError, MediaError
-from koubo.jobs.service import AssetKind, JobService, JobStatus, JobView
+from koubo.jobs.service import AssetKind, JobService, JobStatus, JobView, Lane
 from koubo.media.probe import probe
+from koubo.jobs.store import run_order
 from koubo.ops.logs import job_context, setup_logging, tail_log
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
@@ -246,6 +247,27 @@ def test_jobs_run_first_in_first_out_and_show_their_queue_positions(service, dat
         assert before.finished_at <= after.started_at
     summary = service.queue_summary()
     assert summary["done"] == 3 and summary["queued"] == 0 and summary["workers"] == 1
+
+
+def test_single_jobs_take_the_fast_lane_without_starving_a_batch(data_dir, media):
+    service = JobService(Settings(data_dir=data_dir, queue_high_burst=1))
+    audio = upload(service, media["speech"], "audio")
+    video = upload(service, media["video"], "video")
+    batch = [job.id for job in service.submit_batch([audio], [video] * 3).jobs]
+    singles = [service.submit(audio, video, priority=Lane.high).id for _ in range(2)]
+    # One high-lane job in a row at most: they alternate while the batch waits.
+    expected = [singles[0], batch[0], singles[1], batch[1], batch[2]]
+    positions = {job.id: job.queue_position for job in service.list_jobs(status=JobStatus.queued)[0]}
+    assert [positions[job_id] for job_id in expected] == [1, 2, 3, 4, 5]
+    assert service.get(singles[0]).priority is Lane.high and service.get(batch[0]).priority is Lane.normal
+
+    with consumer(data_dir, max_concurrent="1", queue_high_burst="1"):
+        for job_id in expected:
+            wait_for_status(service, job_id, {JobStatus.done}, 120)
+
+    started = sorted(expected, key=lambda job_id: service.get(job_id).started_at)
+    service.close()
+    assert started == expected  # the positions shown were the order they ran in
 
 
 # --- stopping jobs ----------------------------------------------------------------------------------------
@@ -477,3 +499,17 @@ def test_log_lines_carry_the_job_id_in_a_file_of_any_name(tmp_path):
     assert lines[2].endswith("[job -] after the job")
     assert tail_log(path, 1) == lines[2:]
     assert tail_log(tmp_path / "missing.log", 5) == []
+
+
+@pytest.mark.parametrize(
+    ("high", "normal", "streak", "burst", "expected"),
+    [
+        (["h1", "h2"], ["n1"], 0, 3, ["h1", "h2", "n1"]),
+        (["h1", "h2", "h3", "h4"], ["n1", "n2"], 0, 2, ["h1", "h2", "n1", "h3", "h4", "n2"]),
+        (["h1"], ["n1"], 2, 2, ["n1", "h1"]),  # two fast-lane jobs just ran: the batch's turn
+        (["h1", "h2"], [], 5, 1, ["h1", "h2"]),  # nothing else waits: no reason to hold them
+        ([], ["n1", "n2"], 0, 1, ["n1", "n2"]),
+    ],
+)
+def test_run_order_interleaves_the_lanes(high, normal, streak, burst, expected):
+    assert run_order(high, normal, streak, burst) == expected

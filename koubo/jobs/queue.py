@@ -178,7 +178,7 @@ def supervise_next(settings: Settings, db: Database, queue: JobQueue, message_jo
     module's docstring)."""
     worker = worker_name()
     routing = routing_of(settings)
-    job_id = patiently(lambda: db.claim_next(worker, routing), "claiming a job", DB_PATIENCE_S)
+    job_id = patiently(lambda: db.claim_next(worker, routing, settings.queue_high_burst), "claiming a job", DB_PATIENCE_S)
     if job_id is None:
         _pass_on(db, queue, routing, message_job_id)
         return

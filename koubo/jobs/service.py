@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,13 +28,24 @@ from koubo.engines.base import unknown_engine
 from koubo.errors import JobNotFound
 from koubo.features.cache import content_hash
 from koubo.jobs.queue import create_queue, recover_jobs
-from koubo.jobs.store import RETRYABLE, Asset, Batch, Database, Job, JobStatus, new_id, queue_order, utcnow
+from koubo.jobs.store import (
+    RETRYABLE,
+    Asset,
+    Batch,
+    Database,
+    Job,
+    JobStatus,
+    Lane,
+    new_id,
+    queued_in_order,
+    utcnow,
+)
 from koubo.jobs.workers import WorkerView, view_workers
 from koubo.media.probe import MediaInfo, probe
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
 
-__all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "WorkerView"]
+__all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "Lane", "WorkerView"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +95,7 @@ class JobView:
     stage: str | None
     progress: float  # 0..1
     queue_position: int | None  # 1 = next to start; None unless queued
+    priority: Lane
     audio: AssetView
     video: AssetView
     params: dict[str, Any]  # engine, expressiveness, crf, preset
@@ -221,11 +233,15 @@ class JobService:
         """Raises `disk_full` while the data disk has less than settings.min_free_bytes free."""
         ensure_free_space(self.outputs_dir, self.settings.min_free_bytes)
 
-    def submit(self, audio_id: str, video_id: str, params: dict[str, Any] | None = None) -> JobView:
+    def submit(
+        self, audio_id: str, video_id: str, params: dict[str, Any] | None = None, priority: Lane = Lane.normal
+    ) -> JobView:
+        """One job; a high-priority one (the UI's single job) waits in the fast lane (see run_order)."""
         self.ensure_free_space()
         values = self._job_params(params)
         with self._db.session() as session:
-            job = new_job(self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video"), values)
+            audio, video = self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video")
+            job = new_job(audio, video, values, lane=priority)
             session.add(job)
         self._queue.wake(job.id)
         with job_context(job.id):
@@ -355,21 +371,11 @@ class JobService:
             raise errors.batch_has_no_output()
         return outputs
 
-    @staticmethod
-    def _position(session: Session, job: Job) -> int:
-        ahead = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(
-                Job.status == JobStatus.queued,
-                or_(Job.queued_at < job.queued_at, and_(Job.queued_at == job.queued_at, Job.seq < job.seq)),
-            )
-        )
-        return (ahead or 0) + 1
+    def _position(self, session: Session, job: Job) -> int:
+        return self._positions(session)[job.id]
 
-    @staticmethod
-    def _positions(session: Session) -> dict[str, int]:
-        queued = session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(*queue_order()))
+    def _positions(self, session: Session) -> dict[str, int]:
+        queued = queued_in_order(session, self.settings.queue_high_burst)
         return {job_id: place for place, job_id in enumerate(queued, start=1)}
 
     def _view(self, job: Job, position: int | None) -> JobView:
@@ -380,6 +386,7 @@ class JobService:
             stage=job.stage,
             progress=job.progress,
             queue_position=position,
+            priority=Lane.high if job.lane == Lane.high else Lane.normal,
             audio=asset_view(job.audio),
             video=asset_view(job.video),
             params=dict(job.params),
@@ -478,7 +485,12 @@ def asset_view(asset: Asset) -> AssetView:
 
 
 def new_job(
-    audio: Asset, video: Asset, params: dict[str, Any], batch_id: str | None = None, index: int | None = None
+    audio: Asset,
+    video: Asset,
+    params: dict[str, Any],
+    batch_id: str | None = None,
+    index: int | None = None,
+    lane: Lane = Lane.normal,
 ) -> Job:
     now = utcnow()
     return Job(
@@ -490,6 +502,7 @@ def new_job(
         params=params,
         engine=params["engine"],
         device=params.get("device"),
+        lane=lane,
         output_name=output_name(audio.name, video.name, index),
         created_at=now,
         queued_at=now,

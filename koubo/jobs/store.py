@@ -69,6 +69,13 @@ class JobStatus(StrEnum):
     expired = "expired"  # was done; retention deleted its video (koubo/ops/retention.py)
 
 
+class Lane(StrEnum):
+    """Which queue a job waits in: single jobs a person waits for may pass the items of large batches."""
+
+    high = "high"
+    normal = "normal"
+
+
 FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out, JobStatus.expired})
 # A webhook reports these (koubo/ops/notify.py); a cancel is the user's own doing.
 NOTIFIED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.timed_out})
@@ -132,6 +139,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_queue_order", "status", "queued_at", "seq"),
         Index("ix_jobs_notify", "notify_state", "notify_next_at"),
+        Index("ix_jobs_started_at", "started_at"),
     )
 
     # Creation order: newest-first listings and the tie-break of the queue order.
@@ -160,6 +168,7 @@ class Job(Base):
     # Routing, copied from params at submit: only a worker offering this engine (and device) claims it.
     engine: Mapped[str | None] = mapped_column(String(32))  # None (jobs from before routing): any worker
     device: Mapped[str | None] = mapped_column(String(8))  # "cpu" or "cuda"; None: any
+    lane: Mapped[str | None] = mapped_column(String(8))  # a Lane; None (jobs from before lanes): normal
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -220,7 +229,24 @@ class WorkerState:
 
 
 def queue_order() -> tuple[Any, ...]:
+    """FIFO within a lane; run_order interleaves the lanes."""
     return (Job.queued_at, Job.seq)
+
+
+def run_order(high: list[str], normal: list[str], streak: int, burst: int) -> list[str]:
+    """The order queued jobs start in: high-lane jobs first, but never more than `burst` in a row
+    while normal ones wait, so a stream of single jobs cannot starve a batch. `streak` is how many
+    high-lane jobs started last in a row. Positions shown to users are places in this list."""
+    order: list[str] = []
+    h = n = 0
+    while h < len(high) or n < len(normal):
+        if h < len(high) and (streak < burst or n == len(normal)):
+            order.append(high[h])
+            h, streak = h + 1, streak + 1
+        else:
+            order.append(normal[n])
+            n, streak = n + 1, 0
+    return order
 
 
 def _sqlite_on_connect(connection: Any, _record: Any) -> None:
@@ -334,8 +360,9 @@ class Database:
 
     # --- the worker side --------------------------------------------------------------------------
 
-    def claim_next(self, worker: str, routing: Routing | None = None) -> str | None:
-        """Mark the oldest queued job that `routing` can serve running on `worker`; its id, or None.
+    def claim_next(self, worker: str, routing: Routing | None = None, burst: int = 1) -> str | None:
+        """Mark the next queued job (run_order, at most `burst` high-lane jobs in a row) that
+        `routing` can serve running on `worker`; its id, or None.
 
         Without `routing`, any job (a single machine that offers everything)."""
         servable = _servable(routing)
@@ -344,11 +371,10 @@ class Database:
             values["worker_name"] = routing.name
         while True:
             with self.session() as session:
-                job_id = session.scalars(
-                    select(Job.id).where(Job.status == JobStatus.queued, *servable).order_by(*queue_order()).limit(1)
-                ).first()
-                if job_id is None:
+                order = _run_order(session, burst, servable, first_only=True)
+                if not order:
                     return None
+                job_id = order[0]
                 now = utcnow()
                 claimed = session.execute(
                     update(Job)
@@ -403,10 +429,10 @@ class Database:
         """Queue again a job whose worker died; it keeps its place in the queue."""
         return self.update_run(job.id, job.worker, **_fresh_run(JobStatus.queued), attempts=job.attempts + 1)
 
-    def queued_ids(self) -> list[str]:
+    def queued_ids(self, burst: int = 1) -> list[str]:
         """Queued jobs, next to start first."""
         with self.session() as session:
-            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(*queue_order())))
+            return queued_in_order(session, burst)
 
     # --- workers ----------------------------------------------------------------------------------
 
@@ -512,6 +538,33 @@ class Database:
     def delete_job(self, job_id: str) -> bool:
         with self.session() as session:
             return bool(session.execute(delete(Job).where(Job.id == job_id)).rowcount)
+
+
+def queued_in_order(session: Session, burst: int) -> list[str]:
+    """Every queued job's id, in the order they will start."""
+    return _run_order(session, burst, [], first_only=False)
+
+
+def _run_order(session: Session, burst: int, servable: list[Any], first_only: bool) -> list[str]:
+    lanes: dict[Lane, list[str]] = {}
+    for lane in Lane:
+        in_lane = Job.lane == Lane.high if lane is Lane.high else or_(Job.lane.is_(None), Job.lane != Lane.high)
+        query = select(Job.id).where(Job.status == JobStatus.queued, in_lane, *servable).order_by(*queue_order())
+        lanes[lane] = list(session.scalars(query.limit(1) if first_only else query))
+    return run_order(lanes[Lane.high], lanes[Lane.normal], _high_streak(session, burst), burst)
+
+
+def _high_streak(session: Session, burst: int) -> int:
+    """How many of the jobs started last were high-lane ones in a row (counted up to `burst`)."""
+    recent = session.scalars(
+        select(Job.lane).where(Job.started_at.is_not(None)).order_by(Job.started_at.desc(), Job.seq.desc()).limit(burst)
+    )
+    streak = 0
+    for lane in recent:
+        if lane != Lane.high:
+            break
+        streak += 1
+    return streak
 
 
 def _servable(routing: Routing | None) -> list[Any]:

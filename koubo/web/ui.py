@@ -21,7 +21,7 @@ import gradio as gr
 from koubo.config import Settings
 from koubo.engines import ENGINES
 from koubo.errors import KouboError
-from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView
+from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView, Lane
 from koubo.links.signing import SignedLink, signed_batch_link, signed_link
 from koubo.links.zipstream import batch_zip_name
 from koubo.ops.logs import tail_log
@@ -172,7 +172,9 @@ class Handlers:
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
-            job = self.service.submit(audio_asset.id, video_asset.id, self.params(engine, expressiveness, quality))
+            params = self.params(engine, expressiveness, quality)
+            # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
+            job = self.service.submit(audio_asset.id, video_asset.id, params, Lane.high)
         except KouboError as error:
             return (
                 None,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from koubo.config import Settings
-from koubo.jobs.service import JobStatus
+from koubo.jobs.service import JobStatus, Lane
 
 _PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
 AssetId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -45,6 +45,7 @@ class JobOut(BaseModel):
     stage: str | None
     progress: float
     queue_position: int | None = Field(description="1 = next to start; null unless queued")
+    priority: Lane
     audio: AssetOut
     video: AssetOut
     params: dict[str, Any]
@@ -119,6 +120,10 @@ class JobCreate(BaseModel):
     audio_id: AssetId
     video_id: AssetId
     params: JobParams = Field(default_factory=JobParams)
+    priority: Lane = Field(
+        Lane.normal,
+        description="high: the fast lane, ahead of queued batch items (at most queue_high_burst in a row)",
+    )
 
 
 class BatchCreate(BaseModel):
