@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout: float = Field(10.0, gt=0, description="seconds one delivery attempt may take")
 
+    # Object storage (koubo/storage.py, koubo/ops/offload.py): after a job is done, its MP4 goes to an
+    # S3-compatible bucket (copy: kept here too; move: deleted here once the upload is verified) and
+    # its links become presigned bucket URLs. Credentials: s3_credentials_file (AWS format, mode 600)
+    # or boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    storage_upload: Literal["off", "copy", "move"] = "off"
+    s3_endpoint_url: str | None = Field(None, description="e.g. http://minio:9000; unset: AWS S3")
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    s3_prefix: str = Field("koubo/", description="object keys are <prefix><job id>/<file name>")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_credentials_file: Path | None = None
+    s3_retry_interval: float = Field(60.0, gt=0, description="seconds before a failed upload is tried again (doubling)")
+
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"

@@ -208,14 +208,17 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
 def _start_background_threads(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
     """Retention (always: stale temporary files are swept even without a policy), recovery of lost
     jobs and queue messages (koubo.jobs.queue.recover_periodically) and, with a webhook_url, the
-    webhook notifier. Daemons: a hung one never keeps koubo from exiting."""
+    webhook notifier and, with storage_upload on, the object-storage uploader. Daemons: a hung one never keeps koubo from exiting."""
     from koubo.jobs.queue import recover_periodically
     from koubo.ops.notify import run_notifier
+    from koubo.ops.offload import run_uploader
     from koubo.ops.retention import run_periodically
 
     targets = [("retention", run_periodically), ("recovery", recover_periodically)]
     if settings.webhook_url:
         targets.append(("webhooks", run_notifier))
+    if settings.storage_upload != "off":
+        targets.append(("object-storage", run_uploader))
     threads = [threading.Thread(target=run, args=(settings, stop), name=name, daemon=True) for name, run in targets]
     for thread in threads:
         thread.start()

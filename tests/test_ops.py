@@ -31,6 +31,7 @@ from koubo.config import Settings
 from koubo.errors import KouboError
 from koubo.jobs.service import JobService
 from koubo.jobs.store import Asset, Database, Job, JobStatus, new_id, utcnow
+from koubo.links.handout import LinkMaker
 from koubo.links.signing import Keyring, verify
 from koubo.ops import notify
 from koubo.ops.diskspace import free_bytes
@@ -527,7 +528,7 @@ def test_stale_or_outdated_notifications_are_skipped_not_sent(
 def test_bot_formats_and_their_signatures_are_as_the_bots_document(tmp_path: Path, db: Database) -> None:
     settings = make_settings(tmp_path)
     job_id = finished_job(settings, db)
-    event = job_event(settings, job_row(db, job_id))
+    event = job_event(LinkMaker(settings), job_row(db, job_id))
     now = 1_700_000_000.25
 
     wecom = build_delivery(settings.model_copy(update={"webhook_format": "wecom"}), "https://wecom/send?key=k", event)

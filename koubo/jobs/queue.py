@@ -57,6 +57,7 @@ from koubo.jobs.store import (
     RunningJob,
     RunSnapshot,
     patiently,
+    upload_pending,
     utcnow,
 )
 from koubo.jobs.workers import HEARTBEAT_S, keep_house, register, routing_of, worker_identity
@@ -564,6 +565,7 @@ def _generate(settings: Settings, db: Database, job_id: str, worker: str, stop: 
             output_size=size,
             timings=result.timings,
             report=_plain_json(result.report.to_dict()) if result.report else None,
+            **upload_pending(settings.storage_upload != "off"),
         ),
         "recording the result",
         DB_PATIENCE_S,

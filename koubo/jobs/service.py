@@ -36,6 +36,7 @@ from koubo.jobs.store import (
     Job,
     JobStatus,
     Lane,
+    StorageState,
     new_id,
     queued_in_order,
     utcnow,
@@ -44,6 +45,7 @@ from koubo.jobs.workers import WorkerView, view_workers
 from koubo.media.probe import MediaInfo, probe
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
+from koubo.storage import delete_object
 
 __all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "Lane", "WorkerView"]
 
@@ -111,6 +113,9 @@ class JobView:
     worker: str | None  # hostname:pid of the supervising process
     worker_name: str | None  # the worker (workers panel) that runs or ran it
     timings: dict[str, Any] | None  # seconds per pipeline stage
+    storage_state: str | None  # a StorageState: the video's upload to object storage, if any
+    storage_key: str | None  # its object key once uploaded
+    storage_error: str | None  # why the last upload attempt failed
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,10 @@ class JobService:
         """The finished video's path (inside outputs_dir) and its download name."""
         return _output_of(self.get(job_id))
 
+    @staticmethod
+    def has_local_output(job: JobView) -> bool:
+        return job.output_path is not None and job.output_path.is_file()
+
     def batch_outputs(self, batch_id: str) -> list[tuple[Path, str]]:
         """(path, download name) of every finished video of a batch, in the batch's order; raises
         when none has finished."""
@@ -406,6 +415,9 @@ class JobService:
             worker=job.worker,
             worker_name=job.worker_name,
             timings=job.timings,
+            storage_state=job.storage_state,
+            storage_key=job.storage_key if job.storage_state == StorageState.uploaded else None,
+            storage_error=job.storage_error,
         )
 
     # --- changing -----------------------------------------------------------------------------------
@@ -437,9 +449,11 @@ class JobService:
     def delete(self, job_id: str) -> None:
         """Remove the job and its output. A running job's worker sees the row gone within a poll,
         stops the generation and removes whatever it wrote meanwhile."""
-        self.get(job_id)
+        job = self.get(job_id)
         self._db.delete_job(job_id)
         shutil.rmtree(self.outputs_dir / job_id, ignore_errors=True)
+        if job.storage_key is not None:
+            delete_object(self.settings, job.storage_key)
         with job_context(job_id):
             log.info("deleted")
 

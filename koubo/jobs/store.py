@@ -76,6 +76,13 @@ class Lane(StrEnum):
     normal = "normal"
 
 
+class StorageState(StrEnum):
+    """A done job's upload to object storage (koubo/ops/offload.py)."""
+
+    pending = "pending"  # to be uploaded; until the first attempt ends, its webhook waits
+    uploaded = "uploaded"  # the bucket holds a verified copy (storage_key, storage_etag)
+
+
 FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out, JobStatus.expired})
 # A webhook reports these (koubo/ops/notify.py); a cancel is the user's own doing.
 NOTIFIED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.timed_out})
@@ -140,6 +147,7 @@ class Job(Base):
         Index("ix_jobs_status_queue_order", "status", "queued_at", "seq"),
         Index("ix_jobs_notify", "notify_state", "notify_next_at"),
         Index("ix_jobs_started_at", "started_at"),
+        Index("ix_jobs_storage", "storage_state", "storage_next_at"),
     )
 
     # Creation order: newest-first listings and the tie-break of the queue order.
@@ -179,6 +187,14 @@ class Job(Base):
     # --- webhook outbox (koubo/ops/notify.py) ---
     # finish_run sets "pending" for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
     # by moving notify_next_at past the attempt's timeout, and ends it "sent" or "failed".
+    # --- object storage (koubo/ops/offload.py) ---
+    storage_state: Mapped[str | None] = mapped_column(String(16))  # a StorageState; None: not for the bucket
+    storage_key: Mapped[str | None] = mapped_column(String(1024))
+    storage_etag: Mapped[str | None] = mapped_column(String(128))
+    storage_error: Mapped[str | None] = mapped_column(Text)  # the last failed attempt's reason
+    storage_attempts: Mapped[int | None]
+    storage_next_at: Mapped[datetime | None]
+
     notify_state: Mapped[str | None] = mapped_column(String(16))
     notify_attempts: Mapped[int | None]
     notify_next_at: Mapped[datetime | None]
@@ -226,6 +242,13 @@ class WorkerState:
     heartbeat_at: datetime
     stopped_at: datetime | None
     jobs: list[str]  # the ids of the jobs it runs now
+
+
+def upload_pending(enabled: bool) -> dict[str, Any]:
+    """The columns that put a job that has just finished in the object-storage outbox."""
+    if not enabled:
+        return {}
+    return {"storage_state": StorageState.pending, "storage_attempts": 0, "storage_next_at": utcnow()}
 
 
 def queue_order() -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlencode
 
 from koubo.config import Settings
@@ -133,6 +134,7 @@ def _mac(key: bytes, job_id: str, filename: str, exp: int, kid: str) -> str:
 class SignedLink:
     url: str
     expires_at: datetime | None  # None: never expires
+    kind: Literal["direct", "bucket"] = "direct"  # koubo's link server, or a presigned object-storage URL
 
 
 def sign(

@@ -28,12 +28,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from koubo import __version__
 from koubo.config import Settings
-from koubo.jobs.store import Database, Job, JobStatus, utcnow
-from koubo.links.signing import signed_link
+from koubo.jobs.store import Database, Job, JobStatus, StorageState, utcnow
+from koubo.links.handout import LinkMaker
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,14 @@ class Delivery:
 # --- what is sent -----------------------------------------------------------------------------------
 
 
-def job_event(settings: Settings, job: Job) -> dict[str, Any]:
-    """The `json` format's body: the job, its signed link (done jobs) and its quality report."""
+def job_event(links: LinkMaker, job: Job) -> dict[str, Any]:
+    """The `json` format's body: the job, its link (done jobs; a bucket URL once uploaded) and its
+    quality report."""
     status = JobStatus(job.status)
-    link = signed_link(settings, job.id, job.output_name) if status is JobStatus.done else None
+    link = None
+    if status is JobStatus.done:
+        key = job.storage_key if job.storage_state == StorageState.uploaded else None
+        link = links.job_link(job.id, job.output_name, key)
     error = (
         {"code": job.error_code, "message_en": job.error_en or "", "message_zh": job.error_zh or ""}
         if job.error_code
@@ -93,6 +97,7 @@ def job_event(settings: Settings, job: Job) -> dict[str, Any]:
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         },
         "link": link.url if link else None,
+        "link_kind": link.kind if link else None,
         "expires_at": link.expires_at.isoformat() if link and link.expires_at else None,
         "report": job.report,
     }
@@ -248,6 +253,7 @@ class Notifier:
         self.settings = settings
         self.url = settings.webhook_url
         self.db = db
+        self.links = LinkMaker(settings)
 
     def run(self, stop: threading.Event) -> None:
         log.info("webhook notifications on (%s format)", self.settings.webhook_format)
@@ -268,9 +274,14 @@ class Notifier:
                 .where(Job.notify_state == "pending", Job.notify_next_at < now - STALE_AFTER)
                 .values(notify_state="skipped")
             )
+            # A video on its way to object storage is announced once its first upload attempt has ended,
+            # so the message carries the bucket link (or, if that attempt failed, the direct one).
+            announceable = or_(
+                Job.storage_state.is_(None), Job.storage_state != StorageState.pending, Job.storage_error.is_not(None)
+            )
             due = session.execute(
                 select(Job.id, Job.notify_attempts)
-                .where(Job.notify_state == "pending", Job.notify_next_at <= now)
+                .where(Job.notify_state == "pending", Job.notify_next_at <= now, announceable)
                 .order_by(Job.notify_next_at)
                 .limit(BATCH)
             ).all()
@@ -302,7 +313,7 @@ class Notifier:
             # Retried (queued again) or expired before it could be told: the news is out of date.
             self._record(job_id, attempt, notify_state="skipped")
             return
-        event = job_event(self.settings, job)
+        event = job_event(self.links, job)
         try:
             send(build_delivery(self.settings, self.url, event), self.settings.webhook_timeout)
         except DeliveryError as error:

@@ -24,7 +24,8 @@ from typing import Literal
 from sqlalchemy import select, update
 
 from koubo.config import Settings
-from koubo.jobs.store import Database, Job, JobStatus, utcnow
+from koubo.jobs.store import Database, Job, JobStatus, StorageState, utcnow
+from koubo.storage import delete_object
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class StoredOutput:
     path: str  # relative to outputs_dir
     size: int
     finished_at: datetime
+    storage_key: str | None = None  # its copy in object storage, deleted with it
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def cleanup(settings: Settings, db: Database, *, now: datetime | None = None, dr
     report = CleanupReport(dry_run)
     outputs = stored_outputs(db)
     for output, reason in choose_expired(outputs, now, max_age, settings.retention_max_bytes):
-        removal = _expire(settings.outputs_dir, db, output, reason, dry_run)
+        removal = _expire(settings, db, output, reason, dry_run)
         if removal is not None:
             report.removals.append(removal)
     running = _running_job_ids(db)
@@ -103,11 +105,20 @@ def stored_outputs(db: Database) -> list[StoredOutput]:
     """The done jobs' videos, oldest first."""
     with db.session() as session:
         rows = session.execute(
-            select(Job.id, Job.output_path, Job.output_size, Job.finished_at)
+            select(Job.id, Job.output_path, Job.output_size, Job.finished_at, Job.storage_state, Job.storage_key)
             .where(Job.status == JobStatus.done, Job.output_path.is_not(None), Job.finished_at.is_not(None))
             .order_by(Job.finished_at, Job.seq)
         ).all()
-    return [StoredOutput(r.id, r.output_path, r.output_size or 0, r.finished_at) for r in rows]
+    return [
+        StoredOutput(
+            r.id,
+            r.output_path,
+            r.output_size or 0,
+            r.finished_at,
+            r.storage_key if r.storage_state == StorageState.uploaded else None,
+        )
+        for r in rows
+    ]
 
 
 def choose_expired(
@@ -132,7 +143,8 @@ def choose_expired(
     return chosen
 
 
-def _expire(outputs_dir: Path, db: Database, output: StoredOutput, reason: Reason, dry_run: bool) -> Removal | None:
+def _expire(settings: Settings, db: Database, output: StoredOutput, reason: Reason, dry_run: bool) -> Removal | None:
+    outputs_dir = settings.outputs_dir
     path = outputs_dir / output.path
     size = _size(path)
     if dry_run:
@@ -148,6 +160,8 @@ def _expire(outputs_dir: Path, db: Database, output: StoredOutput, reason: Reaso
     path.unlink(missing_ok=True)
     if path.parent != outputs_dir:
         _remove_if_empty(path.parent)
+    if output.storage_key is not None:
+        delete_object(settings, output.storage_key)
     log.info("job %s expired (%s): deleted %s, %d bytes", output.job_id, reason, output.path, size)
     return Removal(path, size, reason, output.job_id)
 

@@ -10,6 +10,7 @@ from koubo.config import Settings
 from koubo.jobs.service import JobService
 from koubo.web.api import metrics
 from koubo.web.api import router as api_router
+from koubo.links.handout import LinkMaker
 from koubo.web.auth import BasicAuthMiddleware
 from koubo.web.htpasswd import Htpasswd
 from koubo.web.errors import install_error_handlers
@@ -33,6 +34,7 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.links = LinkMaker(settings)
     install_error_handlers(app)
     app.include_router(api_router, prefix="/api")
     app.include_router(metrics.router)

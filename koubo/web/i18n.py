@@ -151,6 +151,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "直链：可转发给任何人，手机扫码即可下载",
         "Direct link: share it with anyone, or scan it on a phone",
     ),
+    "link.bucket_title": (
+        "对象存储直链：可转发给任何人，由存储桶直接提供下载",
+        "Object storage link: share it with anyone; the bucket serves the download",
+    ),
     "link.zip_title": ("整批 ZIP 直链", "Direct link to the whole batch as a ZIP"),
     "link.copy": ("复制直链", "Copy link"),
     "link.expires": ("有效期至 {when}", "Valid until {when}"),

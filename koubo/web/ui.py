@@ -22,7 +22,8 @@ from koubo.config import Settings
 from koubo.engines import ENGINES
 from koubo.errors import KouboError
 from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView, Lane
-from koubo.links.signing import SignedLink, signed_batch_link, signed_link
+from koubo.links.handout import LinkMaker
+from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
 from koubo.ops.logs import tail_log
 from koubo.web.i18n import (
@@ -130,6 +131,7 @@ class Handlers:
 
     service: JobService
     settings: Settings
+    links: LinkMaker
 
     # --- uploads and options ---------------------------------------------------------------------------
 
@@ -255,10 +257,10 @@ class Handlers:
         return batch_panel(batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link)
 
     def _link(self, job: JobView) -> SignedLink | None:
-        """The signed direct link of a finished job, for handing out; None before it is done."""
+        """The link of a finished job to hand out (a bucket link once uploaded); None before it is done."""
         if job.status is not JobStatus.done or not job.output_name:
             return None
-        return signed_link(self.settings, job.id, job.output_name)
+        return self.links.job_link(job.id, job.output_name, job.storage_key)
 
     def poll_batch(self, lang: Lang, batch_id: str | None) -> tuple[Any, ...]:
         """(batch panel, timer): polls until every item has finished."""
@@ -406,7 +408,7 @@ def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
 
 
 def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
-    handlers = Handlers(service, settings)
+    handlers = Handlers(service, settings, LinkMaker(settings))
     labels = Labels()
     hint_values = {
         "max_size": human_size(settings.upload_max_bytes),

@@ -249,13 +249,15 @@ def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
 def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> str:
     """A signed link to hand out: the URL, a copy button and a QR code for phones."""
     qr = segno.make(link.url, error="m").svg_data_uri(scale=4, border=4)
+    if link.kind == "bucket":
+        title_key = "link.bucket_title"
     if link.expires_at is None:
         expiry = t("link.never", lang)
     else:
         expiry = t("link.expires", lang, when=local_time(link.expires_at))
     copied = escape(t("action.copied", lang))
     return (
-        '<div class="koubo-link" data-testid="direct-link">'
+        f'<div class="koubo-link" data-testid="direct-link" data-kind="{link.kind}">'
         f'<img alt="QR" src="{escape(qr)}" data-testid="link-qr">'
         f'<div style="flex: 1; min-width: 0"><div>{escape(t(title_key, lang))}</div>'
         f'<input readonly value="{escape(link.url)}" data-testid="link-url" onfocus="this.select()">'

@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from koubo.config import Settings
 from koubo.jobs.service import JobService
+from koubo.links.handout import LinkMaker
 
 
 def get_service(request: Request) -> JobService:
@@ -18,7 +19,12 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_links(request: Request) -> LinkMaker:
+    return request.app.state.links
+
+
 ServiceDep = Annotated[JobService, Depends(get_service)]
+LinksDep = Annotated[LinkMaker, Depends(get_links)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # How long a signed link handed out by the API lasts; None: the configured link_lifetime.
 LinkLifetime = Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")]

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from koubo.jobs.service import JobStatus
 from koubo.links.delivery import content_disposition
-from koubo.links.signing import signed_link
-from koubo.web.api.deps import LinkLifetime, ServiceDep, SettingsDep
+from koubo.web.api.deps import LinkLifetime, LinksDep, ServiceDep, SettingsDep
 from koubo.web.api.schemas import JobCreate, JobOut, JobPage, LinkOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -61,7 +60,14 @@ def delete_job(job_id: str, service: ServiceDep) -> Response:
     summary="The finished MP4 (Range requests supported); ?inline=1 to play it in the page",
     responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "partial content"}},
 )
-def download_output(job_id: str, service: ServiceDep, settings: SettingsDep, inline: bool = False) -> FileResponse:
+def download_output(
+    job_id: str, service: ServiceDep, settings: SettingsDep, links: LinksDep, inline: bool = False
+) -> Response:
+    job = service.get(job_id)
+    if job.storage_key is not None and job.status is JobStatus.done and not service.has_local_output(job):
+        # Moved to object storage: the bucket serves it, Range requests and all.
+        link = links.job_link(job.id, job.output_name or "", job.storage_key, inline=inline)
+        return RedirectResponse(link.url, status_code=307)
     path, name = service.output_file(job_id)
     # JobService only hands out files under outputs/, and the web layer refuses to serve anything else.
     if not path.resolve().is_relative_to(settings.outputs_dir.resolve()):
@@ -77,8 +83,10 @@ def download_output(job_id: str, service: ServiceDep, settings: SettingsDep, inl
 def job_link(
     job_id: str,
     service: ServiceDep,
-    settings: SettingsDep,
+    links: LinksDep,
     expires: LinkLifetime = None,
 ) -> LinkOut:
-    _, name = service.output_file(job_id)
-    return LinkOut.model_validate(signed_link(settings, job_id, name, expires))
+    job = service.get(job_id)
+    if job.storage_key is None:
+        service.output_file(job_id)  # raises unless the local video is there to link to
+    return LinkOut.model_validate(links.job_link(job.id, job.output_name or "", job.storage_key, expires))

@@ -60,6 +60,9 @@ class JobOut(BaseModel):
     worker: str | None
     worker_name: str | None = Field(description="the worker (GET /api/workers) that runs or ran it")
     timings: dict[str, float] | None
+    storage_state: Literal["pending", "uploaded"] | None = Field(description="its upload to object storage")
+    storage_key: str | None = Field(description="the object's key once uploaded")
+    storage_error: str | None = Field(description="why the last upload attempt failed (retried later)")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -74,6 +77,9 @@ class LinkOut(BaseModel):
 
     url: str
     expires_at: datetime | None = Field(description="UTC; null when the link never expires")
+    kind: Literal["direct", "bucket"] = Field(
+        description="direct: koubo's link server; bucket: a presigned object-storage URL (at most 7 days)"
+    )
 
 
 class JobPage(BaseModel):
