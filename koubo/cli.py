@@ -26,6 +26,7 @@ def _options(args: argparse.Namespace):
         expressiveness=args.expressiveness,
         crf=args.crf,
         preset=args.preset,
+        denoise=args.denoise,
         check=not args.no_check,
     )
 
@@ -300,6 +301,11 @@ def _seconds(text: str) -> float:
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, help="lip-sync engine (default: the configured one, 'classic')")
     p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
+    p.add_argument(
+        "--denoise",
+        choices=("off", "mouth", "all"),
+        help="background noise out of the speech: for the mouth only, or for the sound track too (default: setting)",
+    )
     p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
     p.add_argument("--preset", help="x264 speed preset (default veryfast)")
     p.add_argument("--no-check", action="store_true", help="skip the quality report")

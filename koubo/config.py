@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
+    # Background noise out of the speech (koubo/features/denoise.py): for the mouth only, or for the
+    # output's sound track too. Each job may choose otherwise.
+    denoise: Literal["off", "mouth", "all"] = "off"
     queue_high_burst: int = Field(
         3, ge=1, le=1000, description="high-priority (single) jobs started in a row before a waiting batch item"
     )

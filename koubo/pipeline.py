@@ -20,8 +20,9 @@ from koubo.errors import KouboError, no_face, too_long
 from koubo.face.tracker import FaceTrack, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
+from koubo.features.denoise import Denoise, denoise
 from koubo.features.mouth import mouth_targets
-from koubo.media.audio import load_audio
+from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
 from koubo.quality import QualityReport, check_video
 
@@ -30,6 +31,8 @@ AUDIO_CACHE = "audio-v1"
 FACE_CACHE = "face-v1"
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
+# A cleaned sound track is mono speech: this rate keeps all of it.
+SOUNDTRACK_RATE = 48_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class GenerateOptions:
     expressiveness: float | None = None
     crf: int | None = None
     preset: str | None = None
+    denoise: Denoise | None = None  # None: the configured default
     check: bool = True  # measure the quality report on the encoded output
 
 
@@ -82,16 +86,21 @@ class Generator:
 
     # --- features, cached by content ---------------------------------------------------------------
 
-    def audio_features(self, path: Path, display_name: str | None = None) -> tuple[AudioFeatures, bool]:
-        """Features of the speech in `path`, and whether they came from the cache."""
-        key = content_hash(path)
+    def audio_features(
+        self, path: Path, display_name: str | None = None, cleaned: bool = False
+    ) -> tuple[AudioFeatures, bool]:
+        """Features of the speech in `path` (denoised first when `cleaned`), and whether they came
+        from the cache."""
+        content = content_hash(path)
+        key = f"{content}-denoised" if cleaned else content
         limit = self.settings.max_audio_seconds
         computed = []
 
         def compute() -> AudioFeatures:
             computed.append(True)
             audio = load_audio(path, max_duration=limit, display_name=display_name)  # probes by content
-            return compute_audio_features(audio.samples, key)
+            samples = denoise(audio.samples, ANALYSIS_RATE) if cleaned else audio.samples
+            return compute_audio_features(samples, content)
 
         features = self.cache.get_or_compute(AUDIO_CACHE, key, compute)
         if features.duration > limit:  # cached under a more generous limit
@@ -143,16 +152,22 @@ class Generator:
         report = progress or (lambda stage, fraction: None)
         clock = _Stopwatch()
         engine = get_engine(options.engine or s.engine, s)
+        cleaning = Denoise(options.denoise or s.denoise)
 
         with clock.stage("features"):
             report("features", 0.0)
-            features, audio_cached = self.audio_features(audio, names[0])
+            features, audio_cached = self.audio_features(audio, names[0], cleaned=cleaning is not Denoise.off)
             report("features", 1.0)
 
         output.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=".koubo-", dir=output.parent))
         written = False
         try:
+            soundtrack = audio
+            if cleaning is Denoise.all:
+                with clock.stage("features"):
+                    cleaned = denoise(decode_mono(audio, SOUNDTRACK_RATE), SOUNDTRACK_RATE)
+                    soundtrack = write_wav(work_dir / "speech-denoised.wav", cleaned, SOUNDTRACK_RATE)
             with clock.stage("decode"):
                 template = read_template(
                     video,
@@ -185,7 +200,7 @@ class Generator:
                 ),
                 source_index=loop_indices(len(template.frames), n_out),
             )
-            self._render(job, engine, audio, output, template, options, report, clock, should_stop)
+            self._render(job, engine, soundtrack, output, template, options, report, clock, should_stop)
             written = True
             result = GenerateResult(
                 output=output,

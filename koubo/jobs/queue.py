@@ -528,7 +528,11 @@ def _generate(settings: Settings, db: Database, job_id: str, worker: str, stop: 
         return
     params = job.params
     options = GenerateOptions(
-        engine=params["engine"], expressiveness=params["expressiveness"], crf=params["crf"], preset=params["preset"]
+        engine=params["engine"],
+        expressiveness=params["expressiveness"],
+        crf=params["crf"],
+        preset=params["preset"],
+        denoise=params.get("denoise", "off"),  # jobs queued before denoising existed
     )
     output_dir = settings.outputs_dir / job_id
     log.info("generating %s from %r and %r", job.output_name, job.audio.name, job.video.name)

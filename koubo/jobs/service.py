@@ -133,6 +133,7 @@ class JobParams(BaseModel):
     expressiveness: float = Field(ge=0.0, le=2.0)
     crf: int = Field(ge=0, le=51)
     preset: str
+    denoise: Literal["off", "mouth", "all"]
     # Only a worker on this device takes the job (e.g. Wav2Lip on "cuda"); unset: any worker.
     device: Literal["cpu", "cuda"] | None = None
 
@@ -290,6 +291,7 @@ class JobService:
             "expressiveness": s.expressiveness,
             "crf": s.video_crf,
             "preset": s.video_preset,
+            "denoise": s.denoise,
         }
         given = {key: value for key, value in (params or {}).items() if value is not None}
         try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import wave
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ def load_audio(path: str | Path, *, max_duration: float | None = None, display_n
     name = display_name or path.name
     probe(path, expect="audio", max_duration=max_duration, display_name=name)
     try:
-        chunks = list(_decode_mono(path))
+        chunks = list(_decode_mono(path, ANALYSIS_RATE))
     except av.error.FFmpegError as exc:
         if isinstance(exc, OSError):
             raise
@@ -43,11 +46,34 @@ def load_audio(path: str | Path, *, max_duration: float | None = None, display_n
     return Audio(path=path, samples=samples, duration=samples.size / ANALYSIS_RATE)
 
 
-def _decode_mono(path: Path) -> Iterator[np.ndarray]:
+def decode_mono(path: str | Path, rate: int) -> np.ndarray:
+    """The whole recording as float32 mono at `rate` (for a sound track to process, not analysis)."""
+    chunks = list(_decode_mono(Path(path), rate))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def _decode_mono(path: Path, rate: int) -> Iterator[np.ndarray]:
     with av.open(str(path), metadata_errors="ignore") as container:
         frames = container.decode(pick_audio_stream(container))
-        for frame in resample_audio(frames, sample_format="flt", layout="mono", rate=ANALYSIS_RATE):
+        for frame in resample_audio(frames, sample_format="flt", layout="mono", rate=rate):
             yield frame.to_ndarray().reshape(-1)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """16-bit mono WAV of float samples in [-1, 1], written under a temporary name and renamed."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file, wave.open(file, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(pcm.tobytes())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def resample_audio(

@@ -62,6 +62,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "option.quality.info": ("高画质更清晰，文件更大", "High is sharper and makes larger files"),
     "quality.standard": ("标准", "Standard"),
     "quality.high": ("高", "High"),
+    "option.denoise": ("降噪", "Noise reduction"),
+    "option.denoise.info": (
+        "去除风扇、街道、电流声等背景噪声；可只用于口型，或同时用于输出的声音",
+        "Removes fan, street and mains-hum noise: for the mouth only, or for the output's sound too",
+    ),
+    "denoise.off": ("关闭", "Off"),
+    "denoise.mouth": ("仅口型", "Mouth only"),
+    "denoise.all": ("口型和声音", "Mouth and sound"),
     # Buttons
     "button.generate": ("开始生成", "Generate"),
     "button.generate_batch": ("批量生成", "Generate all"),

@@ -119,10 +119,11 @@ class GenerateOptions:
     engine: gr.Dropdown
     expressiveness: gr.Slider
     quality: gr.Radio
+    denoise: gr.Radio
 
     @property
     def inputs(self) -> list[gr.components.Component]:
-        return [self.engine, self.expressiveness, self.quality]
+        return [self.engine, self.expressiveness, self.quality, self.denoise]
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Handlers:
         # Gradio keeps the browser's file name as the temp file's name: the display name.
         return self.service.add_asset(staged, source.name, kind)
 
-    def params(self, engine: str, expressiveness: float, quality: str) -> dict[str, Any]:
+    def params(self, engine: str, expressiveness: float, quality: str, denoise: str) -> dict[str, Any]:
         crf = self.settings.video_crf
         if quality == "high":
             crf = max(0, crf - HIGH_QUALITY_CRF_STEP)
@@ -160,12 +161,20 @@ class Handlers:
             "expressiveness": float(expressiveness),
             "crf": crf,
             "preset": self.settings.video_preset,
+            "denoise": denoise,
         }
 
     # --- single ------------------------------------------------------------------------------------------
 
     def submit_single(
-        self, lang: Lang, audio: str | None, video: str | None, engine: str, expressiveness: float, quality: str
+        self,
+        lang: Lang,
+        audio: str | None,
+        video: str | None,
+        engine: str,
+        expressiveness: float,
+        quality: str,
+        denoise: str,
     ) -> tuple[Any, ...]:
         """Returns (job id, progress card, result, timer, cancel button)."""
         if not audio or not video:
@@ -174,7 +183,7 @@ class Handlers:
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
-            params = self.params(engine, expressiveness, quality)
+            params = self.params(engine, expressiveness, quality, denoise)
             # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
             job = self.service.submit(audio_asset.id, video_asset.id, params, Lane.high)
         except KouboError as error:
@@ -239,6 +248,7 @@ class Handlers:
         engine: str,
         expressiveness: float,
         quality: str,
+        denoise: str,
     ) -> tuple[Any, ...]:
         """Returns (batch id, batch panel, preview, timer)."""
         audios, videos = audios or [], videos or []
@@ -247,7 +257,9 @@ class Handlers:
         try:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
             video_ids = [self.stage_upload(path, "video").id for path in videos]
-            batch = self.service.submit_batch(audio_ids, video_ids, self.params(engine, expressiveness, quality))
+            batch = self.service.submit_batch(
+                audio_ids, video_ids, self.params(engine, expressiveness, quality, denoise)
+            )
         except KouboError as error:
             return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
         return batch.id, self._batch_panel(batch, lang), "", gr.Timer(active=True)
@@ -386,7 +398,19 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
             qualities,
             info="option.quality.info",
         )
-    return GenerateOptions(engine, expressiveness, quality)
+        cleanings = [("denoise.off", "off"), ("denoise.mouth", "mouth"), ("denoise.all", "all")]
+        denoise = labels.choices(
+            gr.Radio(
+                [(t(text, DEFAULT_LANG), value) for text, value in cleanings],
+                value=settings.denoise,
+                label=t("option.denoise", DEFAULT_LANG),
+                info=t("option.denoise.info", DEFAULT_LANG),
+            ),
+            "option.denoise",
+            cleanings,
+            info="option.denoise.info",
+        )
+    return GenerateOptions(engine, expressiveness, quality, denoise)
 
 
 def _panel(value: str = "", **kwargs: Any) -> gr.HTML:

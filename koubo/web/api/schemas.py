@@ -107,6 +107,9 @@ class JobParams(BaseModel):
     expressiveness: float | None = Field(None, ge=0.0, le=2.0)
     crf: int | None = Field(None, ge=0, le=51)
     preset: str | None = Field(None, description=f"x264 preset: {', '.join(_PRESETS)}")
+    denoise: Literal["off", "mouth", "all"] | None = Field(
+        None, description="background noise out of the speech: off, for the mouth only, or for the sound track too"
+    )
     device: Literal["cpu", "cuda"] | None = Field(None, description="only a worker on this device runs it")
 
     @field_validator("preset")
