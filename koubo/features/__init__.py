@@ -1,7 +1,7 @@
 """Audio features, computed once per recording and shared by every engine.
 
-`mel` is Wav2Lip's spectrogram for neural engines; `envelope` holds the acoustic cues from which
-the built-in engine's mouth shapes are made for any frame rate.
+`mel` is Wav2Lip's spectrogram for neural engines; `envelope` (acoustic cues) and `phones`
+(timed phones) are what the built-in engine's mouth shapes are made from, for any frame rate.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 
 from koubo.features.mel import MEL_RATE, log_mel
 from koubo.features.mouth import SpeechEnvelope, analyse_speech
+from koubo.features.phones import PhoneTrack, recognise_phones
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class AudioFeatures:
     duration: float  # seconds
     mel: np.ndarray  # (80, 1 + samples // 200) float32, log_mel of the 16 kHz samples
     envelope: SpeechEnvelope
+    phones: PhoneTrack
 
 
 def compute_audio_features(samples: np.ndarray, audio_hash: str) -> AudioFeatures:
@@ -32,4 +34,5 @@ def compute_audio_features(samples: np.ndarray, audio_hash: str) -> AudioFeature
         duration=len(samples) / MEL_RATE,
         mel=log_mel(samples),
         envelope=analyse_speech(samples, MEL_RATE),
+        phones=recognise_phones(samples),
     )

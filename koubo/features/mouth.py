@@ -2,11 +2,14 @@
 
 Two stages. `analyse_speech` measures acoustic cues every 10 ms (loudness in the speech band,
 voicing, spectral brightness, plosive onsets, voice activity); it depends only on the audio, so
-it is cached per recording. `mouth_targets` turns those cues into an aperture and a lip width
-per video frame; it is cheap and runs for each frame rate and expressiveness.
+it is cached per recording, as are the timed phones (`koubo.features.phones`). `mouth_targets`
+turns them into the mouth's shape per video frame; it is cheap and runs for each frame rate and
+expressiveness.
 
-The cues are acoustic, not phonetic, so the same code serves Mandarin, English or any language:
-a loud open vowel opens the mouth whatever it is called.
+Loudness says how far the jaw moves and when the speaker pauses; the phones say which shape the
+sound has: the lips close for /m b p/, round for /u o w/, spread for /i/, touch the teeth for
+/f v/ (see `koubo.features.visemes`). Without phones the targets come from the acoustic cues
+alone (aperture from loudness, width from brightness), as before phones were recognised.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import get_window, resample_poly
+
+from koubo.features.phones import PhoneTrack
+from koubo.features.visemes import CHANNELS, coarticulate
 
 ENVELOPE_RATE = 100  # Hz: analysis frames every 10 ms, frame-rate independent, cached per audio
 
@@ -338,8 +344,63 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
     return np.interp(centres, np.arange(len(values)), values, right=0.0)
 
 
-def mouth_targets(env: SpeechEnvelope, fps: float, n_frames: int, *, expressiveness: float = 1.0) -> MouthTargets:
-    """Aperture and lip width for each of n_frames video frames at fps.
+# Phones and loudness: the phone's own opening scales the loudness-driven one; loudness alone
+# would open a loud /m/ and leave a quiet /a/ half shut.
+_LOUDNESS_SHARE = 0.35  # opening of the quietest-opening sound relative to an open /a/ at equal loudness
+_PHONE_SHARE = 0.9
+_CLOSED = 0.5  # closure above which the lips touch: the opening is held shut there
+# Width: the phones' spread minus rounding, relative to the recording's median, plus the
+# brightness cue's share (formant F2 rises with spread lips and falls with rounded ones).
+_PHONE_WIDTH_GAIN = 1.5
+_BRIGHTNESS_WIDTH_SHARE = 0.5
+# Teeth show once the lips part this much, or when the lower lip is tucked under them.
+_TEETH_FULL_APERTURE = 0.3
+
+
+def _acoustic_targets(env: SpeechEnvelope) -> tuple[np.ndarray, np.ndarray]:
+    """Aperture and width every 10 ms from the acoustic cues alone."""
+    drive = _aperture_drive(env)
+    aperture = _smooth_aperture(drive, _stop_closures(env, drive))
+    width = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
+    return aperture, width
+
+
+def _phonetic_targets(env: SpeechEnvelope, phones: PhoneTrack) -> dict[str, np.ndarray]:
+    """Every channel every 10 ms from the phones, scaled by loudness and gated by voice activity."""
+    shape = dict(zip(CHANNELS, coarticulate(phones, len(env.loudness)).astype(np.float64).T))
+    speech = env.speech.astype(np.float64)
+    closure = shape["closure"] * speech
+    drive = _aperture_drive(env) * (_LOUDNESS_SHARE + _PHONE_SHARE * shape["aperture"]) * (1.0 - closure)
+    closed = (closure > _CLOSED) | _stop_closures(env, drive)
+    aperture = np.clip(_smooth_aperture(np.clip(drive, 0.0, 1.0), closed), 0.0, 1.0)
+    lips = shape["spread"] - shape["rounding"]
+    spoken = env.speech & (env.voicing > _WIDTH_VOICING[0])
+    reference = float(np.median(lips[spoken])) if spoken.any() else 0.0
+    width = np.tanh(_PHONE_WIDTH_GAIN * (lips - reference)) * speech
+    brightness = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
+    width = (1.0 - _BRIGHTNESS_WIDTH_SHARE) * width + _BRIGHTNESS_WIDTH_SHARE * brightness
+    labiodental = shape["labiodental"] * speech
+    parted = np.clip(aperture / _TEETH_FULL_APERTURE, 0.0, 1.0)
+    return {
+        "aperture": aperture,
+        "width": width,
+        "rounding": shape["rounding"] * speech,
+        "closure": closure,
+        "teeth": np.maximum(shape["teeth"] * parted, labiodental) * speech,
+        "labiodental": labiodental,
+    }
+
+
+def mouth_targets(
+    env: SpeechEnvelope,
+    fps: float,
+    n_frames: int,
+    *,
+    expressiveness: float = 1.0,
+    phones: PhoneTrack | None = None,
+) -> MouthTargets:
+    """The mouth's shape for each of n_frames video frames at fps; from the acoustic cues alone
+    when `phones` is None.
 
     The shape is computed every 10 ms and read at each video frame's centre time (not averaged
     over its span), so a 1-2 frame lip closure before a plosive is not averaged away at 24-30 fps.
@@ -348,20 +409,23 @@ def mouth_targets(env: SpeechEnvelope, fps: float, n_frames: int, *, expressiven
         raise ValueError(f"fps must be positive, got {fps}")
     if not 0.0 <= expressiveness <= 2.0:
         raise ValueError(f"expressiveness must be within [0, 2], got {expressiveness}")
+    speech = _span_mean(env.speech, fps, n_frames, 0.0) >= 0.5
     if len(env.loudness) == 0:
         rest = np.zeros(n_frames, dtype=np.float32)
-        return MouthTargets(fps=fps, aperture=rest, width=rest.copy(), speech=np.zeros(n_frames, dtype=bool))
-    drive = _aperture_drive(env)
-    aperture = _smooth_aperture(drive, _stop_closures(env, drive))
-    width = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
-    aperture = np.clip(expressiveness * _at_frame_centres(aperture, fps, n_frames), 0.0, 1.0)
-    width = np.clip(expressiveness * _at_frame_centres(width, fps, n_frames), -1.0, 1.0)
-    return MouthTargets(
-        fps=fps,
-        aperture=aperture.astype(np.float32),
-        width=width.astype(np.float32),
-        speech=_span_mean(env.speech, fps, n_frames, 0.0) >= 0.5,
-    )
+        return MouthTargets(fps=fps, aperture=rest, width=rest.copy(), speech=speech)
+    if phones is None:
+        aperture, width = _acoustic_targets(env)
+        channels = {"aperture": aperture, "width": width}
+    else:
+        channels = _phonetic_targets(env, phones)
+    low = {"width": -1.0}
+    scaled = {
+        name: np.clip(expressiveness * _at_frame_centres(values, fps, n_frames), low.get(name, 0.0), 1.0).astype(
+            np.float32
+        )
+        for name, values in channels.items()
+    }
+    return MouthTargets(fps=fps, speech=speech, **scaled)
 
 
 def frame_loudness(env: SpeechEnvelope, fps: float, n_frames: int) -> np.ndarray:
