@@ -10,8 +10,9 @@ the targets are predicted from its own audio by
   - phonetic: what koubo uses now, phones and loudness combined,
 and compared with the measured mouth:
   r aperture   Pearson r of predicted and measured opening over all frames with a face
+  r ap speech  the same over speech frames only (speakers also move their mouths in pauses)
   r width      Pearson r of predicted and measured lip width over speech frames
-  lag          the lag (frames, -6..6) of the best aperture correlation; + = the real mouth is later
+  lag          the lag (frames, -6..6) of the best aperture correlation over speech; + = real mouth later
   bilabial hit of the /m b p/ segments (named by the phone recogniser) during which the real lips
                close, the share where the predicted lips close too (aperture < 0.1)
   false close  share of clearly open real frames (above the speech median) predicted closed
@@ -100,7 +101,7 @@ def compare(
     segments: list[tuple[int, int]],
 ) -> dict[str, float]:
     speech = targets.speech & present
-    lags = {lag: lagged(targets.aperture, aperture, present, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+    lags = {lag: lagged(targets.aperture, aperture, speech, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
     rest = np.percentile(aperture[present], 5)
     wide = np.percentile(aperture[speech], 95) if speech.any() else rest + 1e-3
     real_closed = rest + 0.15 * (wide - rest)
@@ -112,6 +113,7 @@ def compare(
     spread = speech & (targets.width >= 0.3)
     return {
         "r aperture": pearson(targets.aperture[present], aperture[present]),
+        "r ap speech": pearson(targets.aperture[speech], aperture[speech]),
         "r width": pearson(targets.width[speech], width[speech]),
         "lag": float(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k])),
         "bilabial hit": hits / len(really_closing) if really_closing else float("nan"),

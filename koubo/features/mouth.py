@@ -344,14 +344,19 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
     return np.interp(centres, np.arange(len(values)), values, right=0.0)
 
 
-# Phones and loudness: the phone's own opening scales the loudness-driven one; loudness alone
-# would open a loud /m/ and leave a quiet /a/ half shut.
-_LOUDNESS_SHARE = 0.35  # opening of the quietest-opening sound relative to an open /a/ at equal loudness
-_PHONE_SHARE = 0.9
+# Phones and loudness: the phone says how far this sound opens the mouth, loudness how much of
+# that the speaker gives it (stress, emphasis, trailing off). Loudness alone opens a loud /m/ and
+# leaves a quiet /a/ half shut.
+_LOUDNESS_WEIGHT = 0.3
 _CLOSED = 0.5  # closure above which the lips touch: the opening is held shut there
-# Width: the phones' spread minus rounding, relative to the recording's median, plus the
-# brightness cue's share (formant F2 rises with spread lips and falls with rounded ones).
+# Coarticulation pulls every opening towards its neighbours'; the recording's loud open sounds are
+# brought back to the acoustic predictor's range (its 95th percentile to _TOP_APERTURE), by at
+# most this factor so that a mumbled recording is not opened wide.
+_MAX_APERTURE_GAIN = 2.5
+# Width: the phones' spread minus rounding around a neutral mouth (an /a/ is slightly spread), plus
+# the brightness cue's share (formant F2 rises with spread lips and falls with rounded ones).
 _PHONE_WIDTH_GAIN = 1.5
+_NEUTRAL_SPREAD = 0.1
 _BRIGHTNESS_WIDTH_SHARE = 0.5
 # Teeth show once the lips part this much, or when the lower lip is tucked under them.
 _TEETH_FULL_APERTURE = 0.3
@@ -370,13 +375,16 @@ def _phonetic_targets(env: SpeechEnvelope, phones: PhoneTrack) -> dict[str, np.n
     shape = dict(zip(CHANNELS, coarticulate(phones, len(env.loudness)).astype(np.float64).T))
     speech = env.speech.astype(np.float64)
     closure = shape["closure"] * speech
-    drive = _aperture_drive(env) * (_LOUDNESS_SHARE + _PHONE_SHARE * shape["aperture"]) * (1.0 - closure)
+    loudness = (1.0 - _LOUDNESS_WEIGHT) * speech + _LOUDNESS_WEIGHT * _aperture_drive(env) / _TOP_APERTURE
+    drive = shape["aperture"] * loudness * (1.0 - closure)
     closed = (closure > _CLOSED) | _stop_closures(env, drive)
-    aperture = np.clip(_smooth_aperture(np.clip(drive, 0.0, 1.0), closed), 0.0, 1.0)
-    lips = shape["spread"] - shape["rounding"]
-    spoken = env.speech & (env.voicing > _WIDTH_VOICING[0])
-    reference = float(np.median(lips[spoken])) if spoken.any() else 0.0
-    width = np.tanh(_PHONE_WIDTH_GAIN * (lips - reference)) * speech
+    aperture = _smooth_aperture(np.clip(drive, 0.0, 1.0), closed)
+    if env.speech.any():
+        top = float(np.percentile(aperture[env.speech], _TOP_PERCENTILE))
+        aperture *= min(_TOP_APERTURE / max(top, 1e-6), _MAX_APERTURE_GAIN)
+    aperture = np.clip(aperture, 0.0, 1.0)
+    lips = shape["spread"] - shape["rounding"] - _NEUTRAL_SPREAD
+    width = np.tanh(_PHONE_WIDTH_GAIN * lips) * speech
     brightness = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
     width = (1.0 - _BRIGHTNESS_WIDTH_SHARE) * width + _BRIGHTNESS_WIDTH_SHARE * brightness
     labiodental = shape["labiodental"] * speech
