@@ -149,7 +149,7 @@ def main() -> None:
             started = time.perf_counter()
             env = analyse_speech(samples)
             acoustic_s = time.perf_counter() - started
-            phones = recognise_phones(samples)
+            phones = recognise_phones(samples, env.speech)
             phonetic_s = time.perf_counter() - started
             cost["acoustic"] += acoustic_s
             cost["phonetic"] += phonetic_s

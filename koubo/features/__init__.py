@@ -29,10 +29,11 @@ def compute_audio_features(samples: np.ndarray, audio_hash: str) -> AudioFeature
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"expected mono samples, got shape {samples.shape}")
+    envelope = analyse_speech(samples, MEL_RATE)
     return AudioFeatures(
         audio_hash=audio_hash,
         duration=len(samples) / MEL_RATE,
         mel=log_mel(samples),
-        envelope=analyse_speech(samples, MEL_RATE),
-        phones=recognise_phones(samples),
+        envelope=envelope,
+        phones=recognise_phones(samples, envelope.speech),
     )

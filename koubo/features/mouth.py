@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import get_window, resample_poly
 
-from koubo.features.phones import PhoneTrack
+from koubo.features.phones import SILENCE, PhoneTrack
 from koubo.features.visemes import CHANNELS, coarticulate
 
 ENVELOPE_RATE = 100  # Hz: analysis frames every 10 ms, frame-rate independent, cached per audio
@@ -348,6 +348,7 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
 # that the speaker gives it (stress, emphasis, trailing off). Loudness alone opens a loud /m/ and
 # leaves a quiet /a/ half shut.
 _LOUDNESS_WEIGHT = 0.3
+_UNNAMED_VOWEL = "AH"  # the neutral vowel
 _CLOSED = 0.5  # closure above which the lips touch: the opening is held shut there
 # Coarticulation pulls every opening towards its neighbours'; the recording's loud open sounds are
 # brought back to the acoustic predictor's range (its 95th percentile to _TOP_APERTURE), by at
@@ -370,8 +371,21 @@ def _acoustic_targets(env: SpeechEnvelope) -> tuple[np.ndarray, np.ndarray]:
     return aperture, width
 
 
+def _voiced_silence_as_vowel(env: SpeechEnvelope, phones: PhoneTrack) -> PhoneTrack:
+    """Phones where a "silence" the recogniser could not name, but which is voiced speech, is a
+    neutral vowel: its opening then follows loudness instead of resting (unusual voices, singing)."""
+    labels = list(phones.labels)
+    for i, (label, start, end) in enumerate(zip(labels, phones.starts.tolist(), phones.ends.tolist())):
+        if label == SILENCE and end > start:
+            voiced = env.speech[start:end] & (env.voicing[start:end] > _VOICED)
+            if voiced.mean() > 0.5:
+                labels[i] = _UNNAMED_VOWEL
+    return PhoneTrack(tuple(labels), phones.starts, phones.ends)
+
+
 def _phonetic_targets(env: SpeechEnvelope, phones: PhoneTrack) -> dict[str, np.ndarray]:
     """Every channel every 10 ms from the phones, scaled by loudness and gated by voice activity."""
+    phones = _voiced_silence_as_vowel(env, phones)
     shape = dict(zip(CHANNELS, coarticulate(phones, len(env.loudness)).astype(np.float64).T))
     speech = env.speech.astype(np.float64)
     closure = shape["closure"] * speech

@@ -19,8 +19,11 @@ SILENCE = "SIL"
 
 _RATE = 16_000
 _HOP = _RATE // PHONE_RATE
-# A long recording is decoded in pieces of at most this length, each cut at the quietest 10 ms
-# of its last seconds: memory stays bounded and a cut never falls inside a loud sound.
+# Only the stretches of speech are decoded, each with a margin, as Rhubarb does: the
+# recogniser's cepstral mean is taken per piece, and long silences would skew it enough to turn
+# an /m/ into a /l/. A stretch longer than _PIECE_S is cut at the quietest 10 ms of its last
+# seconds, so memory stays bounded and a cut never falls inside a loud sound.
+_MARGIN_S = 0.15
 _PIECE_S = 30.0
 _CUT_SEARCH_S = 5.0
 # Digital silence has no spectrum for cepstral normalisation; a faint fixed noise (Rhubarb
@@ -67,17 +70,28 @@ def _decoder():
     return Decoder(config)
 
 
-def _piece_bounds(samples: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) sample ranges of the pieces decoded separately, cut at quiet 10 ms frames."""
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _piece_bounds(samples: np.ndarray, speech: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) sample ranges of the pieces decoded separately: the speech, with margins."""
+    margin = int(_MARGIN_S * PHONE_RATE)
+    widened = np.zeros(len(speech), dtype=bool)
+    for start, end in _runs(speech):
+        widened[max(0, start - margin) : end + margin] = True
     piece, search = int(_PIECE_S * _RATE), int(_CUT_SEARCH_S * _RATE)
-    bounds, start = [], 0
-    while len(samples) - start > piece:
-        window = samples[start + piece - search : start + piece]
-        energy = np.square(window[: len(window) // _HOP * _HOP].astype(np.float64).reshape(-1, _HOP)).sum(axis=1)
-        cut = start + piece - search + int(np.argmin(energy)) * _HOP
-        bounds.append((start, cut))
-        start = cut
-    bounds.append((start, len(samples)))
+    bounds = []
+    for first, last in _runs(widened):
+        start, stop = first * _HOP, min(last * _HOP, len(samples))
+        while stop - start > piece:
+            window = samples[start + piece - search : start + piece].astype(np.float64)
+            energy = np.square(window[: len(window) // _HOP * _HOP].reshape(-1, _HOP)).sum(axis=1)
+            cut = start + piece - search + int(np.argmin(energy)) * _HOP
+            bounds.append((start, cut))
+            start = cut
+        bounds.append((start, stop))
     return bounds
 
 
@@ -86,8 +100,9 @@ def _label(word: str) -> str:
     return SILENCE if word.startswith("+") or word in ("SIL", "<sil>", "<s>", "</s>") else word
 
 
-def recognise_phones(samples: np.ndarray) -> PhoneTrack:
-    """Timed phones of 16 kHz mono float32 samples."""
+def recognise_phones(samples: np.ndarray, speech: np.ndarray) -> PhoneTrack:
+    """Timed phones of 16 kHz mono float32 samples; `speech` marks the 10 ms frames with speech
+    (the envelope's voice activity). Outside speech there are no phones: it is silence."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     noise = np.random.default_rng(0).standard_normal(len(samples)).astype(np.float32) * _DITHER
     pcm = (np.clip(samples + noise, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -95,7 +110,7 @@ def recognise_phones(samples: np.ndarray) -> PhoneTrack:
     labels: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    for begin, end in _piece_bounds(pcm):
+    for begin, end in _piece_bounds(pcm, np.asarray(speech, dtype=bool)):
         if end - begin < _HOP:
             continue
         decoder.start_utt()

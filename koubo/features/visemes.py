@@ -2,13 +2,14 @@
 
 Each phone asks for a lip shape (its viseme) with some insistence (its dominance). Following
 Cohen and Massaro's coarticulation model, a phone's dominance is full over its own span and
-decays exponentially with the distance from it, further ahead of the phone than after it (lips
+decays with the distance from it (exp(-(d / reach)^2): Cohen and Massaro's exponent c = 2, so a
+strong phone like /m/ or /f/ bends its neighbours' edges without reaching across them), further ahead of the phone than after it (lips
 round before an /u/ is heard and close before an /m/); each frame's shape is the
 dominance-weighted mean of all phones' targets. A phone that barely uses the lips (/k/, /h/)
 has little dominance over them, so its lips take the shape of the vowels around it, while
 /m b p/ dominate the opening so strongly that the lips really meet.
 
-The jaw (opening, teeth, closure) and the lips' shape (spread, rounding, lip-on-teeth) are
+The jaw (opening, teeth, closure, lower lip on the teeth) and the lips' shape (spread, rounding) are
 blended with separate dominances and time constants, since /t/ constrains the jaw but leaves
 the lips free, and rounding spreads over more neighbours than opening does.
 """
@@ -20,8 +21,8 @@ import numpy as np
 from koubo.features.phones import PHONE_RATE, SILENCE, PhoneTrack
 
 CHANNELS = ("aperture", "spread", "rounding", "closure", "teeth", "labiodental")
-_JAW = [0, 3, 4]  # channels blended with the jaw dominance
-_LIPS = [1, 2, 5]  # channels blended with the lip-shape dominance
+_JAW = [0, 3, 4, 5]  # channels blended with the jaw dominance (the lower lip rides on it)
+_LIPS = [1, 2]  # channels blended with the lip-shape dominance
 
 # ARPAbet phone: (aperture, spread, rounding, closure, teeth, labiodental), jaw dominance,
 # lip-shape dominance. Aperture 1 = an open /a/; spread and rounding 0..1.
@@ -75,11 +76,11 @@ _VISEMES: dict[str, tuple[tuple[float, float, float, float, float, float], float
     SILENCE: ((0.00, 0.00, 0.00, 0.0, 0.00, 0.0), 3.0, 3.0),
 }
 
-# Reach of a phone's dominance, as the 1/e distance in seconds: ahead of the phone (anticipation)
+# Reach of a phone's dominance, as the distance in seconds where it falls to 1/e: ahead of the phone (anticipation)
 # and after it (carry-over); rounding and spreading reach further than the jaw.
 _JAW_AHEAD_S, _JAW_AFTER_S = 0.06, 0.04
 _LIPS_AHEAD_S, _LIPS_AFTER_S = 0.12, 0.06
-_REACH = 5.0  # time constants after which a dominance counts as zero
+_REACH = 3.0  # reaches after which a dominance (exp(-9)) counts as zero
 
 
 def viseme(phone: str) -> np.ndarray:
@@ -94,7 +95,7 @@ def _dominance(n_frames: int, start: int, end: int, ahead: float, after: float) 
     t = np.arange(first, last, dtype=np.float64) + 0.5
     before = np.clip(start - t, 0.0, None) / (ahead * PHONE_RATE)
     behind = np.clip(t - end, 0.0, None) / (after * PHONE_RATE)
-    return slice(first, last), np.exp(-(before + behind))
+    return slice(first, last), np.exp(-np.square(before + behind))
 
 
 def coarticulate(phones: PhoneTrack, n_frames: int) -> np.ndarray:
