@@ -6,8 +6,9 @@ A real talking video is a labelled example: MediaPipe's measure of the speaker's
 frame is the truth for the speech on its soundtrack. For every ../shared/media/speaker_*.mp4
 the targets are predicted from its own audio by
   - acoustic: loudness and brightness alone (the predictor before phones; `phones=None`),
+  - formants: F1 (LPC) as the opening and F2 as the width, each relative to the recording,
   - visemes:  the coarticulated phone shapes alone, gated by voice activity (no loudness),
-  - phonetic: what koubo uses now, phones and loudness combined,
+  - phonetic: what koubo uses now: phones, loudness and (for rounding) F2 combined,
 and compared with the measured mouth:
   r aperture   Pearson r of predicted and measured opening over all frames with a face
   r ap speech  the same over speech frames only (speakers also move their mouths in pauses)
@@ -30,11 +31,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from koubo.face import geometry
 from koubo.face.tracker import FaceTrack, track_faces
+from koubo.features.formants import Formants, track_formants
 from koubo.features.cache import FeatureCache, content_hash
-from koubo.features.mouth import ENVELOPE_RATE, MouthTargets, analyse_speech, mouth_targets
+from koubo.features.mouth import ENVELOPE_RATE, MouthTargets, SpeechEnvelope, analyse_speech, mouth_targets
 from koubo.features.phones import PhoneTrack, recognise_phones
 from koubo.features.visemes import CHANNELS, coarticulate
 from koubo.media.audio import load_audio
@@ -42,7 +45,7 @@ from koubo.media.video import read_template
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
 BILABIALS = ("M", "B", "P")
-PREDICTORS = ("acoustic", "visemes", "phonetic")
+PREDICTORS = ("acoustic", "formants", "visemes", "phonetic")
 MAX_LAG = 6
 
 
@@ -64,6 +67,29 @@ def visemes_alone(phones: PhoneTrack, speech: np.ndarray, fps: float, n: int) ->
         speech=at(speech.astype(np.float32)) >= 0.5,
         rounding=at(shape["rounding"]),
         closure=at(shape["closure"]),
+    )
+
+
+def formants_alone(found: Formants, env: SpeechEnvelope, fps: float, n: int) -> MouthTargets:
+    """Opening from F1 and width from F2, each as a z-score over the recording's voiced speech."""
+    f1, f2 = found.f1, found.f2
+    voiced = env.speech & (env.voicing > 0.5) & np.isfinite(f1) & np.isfinite(f2)
+    centres = (np.arange(n) + 0.5) * (ENVELOPE_RATE / fps) - 0.5
+    frames = np.arange(len(env.loudness))
+
+    def z(values: np.ndarray) -> np.ndarray:
+        if voiced.sum() < 3:
+            return np.zeros(len(values))
+        return np.where(voiced, (values - np.nanmean(values[voiced])) / max(np.nanstd(values[voiced]), 1e-6), 0.0)
+
+    aperture = np.where(voiced, 1.0 / (1.0 + np.exp(-z(f1))), 0.0)
+    aperture = np.interp(centres, frames, gaussian_filter1d(aperture, 2.0), right=0.0)
+    width = np.interp(centres, frames, gaussian_filter1d(np.tanh(z(f2)), 3.0), right=0.0)
+    return MouthTargets(
+        fps=fps,
+        aperture=aperture.astype(np.float32),
+        width=width.astype(np.float32),
+        speech=np.interp(centres, frames, env.speech.astype(float), right=0.0) >= 0.5,
     )
 
 
@@ -150,14 +176,16 @@ def main() -> None:
             env = analyse_speech(samples)
             acoustic_s = time.perf_counter() - started
             phones = recognise_phones(samples, env.speech)
+            formants = track_formants(samples, len(env.loudness))
             phonetic_s = time.perf_counter() - started
             cost["acoustic"] += acoustic_s
             cost["phonetic"] += phonetic_s
             cost["audio"] += len(samples) / 16_000
             predicted = {
                 "acoustic": mouth_targets(env, fps, n),
+                "formants": formants_alone(formants, env, fps, n),
                 "visemes": visemes_alone(phones, env.speech, fps, n),
-                "phonetic": mouth_targets(env, fps, n, phones=phones),
+                "phonetic": mouth_targets(env, fps, n, phones=phones, formants=formants),
             }
             segments = bilabial_segments(phones, fps, n)
             rows[video.stem] = {
@@ -166,16 +194,12 @@ def main() -> None:
             print(f"{video.name}: {n} frames at {fps:.2f} fps, face on {track.coverage:.0%}, {len(phones)} phones")
 
     metrics = list(next(iter(next(iter(rows.values())).values())))
-    header = f"{'':16s}" + "".join(f"{p:>11s}" for _ in rows for p in PREDICTORS)
     print()
-    print(f"{'':16s}" + "".join(f"{name:>33s}" for name in rows))
-    print(header)
-    for metric in metrics:
-        cells = "".join(f"{rows[v][p][metric]:11.3f}" for v in rows for p in PREDICTORS)
-        print(f"{metric:16s}{cells}")
-    for p in ("acoustic", "visemes", "phonetic"):
-        if p == "visemes":
-            continue
+    for video, results in rows.items():
+        print(f"{video:16s}" + "".join(f"{p:>10s}" for p in PREDICTORS))
+        for metric in metrics:
+            print(f"  {metric:14s}" + "".join(f"{results[p][metric]:10.3f}" for p in PREDICTORS))
+    for p in ("acoustic", "phonetic"):
         print(f"cost {p:10s} {cost[p] / cost['audio']:.3f} x real time (audio analysis, {cost['audio']:.1f} s of audio)")
 
 

@@ -37,7 +37,7 @@ def spoken(voice: str, text: str, folder: str) -> AudioFeatures:
 
 def targets_of(features: AudioFeatures) -> MouthTargets:
     n = int(features.duration * FPS)
-    return mouth_targets(features.envelope, FPS, n, phones=features.phones)
+    return mouth_targets(features.envelope, FPS, n, phones=features.phones, formants=features.formants)
 
 
 @pytest.fixture(scope="module")

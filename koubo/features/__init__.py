@@ -1,7 +1,8 @@
 """Audio features, computed once per recording and shared by every engine.
 
-`mel` is Wav2Lip's spectrogram for neural engines; `envelope` (acoustic cues) and `phones`
-(timed phones) are what the built-in engine's mouth shapes are made from, for any frame rate.
+`mel` is Wav2Lip's spectrogram for neural engines; `envelope` (acoustic cues), `phones` (timed
+phones) and `formants` (F1, F2) are what the built-in engine's mouth shapes are made from, for
+any frame rate.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from koubo.features.formants import Formants, track_formants
 from koubo.features.mel import MEL_RATE, log_mel
 from koubo.features.mouth import SpeechEnvelope, analyse_speech
 from koubo.features.phones import PhoneTrack, recognise_phones
@@ -22,6 +24,7 @@ class AudioFeatures:
     mel: np.ndarray  # (80, 1 + samples // 200) float32, log_mel of the 16 kHz samples
     envelope: SpeechEnvelope
     phones: PhoneTrack
+    formants: Formants
 
 
 def compute_audio_features(samples: np.ndarray, audio_hash: str) -> AudioFeatures:
@@ -36,4 +39,5 @@ def compute_audio_features(samples: np.ndarray, audio_hash: str) -> AudioFeature
         mel=log_mel(samples),
         envelope=envelope,
         phones=recognise_phones(samples, envelope.speech),
+        formants=track_formants(samples, len(envelope.loudness), MEL_RATE),
     )
