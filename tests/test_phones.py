@@ -15,10 +15,10 @@ import pytest
 
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.mouth import MouthTargets, mouth_targets
-from koubo.features.phones import PHONE_RATE, PhoneTrack
+from koubo.features.phones import PHONE_RATE, PhoneTrack, recognise_phones
 from koubo.features.visemes import CHANNELS, coarticulate
 from koubo.media.audio import load_audio
-from tests.media_fixtures import espeak_speech
+from media_fixtures import espeak_speech
 
 FPS = 25.0
 CLOSED_APERTURE = 0.1
@@ -142,3 +142,14 @@ def test_f_and_v_put_the_lip_on_the_teeth() -> None:
     f = slice(int(phones.starts[1]), int(phones.ends[1]))
     assert channel(shape, "labiodental")[f].max() > 0.8
     assert channel(shape, "labiodental")[:5].max() < 0.1
+
+
+def test_no_speech_gives_no_phones_and_a_resting_mouth() -> None:
+    samples = np.random.default_rng(0).standard_normal(32_000).astype(np.float32) * 1e-4
+    features = compute_audio_features(samples, "quiet")
+    assert not features.envelope.speech.any()
+    assert len(features.phones) == 0
+    assert len(recognise_phones(samples, np.ones(200, dtype=bool))) > 0  # the recogniser did run on it
+    targets = targets_of(features)
+    for name in ("aperture", "width", "rounding", "closure", "teeth", "labiodental"):
+        assert np.all(getattr(targets, name) == 0), name
