@@ -80,6 +80,11 @@ _VISEMES: dict[str, tuple[tuple[float, float, float, float, float, float], float
 # and after it (carry-over); rounding and spreading reach further than the jaw.
 _JAW_AHEAD_S, _JAW_AFTER_S = 0.06, 0.04
 _LIPS_AHEAD_S, _LIPS_AFTER_S = 0.12, 0.06
+# Lips pressing together or onto the teeth are quick, forceful gestures: they dominate their own
+# span but reach their neighbours for only this share of the jaw's reach, or a 50 ms /m/ would
+# hold the lips shut for 200 ms.
+_QUICK = frozenset({"M", "B", "P", "F", "V"})
+_QUICK_REACH = 0.5
 _REACH = 3.0  # reaches after which a dominance (exp(-9)) counts as zero
 
 
@@ -107,8 +112,9 @@ def coarticulate(phones: PhoneTrack, n_frames: int) -> np.ndarray:
             break
         target, jaw, lips = _VISEMES.get(label, _VISEMES[SILENCE])
         target = np.asarray(target)
+        quick = _QUICK_REACH if label in _QUICK else 1.0
         for channels, strength, ahead, after in (
-            (_JAW, jaw, _JAW_AHEAD_S, _JAW_AFTER_S),
+            (_JAW, jaw, quick * _JAW_AHEAD_S, quick * _JAW_AFTER_S),
             (_LIPS, lips, _LIPS_AHEAD_S, _LIPS_AFTER_S),
         ):
             span, dominance = _dominance(n_frames, start, end, ahead, after)
