@@ -350,11 +350,11 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
 # leaves a quiet /a/ half shut.
 _LOUDNESS_WEIGHT = 0.3
 # Part of the opening comes straight from the acoustic predictor (loudness), outside closures.
-# On the real clips of bench/targets.py this costs a little correlation with the measured mouth
-# (mean r 0.27 -> 0.25) and gains much in step with loudness (r 0.54 -> 0.64 on espeak speech),
-# which is what the sync check of finished videos (koubo.quality) measures.
+# Measured when it was chosen: on the real clips of bench/targets.py it cost a little correlation
+# with the measured mouth (mean r 0.27 -> 0.25) and gained much in step with loudness (r 0.54 ->
+# 0.64 on espeak speech), which is what the sync check of finished videos (koubo.quality) measures.
 _ACOUSTIC_SHARE = 0.3
-_UNNAMED_VOWEL = "AH"  # the neutral vowel
+_UNNAMED_VOWEL = "AH"  # what voiced speech the recogniser calls silence is taken for
 _CLOSED = 0.5  # closure above which the lips touch: the opening is held shut there
 # Coarticulation pulls every opening towards its neighbours'; the recording's loud open sounds are
 # brought back to the acoustic predictor's range (its 95th percentile to _TOP_APERTURE), by at
@@ -424,9 +424,8 @@ def _phonetic_targets(env: SpeechEnvelope, phones: PhoneTrack, formants: Formant
     drive = shape["aperture"] * loudness * (1.0 - closure)
     closed = (closure > _CLOSED) | _stop_closures(env, drive)
     aperture = _smooth_aperture(np.clip(drive, 0.0, 1.0), closed)
-    if _ACOUSTIC_SHARE > 0:
-        acoustic, _ = _acoustic_targets(env)
-        aperture = (1.0 - _ACOUSTIC_SHARE) * aperture + _ACOUSTIC_SHARE * acoustic * (1.0 - closure) * ~closed
+    acoustic, _ = _acoustic_targets(env)
+    aperture = (1.0 - _ACOUSTIC_SHARE) * aperture + _ACOUSTIC_SHARE * acoustic * (1.0 - closure) * ~closed
     if env.speech.any():
         top = float(np.percentile(aperture[env.speech], _TOP_PERCENTILE))
         aperture *= min(_TOP_APERTURE / max(top, 1e-6), _MAX_APERTURE_GAIN)

@@ -33,7 +33,8 @@ _DITHER = 1.0 / 32768.0
 
 @dataclass(frozen=True)
 class PhoneTrack:
-    """Phones in time order covering the recording; phone i spans 10 ms frames [starts[i], ends[i])."""
+    """Phones in time order over the recording's speech; phone i spans 10 ms frames [starts[i], ends[i]),
+    frames outside every phone are silence."""
 
     labels: tuple[str, ...]  # ARPAbet without stress (AA, B, ...), SIL for silence and noise
     starts: np.ndarray  # (P,) int32
@@ -41,13 +42,6 @@ class PhoneTrack:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def per_frame(self, n_frames: int) -> list[str]:
-        """The phone label of each 10 ms frame; SIL where no phone covers it."""
-        frames = [SILENCE] * n_frames
-        for label, start, end in zip(self.labels, self.starts.tolist(), self.ends.tolist()):
-            frames[start : min(end, n_frames)] = [label] * max(0, min(end, n_frames) - start)
-        return frames
 
 
 def _decoder():

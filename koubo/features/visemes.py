@@ -88,11 +88,6 @@ _QUICK_REACH = 0.5
 _REACH = 3.0  # reaches after which a dominance (exp(-9)) counts as zero
 
 
-def viseme(phone: str) -> np.ndarray:
-    """(6,) the shape one phone asks for, channels as CHANNELS; unknown phones rest."""
-    return np.array(_VISEMES.get(phone, _VISEMES[SILENCE])[0], dtype=np.float64)
-
-
 def _dominance(n_frames: int, start: int, end: int, ahead: float, after: float) -> tuple[slice, np.ndarray]:
     """A phone's unit dominance over the frames it reaches: 1 inside [start, end), decaying outside."""
     first = max(0, start - int(np.ceil(_REACH * ahead * PHONE_RATE)))
