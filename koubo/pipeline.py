@@ -27,7 +27,7 @@ from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices
 from koubo.quality import QualityReport, check_video
 
 # Bump when the face tracker or feature extraction changes what they compute.
-AUDIO_CACHE = "audio-v1"
+AUDIO_CACHE = "audio-v2"  # v2: timed phones and formants
 FACE_CACHE = "face-v1"
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
@@ -197,6 +197,8 @@ class Generator:
                     fps,
                     n_out,
                     expressiveness=s.expressiveness if options.expressiveness is None else options.expressiveness,
+                    phones=features.phones,
+                    formants=features.formants,
                 ),
                 source_index=loop_indices(len(template.frames), n_out),
             )

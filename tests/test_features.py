@@ -13,6 +13,7 @@ import pytest
 from scipy.signal import butter, lfilter, sosfilt
 
 from koubo.features import compute_audio_features
+from koubo.features.formants import track_formants
 from koubo.features.mel import (
     MEL_FRAMES_PER_SECOND,
     log_mel,
@@ -379,6 +380,23 @@ def test_frame_loudness_averages_power_over_each_frames_span() -> None:
     # At 25 fps a frame spans 4 envelope frames: half at -20 dB, half silent -> -23 dB.
     assert frame_loudness(env, 25.0, 1)[0] == pytest.approx(-20 - 10 * np.log10(2), abs=1e-3)
     assert frame_loudness(env, 50.0, 2) == pytest.approx([-20.0, -100.0], abs=1e-3)
+
+
+# --- formants --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FORMANTS))
+def test_formants_of_a_vowel_are_its_resonances(name: str) -> None:
+    found = track_formants(vowel(0.3, name), 30)
+    f1, f2 = float(np.nanmedian(found.f1[5:25])), float(np.nanmedian(found.f2[5:25]))
+    assert f1 == pytest.approx(FORMANTS[name][0], rel=0.12)
+    assert f2 == pytest.approx(FORMANTS[name][1], rel=0.05)
+
+
+def test_silence_has_no_formants() -> None:
+    found = track_formants(np.zeros(SR // 2, dtype=np.float32), 50)
+    assert found.f1.shape == found.f2.shape == (50,)
+    assert np.isnan(found.f1).all() and np.isnan(found.f2).all()
 
 
 # --- audio features ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from koubo.face import geometry
 from koubo.face.tracker import track_faces
 from koubo.media.probe import probe
 from koubo.media.video import Mp4Writer, loop_indices, read_template
-from koubo.pipeline import GenerateOptions, Generator
+from koubo.pipeline import AUDIO_CACHE, GenerateOptions, Generator
 from koubo.quality import check_video, mouth_series
 
 from media_fixtures import (
@@ -250,8 +250,8 @@ def test_batch_computes_the_shared_audio_once(work, speech):
     results = gen.batch([speech], videos, work / "batch-out", GenerateOptions(check=False))
     assert all(not isinstance(r, KouboError) for r in results)
     assert [r.output.exists() for r in results] == [True, True]
-    assert gen.cache.stats["audio-v1"]["misses"] == 1
-    assert gen.cache.stats["audio-v1"]["memory_hits"] == 1
+    assert gen.cache.stats[AUDIO_CACHE]["misses"] == 1
+    assert gen.cache.stats[AUDIO_CACHE]["memory_hits"] == 1
 
 
 def test_cancel_stops_within_two_seconds_and_leaves_no_file(work, speech, template):

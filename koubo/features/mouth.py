@@ -2,11 +2,14 @@
 
 Two stages. `analyse_speech` measures acoustic cues every 10 ms (loudness in the speech band,
 voicing, spectral brightness, plosive onsets, voice activity); it depends only on the audio, so
-it is cached per recording. `mouth_targets` turns those cues into an aperture and a lip width
-per video frame; it is cheap and runs for each frame rate and expressiveness.
+it is cached per recording, as are the timed phones (`koubo.features.phones`). `mouth_targets`
+turns them into the mouth's shape per video frame; it is cheap and runs for each frame rate and
+expressiveness.
 
-The cues are acoustic, not phonetic, so the same code serves Mandarin, English or any language:
-a loud open vowel opens the mouth whatever it is called.
+Loudness says how far the jaw moves and when the speaker pauses; the phones say which shape the
+sound has: the lips close for /m b p/, round for /u o w/, spread for /i/, touch the teeth for
+/f v/ (see `koubo.features.visemes`). Without phones the targets come from the acoustic cues
+alone (aperture from loudness, width from brightness), as before phones were recognised.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import get_window, resample_poly
+
+from koubo.features.formants import Formants
+from koubo.features.phones import SILENCE, PhoneTrack
+from koubo.features.visemes import CHANNELS, coarticulate
 
 ENVELOPE_RATE = 100  # Hz: analysis frames every 10 ms, frame-rate independent, cached per audio
 
@@ -338,8 +345,118 @@ def _at_frame_centres(values: np.ndarray, fps: float, n_frames: int) -> np.ndarr
     return np.interp(centres, np.arange(len(values)), values, right=0.0)
 
 
-def mouth_targets(env: SpeechEnvelope, fps: float, n_frames: int, *, expressiveness: float = 1.0) -> MouthTargets:
-    """Aperture and lip width for each of n_frames video frames at fps.
+# Phones and loudness: the phone says how far this sound opens the mouth, loudness how much of
+# that the speaker gives it (stress, emphasis, trailing off). Loudness alone opens a loud /m/ and
+# leaves a quiet /a/ half shut.
+_LOUDNESS_WEIGHT = 0.3
+# Part of the opening comes straight from the acoustic predictor (loudness), outside closures.
+# Measured when it was chosen: on the real clips of bench/targets.py it cost a little correlation
+# with the measured mouth (mean r 0.27 -> 0.25) and gained much in step with loudness (r 0.54 ->
+# 0.64 on espeak speech), which is what the sync check of finished videos (koubo.quality) measures.
+_ACOUSTIC_SHARE = 0.3
+_UNNAMED_VOWEL = "AH"  # what voiced speech the recogniser calls silence is taken for
+_CLOSED = 0.5  # closure above which the lips touch: the opening is held shut there
+# Coarticulation pulls every opening towards its neighbours'; the recording's loud open sounds are
+# brought back to the acoustic predictor's range (its 95th percentile to _TOP_APERTURE), by at
+# most this factor so that a mumbled recording is not opened wide.
+_MAX_APERTURE_GAIN = 2.5
+# Width: the phones' spread minus rounding around a neutral mouth (an /a/ is slightly spread), plus
+# the brightness cue's share (formant F2 rises with spread lips and falls with rounded ones).
+_PHONE_WIDTH_GAIN = 1.5
+_NEUTRAL_SPREAD = 0.1
+_BRIGHTNESS_WIDTH_SHARE = 0.5
+# Rounding heard in F2: the recogniser's English phones name Mandarin vowels poorly, but a low F2
+# is a rounded vowel in any language (/u/ ~ 750 Hz, /o/ ~ 1000 Hz, /a/ ~ 1300 Hz, /i/ ~ 2000 Hz).
+# It misses fronted English /u/ (F2 ~ 1500 Hz), which the phones catch; each gives half.
+_ROUNDED_F2_HZ = (1350.0, 900.0)  # F2 from no rounding to full rounding
+_FORMANT_ROUNDING_SHARE = 0.5
+_FORMANT_SIGMA_S = 0.03
+
+# Teeth show once the lips part this much, or when the lower lip is tucked under them.
+_TEETH_FULL_APERTURE = 0.3
+
+
+def _acoustic_targets(env: SpeechEnvelope) -> tuple[np.ndarray, np.ndarray]:
+    """Aperture and width every 10 ms from the acoustic cues alone."""
+    drive = _aperture_drive(env)
+    aperture = _smooth_aperture(drive, _stop_closures(env, drive))
+    width = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
+    return aperture, width
+
+
+def _voiced_silence_as_vowel(env: SpeechEnvelope, phones: PhoneTrack) -> PhoneTrack:
+    """Phones where a "silence" the recogniser could not name, but which is voiced speech, is a
+    neutral vowel: its opening then follows loudness instead of resting (unusual voices, singing)."""
+    labels = list(phones.labels)
+    for i, (label, start, end) in enumerate(zip(labels, phones.starts.tolist(), phones.ends.tolist())):
+        if label == SILENCE and end > start:
+            voiced = env.speech[start:end] & (env.voicing[start:end] > _VOICED)
+            if voiced.mean() > 0.5:
+                labels[i] = _UNNAMED_VOWEL
+    return PhoneTrack(tuple(labels), phones.starts, phones.ends)
+
+
+def _heard_rounding(env: SpeechEnvelope, formants: Formants) -> tuple[np.ndarray, np.ndarray]:
+    """Rounding implied by F2 and how far to trust it (0..1, voiced speech with a formant), per 10 ms."""
+    f2 = formants.f2.astype(np.float64)
+    found = np.isfinite(f2)
+    low, high = _WIDTH_VOICING
+    trust = np.clip((env.voicing - low) / (high - low), 0.0, 1.0) * env.speech * found
+    no_rounding, full = _ROUNDED_F2_HZ
+    rounding = np.clip((no_rounding - np.where(found, f2, no_rounding)) / (no_rounding - full), 0.0, 1.0)
+    sigma = _FORMANT_SIGMA_S * ENVELOPE_RATE
+    weight = gaussian_filter1d(trust, sigma, mode="nearest")
+    smoothed = gaussian_filter1d(rounding * trust, sigma, mode="nearest") / np.maximum(weight, 1e-6)
+    return smoothed, weight
+
+
+def _phonetic_targets(env: SpeechEnvelope, phones: PhoneTrack, formants: Formants | None) -> dict[str, np.ndarray]:
+    """Every channel every 10 ms from the phones (and F2), scaled by loudness and gated by voice activity."""
+    phones = _voiced_silence_as_vowel(env, phones)
+    shape = dict(zip(CHANNELS, coarticulate(phones, len(env.loudness)).astype(np.float64).T))
+    if formants is not None and len(formants.f2) == len(env.loudness):
+        heard, trust = _heard_rounding(env, formants)
+        share = _FORMANT_ROUNDING_SHARE * trust
+        shape["rounding"] = (1.0 - share) * shape["rounding"] + share * heard
+    speech = env.speech.astype(np.float64)
+    closure = shape["closure"] * speech
+    loudness = (1.0 - _LOUDNESS_WEIGHT) * speech + _LOUDNESS_WEIGHT * _aperture_drive(env) / _TOP_APERTURE
+    drive = shape["aperture"] * loudness * (1.0 - closure)
+    closed = (closure > _CLOSED) | _stop_closures(env, drive)
+    aperture = _smooth_aperture(np.clip(drive, 0.0, 1.0), closed)
+    acoustic, _ = _acoustic_targets(env)
+    aperture = (1.0 - _ACOUSTIC_SHARE) * aperture + _ACOUSTIC_SHARE * acoustic * (1.0 - closure) * ~closed
+    if env.speech.any():
+        top = float(np.percentile(aperture[env.speech], _TOP_PERCENTILE))
+        aperture *= min(_TOP_APERTURE / max(top, 1e-6), _MAX_APERTURE_GAIN)
+    aperture = np.clip(aperture, 0.0, 1.0)
+    lips = shape["spread"] - shape["rounding"] - _NEUTRAL_SPREAD
+    width = np.tanh(_PHONE_WIDTH_GAIN * lips) * speech
+    brightness = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
+    width = (1.0 - _BRIGHTNESS_WIDTH_SHARE) * width + _BRIGHTNESS_WIDTH_SHARE * brightness
+    labiodental = shape["labiodental"] * speech
+    parted = np.clip(aperture / _TEETH_FULL_APERTURE, 0.0, 1.0)
+    return {
+        "aperture": aperture,
+        "width": width,
+        "rounding": shape["rounding"] * speech,
+        "closure": closure,
+        "teeth": np.maximum(shape["teeth"] * parted, labiodental) * speech,
+        "labiodental": labiodental,
+    }
+
+
+def mouth_targets(
+    env: SpeechEnvelope,
+    fps: float,
+    n_frames: int,
+    *,
+    expressiveness: float = 1.0,
+    phones: PhoneTrack | None = None,
+    formants: Formants | None = None,
+) -> MouthTargets:
+    """The mouth's shape for each of n_frames video frames at fps; from the acoustic cues alone
+    when `phones` is None. `formants` refine the rounding the phones give.
 
     The shape is computed every 10 ms and read at each video frame's centre time (not averaged
     over its span), so a 1-2 frame lip closure before a plosive is not averaged away at 24-30 fps.
@@ -348,20 +465,23 @@ def mouth_targets(env: SpeechEnvelope, fps: float, n_frames: int, *, expressiven
         raise ValueError(f"fps must be positive, got {fps}")
     if not 0.0 <= expressiveness <= 2.0:
         raise ValueError(f"expressiveness must be within [0, 2], got {expressiveness}")
+    speech = _span_mean(env.speech, fps, n_frames, 0.0) >= 0.5
     if len(env.loudness) == 0:
         rest = np.zeros(n_frames, dtype=np.float32)
-        return MouthTargets(fps=fps, aperture=rest, width=rest.copy(), speech=np.zeros(n_frames, dtype=bool))
-    drive = _aperture_drive(env)
-    aperture = _smooth_aperture(drive, _stop_closures(env, drive))
-    width = gaussian_filter1d(_width_drive(env), _WIDTH_SIGMA_S * ENVELOPE_RATE, mode="nearest")
-    aperture = np.clip(expressiveness * _at_frame_centres(aperture, fps, n_frames), 0.0, 1.0)
-    width = np.clip(expressiveness * _at_frame_centres(width, fps, n_frames), -1.0, 1.0)
-    return MouthTargets(
-        fps=fps,
-        aperture=aperture.astype(np.float32),
-        width=width.astype(np.float32),
-        speech=_span_mean(env.speech, fps, n_frames, 0.0) >= 0.5,
-    )
+        return MouthTargets(fps=fps, aperture=rest, width=rest.copy(), speech=speech)
+    if phones is None:
+        aperture, width = _acoustic_targets(env)
+        channels = {"aperture": aperture, "width": width}
+    else:
+        channels = _phonetic_targets(env, phones, formants)
+    low = {"width": -1.0}
+    scaled = {
+        name: np.clip(expressiveness * _at_frame_centres(values, fps, n_frames), low.get(name, 0.0), 1.0).astype(
+            np.float32
+        )
+        for name, values in channels.items()
+    }
+    return MouthTargets(fps=fps, speech=speech, **scaled)
 
 
 def frame_loudness(env: SpeechEnvelope, fps: float, n_frames: int) -> np.ndarray:
