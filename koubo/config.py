@@ -1,10 +1,13 @@
 """All of koubo's settings in one typed object: `koubo.toml`, then `KOUBO_*` environment variables.
 
 Environment wins over the file. The file is `./koubo.toml` unless `KOUBO_CONFIG` names another.
+A process that `koubo serve` starts gets all of its parent's settings at once, as JSON in
+KOUBO_SETTINGS_JSON (child_environment), which wins over both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -14,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -21,6 +25,9 @@ from pydantic_settings import (
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = "kmgtp"
+# The whole Settings object of the parent process, as JSON: lists and None survive, which
+# one variable per setting (str(value)) could not carry.
+SETTINGS_JSON_VARIABLE = "KOUBO_SETTINGS_JSON"
 
 
 def parse_size(text: str) -> int:
@@ -170,8 +177,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("KOUBO_CONFIG", "koubo.toml"))
+        inherited = os.environ.get(SETTINGS_JSON_VARIABLE)
+        parent = (InitSettingsSource(settings_cls, init_kwargs=json.loads(inherited)),) if inherited else ()
         return (
             init_settings,
+            *parent,
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
@@ -179,3 +189,17 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)
+
+
+def child_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
+    """`environ` for a child process whose load_settings() equals `settings`, overrides and None included.
+
+    The per-setting KOUBO_* variables are dropped: the JSON carries every setting, in one way.
+    """
+    env = {key: value for key, value in environ.items() if not _is_setting_variable(key)}
+    env[SETTINGS_JSON_VARIABLE] = settings.model_dump_json()
+    return env
+
+
+def _is_setting_variable(key: str) -> bool:
+    return key.startswith("KOUBO_") and key[len("KOUBO_") :].lower() in Settings.model_fields
