@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     worker_engines: str | None = None
     worker_timeout: float = Field(60.0, gt=0)
     htpasswd_file: Path | None = Field(None, description="Apache htpasswd (bcrypt) file: enables HTTP Basic auth")
+    # Password guessing: after login_max_failures wrong passwords in a row, an address waits
+    # login_backoff seconds (429 + Retry-After), doubled after each further failure up to login_backoff_max.
+    login_max_failures: int = Field(5, ge=1)
+    login_backoff: float = Field(1.0, gt=0)
+    login_backoff_max: float = Field(600.0, gt=0)
+    # Slow clients: a request's headers must arrive within this many seconds, and its body may not
+    # pause longer than this between two pieces; the connection is dropped (408 for a body) otherwise.
+    http_header_timeout: float = Field(10.0, gt=0)
+    # Largest request body other than an upload (JSON of the API and the UI's calls); uploads have
+    # upload_max_bytes.
+    request_max_bytes: Size = Field(1024**2, gt=0)
     log_file: Path | None = Field(None, description="default <data_dir>/logs/koubo.log")
 
     # Input limits, checked when a file is probed.
@@ -133,6 +144,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def gradio_dir(self) -> Path:
+        """Where the web UI's uploads land first (Gradio's temp folder), swept by retention."""
+        return self.data_dir / "gradio"
 
     @property
     def uploads_dir(self) -> Path:

@@ -134,6 +134,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
     import uvicorn
 
     from koubo.web.app import create_app
+    from koubo.web.guards import header_deadline_protocol
 
     stopping = threading.Event()
     server: uvicorn.Server | None = None
@@ -179,6 +180,8 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
                 # Every progress poll would be a line; the log is for jobs and errors.
                 access_log=False,
                 timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                # A client that trickles its headers (slowloris) is dropped; its body is timed by RequestLimits.
+                http=header_deadline_protocol(settings.http_header_timeout),
             )
         )
         if stopping.is_set():
