@@ -59,18 +59,23 @@ class RequestLimits:
                 await _refuse(error, scope, receive, send)
                 return
         body = _BodyWatch(receive, limit, too_large, self.settings.http_header_timeout)
-        started = False
+        replaced = False
 
         async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            nonlocal replaced
+            # A route that caught the body's error (FastAPI turns any error while reading a body into
+            # "400 error parsing the body") answers with koubo's error instead.
+            if message["type"] == "http.response.start" and body.error is not None:
+                replaced = True
+                await _refuse(body.error, scope, receive, send)
+            if not replaced:
+                await send(message)
 
         try:
             await self.app(scope, body.receive, watched_send)
-        except (RequestTooLarge, UploadTooLarge, RequestTimeout) as error:
-            # Routes of koubo's own answer these through the app's error handlers; Gradio's let them out.
-            if started:
+        except KouboError as error:
+            # Gradio's routes let the body's error out; koubo's answer it through the app's handlers.
+            if error is not body.error or replaced:
                 raise
             await _refuse(error, scope, receive, send)
 
@@ -85,6 +90,7 @@ class _BodyWatch:
         self._pause = pause
         self._received = 0
         self._complete = False
+        self.error: KouboError | None = None  # why the body was refused, once it was
 
     async def receive(self) -> Message:
         if self._complete:
@@ -93,11 +99,13 @@ class _BodyWatch:
         try:
             message = await asyncio.wait_for(self._receive(), self._pause)
         except TimeoutError:
-            raise RequestTimeout(self._pause) from None
+            self.error = RequestTimeout(self._pause)
+            raise self.error from None
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             if self._received > self._limit:
-                raise self._too_large
+                self.error = self._too_large
+                raise self.error
             self._complete = not message.get("more_body", False)
         else:
             self._complete = True
