@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     # Input limits, checked when a file is probed.
     max_audio_seconds: float = Field(1800.0, gt=0)
     max_video_seconds: float = Field(1800.0, gt=0)
+    # What one job may decode and render, checked from the probe before any frame is decoded: a
+    # 29 KB file can hold a hundred 4K frames (2.4 GB as RGB). The pixel budget counts
+    # width x height x frames, of the template and of the output each; the default is 10 minutes of
+    # 1080p at 25 fps (about 93 GB of frames).
+    max_video_width: int = Field(3840, gt=0)
+    max_video_height: int = Field(3840, gt=0)
+    max_job_pixels: int = Field(1920 * 1080 * 25 * 600, gt=0)
 
     # Output encoding (libx264).
     video_crf: int = Field(20, ge=0, le=51)
@@ -133,6 +140,8 @@ class Settings(BaseSettings):
     retention_interval: float = Field(3600.0, gt=0)
     # New jobs and uploads are refused while the outputs folder's disk has less free space (0 = never).
     min_free_bytes: Size = Field(1024**3, ge=0)
+    # A running job stops (fails as disk_full) when its disk falls below this while it writes frames.
+    job_min_free_bytes: Size = Field(256 * 1024**2, ge=0)
 
     # Webhooks (koubo/ops/notify.py): a POST when a job is done, failed or timed out.
     webhook_url: str | None = None

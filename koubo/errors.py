@@ -215,6 +215,34 @@ def disk_full(free: int, needed: int) -> KouboError:
     )
 
 
+def disk_low_while_writing(free: int, needed: int) -> KouboError:
+    free_mib, needed_mib = free / 2**20, needed / 2**20
+    return KouboError(
+        "disk_full",
+        f"The server's disk ran low while this job was writing ({free_mib:.0f} MiB free, {needed_mib:.0f} MiB "
+        "needed); the job was stopped and its files removed.",
+        f"任务写入时服务器磁盘空间不足（剩余 {free_mib:.0f} MiB，至少需要 {needed_mib:.0f} MiB），任务已停止并删除了其文件。",
+    )
+
+
+def frame_too_large(name: str, width: int, height: int, max_width: int, max_height: int) -> MediaError:
+    return MediaError(
+        "frame_too_large",
+        f"{_describe(name)} is {width}x{height}, larger than the allowed {max_width}x{max_height}.",
+        f"文件 {name} 的画面为 {width}x{height}，超过允许的 {max_width}x{max_height}。",
+    )
+
+
+def too_many_pixels(name: str, what_en: str, what_zh: str, pixels: int, limit: int) -> MediaError:
+    return MediaError(
+        "too_many_pixels",
+        f"{_describe(name)} would need {pixels / 1e9:.1f} billion pixels for {what_en}, more than the allowed "
+        f"{limit / 1e9:.1f} billion; use a shorter or smaller video.",
+        f"文件 {name} 的{what_zh}需要 {pixels / 1e8:.0f} 亿像素，超过允许的 {limit / 1e8:.0f} 亿像素；"
+        "请使用更短或分辨率更低的视频。",
+    )
+
+
 def job_timed_out(limit: float) -> KouboError:
     return KouboError(
         "timed_out",

@@ -31,7 +31,7 @@ from koubo.features.cache import content_hash
 from koubo.jobs.queue import create_queue, recover_jobs
 from koubo.jobs.store import RETRYABLE, Asset, Batch, Database, Job, JobStatus, new_id, queue_order, utcnow
 from koubo.jobs.workers import WorkerView, view_workers
-from koubo.media.probe import MediaInfo, probe
+from koubo.media.probe import FrameBudget, MediaInfo, probe
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
 
@@ -174,7 +174,10 @@ class JobService:
         if size > self.settings.upload_max_bytes:
             raise errors.too_large(shown, size, self.settings.upload_max_bytes)
         limit = self.settings.max_audio_seconds if kind == "audio" else self.settings.max_video_seconds
-        return probe(source, expect=kind, max_duration=limit, display_name=shown)
+        info = probe(source, expect=kind, max_duration=limit, display_name=shown)
+        # A template no job could decode is refused now, not after it is queued.
+        FrameBudget.of(self.settings).check(info, shown)
+        return info
 
     def _keep_upload(self, source: Path, shown: str, kind: AssetKind, sha256: str, info: MediaInfo) -> AssetView:
         stored_name = f"{sha256[:2]}/{sha256}{_SUFFIXES.get(info.container, '')}"
