@@ -120,8 +120,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def http_error(status: int, headers: Mapping[str, str] | None = None, detail: str | None = None) -> JSONResponse:
-    fallback = detail or HTTPStatus(status).phrase
-    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, fallback))
+    # Starlette's and FastAPI's own details are English only; the Chinese says what the status means.
+    fallback = f"{(detail or HTTPStatus(status).phrase).rstrip('.')}."
+    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, f"请求未能完成（HTTP {status}）。"))
     return error_response(status, {"code": code, "message_en": en, "message_zh": zh}, headers)
 
 
