@@ -348,8 +348,16 @@ def _place(loc: tuple[str | int, ...]) -> tuple[str, str]:
     return f'{en} "{name}"', f"{zh}“{name}”"
 
 
+class _Context(dict[str, str]):
+    # A value pydantic did not give (it always should) shows as "?", never as a KeyError, i.e. a 500.
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
 def _sentence(template: str, where: str, ctx: dict[str, object]) -> str:
-    return template.format_map({**{key: str(value) for key, value in ctx.items()}, "where": where, "在": where})
+    values = _Context({key: str(value) for key, value in ctx.items()})
+    values["where"] = values["在"] = where
+    return template.format_map(values)
 
 
 def validation_messages(problems: list[dict]) -> tuple[str, str]:
@@ -363,7 +371,6 @@ def validation_messages(problems: list[dict]) -> tuple[str, str]:
         en_where, zh_where = _place(tuple(problem.get("loc", ())))
         en, zh = _PROBLEMS.get(str(problem.get("type", "")), _UNKNOWN_PROBLEM)
         ctx = {key: value for key, value in (problem.get("ctx") or {}).items() if isinstance(value, str | int | float)}
-        ctx.setdefault("expected", "")
         en_parts.append(_sentence(en, en_where, ctx))
         zh_parts.append(_sentence(zh, zh_where, ctx))
     return " ".join(dict.fromkeys(en_parts)), "".join(dict.fromkeys(zh_parts))

@@ -24,6 +24,7 @@ from koubo import errors
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import utcnow
 from koubo.ops.retention import stale_temp_files
+from koubo.ops.throttle import LoginThrottle
 from koubo.web.ui import Handlers
 
 from media_fixtures import make_speech, make_talking_video
@@ -284,3 +285,52 @@ def test_password_guessing_is_slowed_with_429_and_retry_after(strict_server: Ser
         assert alice.get("/api/jobs").status_code == 429
     # Health checks carry no credentials and stay open.
     assert httpx.get(f"{strict_server.url}/api/health", timeout=10).status_code == 200
+
+
+# --- pure parts: the validation sentences and the login back-off ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(set(errors._PROBLEMS) | {"some_future_type"}))
+@pytest.mark.parametrize("loc", [("body", "params", "crf"), ("query", "offset"), ("body",), ()])
+def test_every_validation_problem_is_a_whole_sentence_in_each_language(kind: str, loc: tuple[str, ...]) -> None:
+    # No ctx at all: a template's missing value must not raise (that would be a 500).
+    en, zh = errors.validation_messages([{"type": kind, "loc": loc, "msg": "Input should be x"}])
+    assert en.endswith(".") and not any("\u4e00" <= ch <= "\u9fff" for ch in en)
+    assert zh.endswith("。") and any("\u4e00" <= ch <= "\u9fff" for ch in zh)
+    assert "Input should" not in en + zh
+
+
+def test_login_back_off_doubles_up_to_its_cap_and_a_success_clears_it() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(max_failures=2, base_delay=1.0, max_delay=5.0, clock=lambda: now[0])
+    throttle.failed("a")
+    assert throttle.retry_after("a") is None  # one failure is a typo
+    waits = []
+    for _ in range(5):
+        throttle.failed("a")
+        waits.append(throttle.retry_after("a"))
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert throttle.retry_after("b") is None  # other addresses are not affected
+    now[0] += 5.0
+    assert throttle.retry_after("a") is None
+    throttle.succeeded("a")
+    throttle.failed("a")
+    assert throttle.retry_after("a") is None
+
+
+def test_a_kept_alive_connection_that_trickles_its_next_request_is_dropped(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first or not first.endswith(b"}"):
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        # Sent after the answer: new bytes stop uvicorn's keep-alive timer, so only a header deadline ends this.
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost:")
+        assert sock.recv(65536) == b""
+
+
+def test_gradios_file_route_serves_nothing_from_outside_its_folder(server: Server) -> None:
+    with server.client() as client:
+        for path in ("/etc/passwd", str(server.data_dir / "koubo.db")):
+            assert client.get(f"/gradio_api/file={path}").status_code in (403, 404)
