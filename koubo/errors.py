@@ -177,6 +177,15 @@ def not_an_upload() -> KouboError:
     )
 
 
+def too_many_attempts(seconds: int) -> KouboError:
+    """An address in its back-off after wrong passwords (koubo.ops.throttle)."""
+    return KouboError(
+        "too_many_attempts",
+        f"Too many wrong passwords from your address; try again in {seconds} s.",
+        f"来自您地址的错误密码次数过多，请 {seconds} 秒后再试。",
+    )
+
+
 def not_retryable(status: str) -> KouboError:
     return KouboError(
         "not_retryable",

@@ -22,7 +22,7 @@ from pathlib import Path
 import bcrypt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from koubo.errors import KouboError
+from koubo.errors import KouboError, too_many_attempts
 from koubo.ops.throttle import LoginThrottle
 from koubo.web.errors import error_response, http_error
 
@@ -102,14 +102,6 @@ def _credentials(authorization: bytes) -> tuple[str, bytes] | None:
         return (user.decode("utf-8"), password) if sep else None
     except (binascii.Error, UnicodeDecodeError):
         return None
-
-
-def too_many_attempts(seconds: int) -> KouboError:
-    return KouboError(
-        "too_many_attempts",
-        f"Too many wrong passwords from your address; try again in {seconds} s.",
-        f"来自您地址的错误密码次数过多，请 {seconds} 秒后再试。",
-    )
 
 
 class CredentialCheck:
