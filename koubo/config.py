@@ -1,10 +1,13 @@
 """All of koubo's settings in one typed object: `koubo.toml`, then `KOUBO_*` environment variables.
 
 Environment wins over the file. The file is `./koubo.toml` unless `KOUBO_CONFIG` names another.
+A process that `koubo serve` starts gets all of its parent's settings at once, as JSON in
+KOUBO_SETTINGS_JSON (child_environment), which wins over both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -14,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -21,6 +25,9 @@ from pydantic_settings import (
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = "kmgtp"
+# The whole Settings object of the parent process, as JSON: lists and None survive, which
+# one variable per setting (str(value)) could not carry.
+SETTINGS_JSON_VARIABLE = "KOUBO_SETTINGS_JSON"
 
 
 def parse_size(text: str) -> int:
@@ -84,11 +91,29 @@ class Settings(BaseSettings):
     worker_engines: str | None = None
     worker_timeout: float = Field(60.0, gt=0)
     htpasswd_file: Path | None = Field(None, description="Apache/nginx htpasswd file: enables HTTP Basic auth")
+    # Password guessing: after login_max_failures wrong passwords in a row, an address waits
+    # login_backoff seconds (429 + Retry-After), doubled after each further failure up to login_backoff_max.
+    login_max_failures: int = Field(5, ge=1)
+    login_backoff: float = Field(1.0, gt=0)
+    login_backoff_max: float = Field(600.0, gt=0)
+    # Slow clients: a request's headers must arrive within this many seconds, and its body may not
+    # pause longer than this between two pieces; the connection is dropped (408 for a body) otherwise.
+    http_header_timeout: float = Field(10.0, gt=0)
+    # Largest request body other than an upload (JSON of the API and the UI's calls); uploads have
+    # upload_max_bytes.
+    request_max_bytes: Size = Field(1024**2, gt=0)
     log_file: Path | None = Field(None, description="default <data_dir>/logs/koubo.log")
 
     # Input limits, checked when a file is probed.
     max_audio_seconds: float = Field(1800.0, gt=0)
     max_video_seconds: float = Field(1800.0, gt=0)
+    # What one job may decode and render, checked from the probe before any frame is decoded: a
+    # 29 KB file can hold a hundred 4K frames (2.4 GB as RGB). The pixel budget counts
+    # width x height x frames, of the template and of the output each; the default is 10 minutes of
+    # 1080p at 25 fps (about 93 GB of frames).
+    max_video_width: int = Field(3840, gt=0)
+    max_video_height: int = Field(3840, gt=0)
+    max_job_pixels: int = Field(1920 * 1080 * 25 * 600, gt=0)
 
     # Output encoding (libx264).
     video_crf: int = Field(20, ge=0, le=51)
@@ -121,6 +146,8 @@ class Settings(BaseSettings):
     retention_interval: float = Field(3600.0, gt=0)
     # New jobs and uploads are refused while the outputs folder's disk has less free space (0 = never).
     min_free_bytes: Size = Field(1024**3, ge=0)
+    # A running job stops (fails as disk_full) when its disk falls below this while it writes frames.
+    job_min_free_bytes: Size = Field(256 * 1024**2, ge=0)
 
     # Webhooks (koubo/ops/notify.py): a POST when a job is done, failed or timed out.
     webhook_url: str | None = None
@@ -145,6 +172,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def gradio_dir(self) -> Path:
+        """Where the web UI's uploads land first (Gradio's temp folder), swept by retention."""
+        return self.data_dir / "gradio"
 
     @property
     def uploads_dir(self) -> Path:
@@ -189,8 +221,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("KOUBO_CONFIG", "koubo.toml"))
+        inherited = os.environ.get(SETTINGS_JSON_VARIABLE)
+        parent = (InitSettingsSource(settings_cls, init_kwargs=json.loads(inherited)),) if inherited else ()
         return (
             init_settings,
+            *parent,
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
@@ -198,3 +233,17 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)
+
+
+def child_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
+    """`environ` for a child process whose load_settings() equals `settings`, overrides and None included.
+
+    The per-setting KOUBO_* variables are dropped: the JSON carries every setting, in one way.
+    """
+    env = {key: value for key, value in environ.items() if not _is_setting_variable(key)}
+    env[SETTINGS_JSON_VARIABLE] = settings.model_dump_json()
+    return env
+
+
+def _is_setting_variable(key: str) -> bool:
+    return key.startswith("KOUBO_") and key[len("KOUBO_") :].lower() in Settings.model_fields

@@ -145,6 +145,11 @@ def invalid_params(en: str, zh: str) -> KouboError:
     return KouboError("invalid_params", f"Invalid request: {en}", f"请求参数无效：{zh}")
 
 
+def invalid_request(en: str, zh: str) -> KouboError:
+    """A request without the shape the endpoint expects; `en` and `zh` are whole sentences."""
+    return KouboError("invalid_request", f"Invalid request. {en}", f"请求无效。{zh}")
+
+
 def wrong_asset_kind(name: str, expected: str) -> KouboError:
     en_kind, zh_kind = ("an audio file", "音频") if expected == "audio" else ("a template video", "模板视频")
     return KouboError(
@@ -160,6 +165,24 @@ def too_large(name: str, size: int, limit: int) -> MediaError:
         "too_large",
         f"{_describe(name)} is {mib:.0f} MiB, larger than the allowed {limit_mib:.0f} MiB.",
         f"文件 {name} 大小为 {mib:.0f} MiB，超过允许的 {limit_mib:.0f} MiB。",
+    )
+
+
+def not_an_upload() -> KouboError:
+    """A file parameter that is not a file uploaded through the page; deliberately silent about why."""
+    return KouboError(
+        "not_an_upload",
+        "This file was not uploaded through this page; please upload it again.",
+        "该文件不是通过本页面上传的，请重新上传。",
+    )
+
+
+def too_many_attempts(seconds: int) -> KouboError:
+    """An address in its back-off after wrong passwords (koubo.ops.throttle)."""
+    return KouboError(
+        "too_many_attempts",
+        f"Too many wrong passwords from your address; try again in {seconds} s.",
+        f"来自您地址的错误密码次数过多，请 {seconds} 秒后再试。",
     )
 
 
@@ -198,6 +221,34 @@ def disk_full(free: int, needed: int) -> KouboError:
         f"The server's disk is almost full ({free_gib:.1f} GiB free, {needed_gib:.1f} GiB needed); "
         "no new uploads or jobs are accepted until space is freed.",
         f"服务器磁盘空间不足（剩余 {free_gib:.1f} GiB，至少需要 {needed_gib:.1f} GiB），释放空间前不接受新的上传或任务。",
+    )
+
+
+def disk_low_while_writing(free: int, needed: int) -> KouboError:
+    free_mib, needed_mib = free / 2**20, needed / 2**20
+    return KouboError(
+        "disk_full",
+        f"The server's disk ran low while this job was writing ({free_mib:.0f} MiB free, {needed_mib:.0f} MiB "
+        "needed); the job was stopped and its files removed.",
+        f"任务写入时服务器磁盘空间不足（剩余 {free_mib:.0f} MiB，至少需要 {needed_mib:.0f} MiB），任务已停止并删除了其文件。",
+    )
+
+
+def frame_too_large(name: str, width: int, height: int, max_width: int, max_height: int) -> MediaError:
+    return MediaError(
+        "frame_too_large",
+        f"{_describe(name)} is {width}x{height}, larger than the allowed {max_width}x{max_height}.",
+        f"文件 {name} 的画面为 {width}x{height}，超过允许的 {max_width}x{max_height}。",
+    )
+
+
+def too_many_pixels(name: str, what_en: str, what_zh: str, pixels: int, limit: int) -> MediaError:
+    return MediaError(
+        "too_many_pixels",
+        f"{_describe(name)} would need {pixels / 1e9:.1f} billion pixels for {what_en}, more than the allowed "
+        f"{limit / 1e9:.1f} billion; use a shorter or smaller video.",
+        f"文件 {name} 的{what_zh}需要 {pixels / 1e8:.0f} 亿像素，超过允许的 {limit / 1e8:.0f} 亿像素；"
+        "请使用更短或分辨率更低的视频。",
     )
 
 
@@ -247,3 +298,88 @@ def bad_queue_url(url: str) -> KouboError:
         f"Queue URLs of the kind {scheme!r} are not supported: use sqlite:///path or redis://host.",
         f"不支持 {scheme!r} 类型的队列地址：请使用 sqlite:///路径 或 redis://主机。",
     )
+
+
+# --- requests that do not have the expected shape -----------------------------------------------------
+
+# Where a request's problem lies (FastAPI's first `loc` part), as (en, zh) nouns.
+_PLACES = {
+    "body": ("field", "字段"),
+    "query": ("query parameter", "查询参数"),
+    "path": ("path parameter", "路径参数"),
+    "header": ("header", "请求头"),
+}
+# Pydantic's error types as whole sentences; {where}/{在} name the place, the rest come from `ctx`.
+_PROBLEMS: dict[str, tuple[str, str]] = {
+    "missing": ("The {where} is required.", "缺少必填的{在}。"),
+    "extra_forbidden": ("The {where} is not allowed here.", "不允许提供{在}。"),
+    "int_parsing": ("The {where} must be a whole number.", "{在}必须是整数。"),
+    "int_type": ("The {where} must be a whole number.", "{在}必须是整数。"),
+    "int_from_float": ("The {where} must be a whole number.", "{在}必须是整数。"),
+    "float_parsing": ("The {where} must be a number.", "{在}必须是数字。"),
+    "float_type": ("The {where} must be a number.", "{在}必须是数字。"),
+    "finite_number": ("The {where} must be a finite number.", "{在}必须是有限的数字。"),
+    "bool_parsing": ("The {where} must be true or false.", "{在}必须是 true 或 false。"),
+    "bool_type": ("The {where} must be true or false.", "{在}必须是 true 或 false。"),
+    "string_type": ("The {where} must be text.", "{在}必须是文本。"),
+    "greater_than_equal": ("The {where} must be at least {ge}.", "{在}不能小于 {ge}。"),
+    "greater_than": ("The {where} must be greater than {gt}.", "{在}必须大于 {gt}。"),
+    "less_than_equal": ("The {where} must be at most {le}.", "{在}不能大于 {le}。"),
+    "less_than": ("The {where} must be less than {lt}.", "{在}必须小于 {lt}。"),
+    "string_too_short": ("The {where} must have at least {min_length} character(s).", "{在}至少需要 {min_length} 个字符。"),
+    "string_too_long": ("The {where} must have at most {max_length} characters.", "{在}最多 {max_length} 个字符。"),
+    "too_short": ("The {where} must have at least {min_length} item(s).", "{在}至少需要 {min_length} 项。"),
+    "too_long": ("The {where} must have at most {max_length} items.", "{在}最多 {max_length} 项。"),
+    "literal_error": ("The {where} must be one of {expected}.", "{在}必须是以下之一：{expected}。"),
+    "enum": ("The {where} must be one of {expected}.", "{在}必须是以下之一：{expected}。"),
+    "list_type": ("The {where} must be a list.", "{在}必须是列表。"),
+    "dict_type": ("The {where} must be an object.", "{在}必须是对象。"),
+    "model_type": ("The {where} must be an object.", "{在}必须是对象。"),
+    "model_attributes_type": ("The {where} must be an object.", "{在}必须是对象。"),
+    "json_invalid": ("The request body is not valid JSON.", "请求体不是有效的 JSON。"),
+    "batch_shape": (
+        "A batch is one audio with many videos, or many audios with one video.",
+        "批量任务须为一个音频配多个视频，或多个音频配一个视频。",
+    ),
+}
+_UNKNOWN_PROBLEM = ("The {where} is not valid.", "{在}无效。")
+
+
+def _place(loc: tuple[str | int, ...]) -> tuple[str, str]:
+    """("field "params.crf"", "字段“params.crf”") from FastAPI's loc ("body", "params", "crf")."""
+    kind, *names = loc or ("body",)
+    en, zh = _PLACES.get(str(kind), _PLACES["body"])
+    if kind not in _PLACES:
+        names = [kind, *names]
+    name = ".".join(str(part) for part in names)
+    if not name:
+        return "request body", "请求体"
+    return f'{en} "{name}"', f"{zh}“{name}”"
+
+
+class _Context(dict[str, str]):
+    # A value pydantic did not give (it always should) shows as "?", never as a KeyError, i.e. a 500.
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _sentence(template: str, where: str, ctx: dict[str, object]) -> str:
+    values = _Context({key: str(value) for key, value in ctx.items()})
+    values["where"] = values["在"] = where
+    return template.format_map(values)
+
+
+def validation_messages(problems: list[dict]) -> tuple[str, str]:
+    """Pydantic's errors (type, loc, ctx) as whole English and Chinese sentences, one per problem.
+
+    Pydantic's own `msg` is English only, so it is never shown: each problem is told from its
+    type and location, with the numbers and choices from its context.
+    """
+    en_parts, zh_parts = [], []
+    for problem in problems:
+        en_where, zh_where = _place(tuple(problem.get("loc", ())))
+        en, zh = _PROBLEMS.get(str(problem.get("type", "")), _UNKNOWN_PROBLEM)
+        ctx = {key: value for key, value in (problem.get("ctx") or {}).items() if isinstance(value, str | int | float)}
+        en_parts.append(_sentence(en, en_where, ctx))
+        zh_parts.append(_sentence(zh, zh_where, ctx))
+    return " ".join(dict.fromkeys(en_parts)), "".join(dict.fromkeys(zh_parts))

@@ -23,7 +23,9 @@ from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.denoise import Denoise, denoise
 from koubo.features.mouth import mouth_targets
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
+from koubo.media.probe import FrameBudget
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
+from koubo.ops.diskspace import ensure_room_to_write
 from koubo.quality import QualityReport, check_video
 
 # Bump when the face tracker or feature extraction changes what they compute.
@@ -149,9 +151,17 @@ class Generator:
         options = options or GenerateOptions()
         s = self.settings
         audio, video, output = Path(audio), Path(video), Path(output)
-        report = progress or (lambda stage, fraction: None)
         clock = _Stopwatch()
         engine = get_engine(options.engine or s.engine, s)
+        output.parent.mkdir(parents=True, exist_ok=True)
+
+        def report(stage: str, fraction: float) -> None:
+            # Every progress step checks the disk the job writes to: a template decoded to disk or a
+            # long output must not fill it up for the database, the log and every other job.
+            ensure_room_to_write(output.parent, s.job_min_free_bytes)
+            if progress is not None:
+                progress(stage, fraction)
+
         cleaning = Denoise(options.denoise or s.denoise)
 
         with clock.stage("features"):
@@ -159,7 +169,6 @@ class Generator:
             features, audio_cached = self.audio_features(audio, names[0], cleaned=cleaning is not Denoise.off)
             report("features", 1.0)
 
-        output.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=".koubo-", dir=output.parent))
         written = False
         try:
@@ -177,6 +186,8 @@ class Generator:
                     progress=lambda f: report("decode", f),
                     should_stop=should_stop,
                     store=self.frames,
+                    budget=FrameBudget.of(s),
+                    output_seconds=features.duration,
                 )
             fps = float(template.fps)
             with clock.stage("face"):
@@ -230,7 +241,8 @@ class Generator:
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         result.timings = clock.timings
-        report("done", 1.0)
+        if progress is not None:  # the video is written: no disk check may fail it now
+            progress("done", 1.0)
         return result
 
     def _render(

@@ -4,6 +4,7 @@ and `LogFollower` reads the service's log (for `koubo logs` and /api/logs).
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from koubo.config import Settings
+from koubo.config import Settings, child_environment
 from koubo.errors import KouboError
 from koubo.ops.logs import setup_logging, tail_log
 
@@ -28,6 +29,8 @@ CONSUMER_GRACE_SECONDS = 10.0
 HTTP_GRACE_SECONDS = 5
 # Seconds serve() waits for its retention and webhook threads at shutdown (a delivery cut short is retried).
 THREAD_GRACE_SECONDS = 2.0
+# prctl(2): the signal a process gets when the thread that started it exits.
+_PR_SET_PDEATHSIG = 1
 # A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
 _MAX_READ = 4 * 1024 * 1024
 
@@ -60,16 +63,18 @@ def _columns(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child's load_settings() equal `settings`, CLI overrides included."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        key = f"KOUBO_{name.upper()}"
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = str(value)
-    return env
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn that makes the child get SIGTERM (a clean stop, its own children included) when
+    koubo serve dies in any way, kill -9 included: no orphan keeps the ports, so a restart comes up."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child, between fork and exec, only calls
+
+    def arrange() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died before prctl was in place; then nobody would send the signal.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
 
 
 class ChildProcess:
@@ -85,7 +90,12 @@ class ChildProcess:
     ) -> None:
         self.name = name
         self._stopping = threading.Event()
-        self.process = subprocess.Popen([sys.executable, *args], env=_child_env(settings), start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            env=child_environment(settings, dict(os.environ)),
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),  # it takes no lock: safe beside threads
+        )
         log.info("%s started (pid %d)", name, self.process.pid)
         self._watcher = threading.Thread(
             target=self._watch, args=(on_unexpected_exit,), name=f"{name}-watch", daemon=True
@@ -124,6 +134,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
     import uvicorn
 
     from koubo.web.app import create_app
+    from koubo.web.guards import header_deadline_protocol
 
     stopping = threading.Event()
     server: uvicorn.Server | None = None
@@ -169,6 +180,8 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
                 # Every progress poll would be a line; the log is for jobs and errors.
                 access_log=False,
                 timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                # A client that trickles its headers (slowloris) is dropped; its body is timed by RequestLimits.
+                http=header_deadline_protocol(settings.http_header_timeout),
             )
         )
         if stopping.is_set():

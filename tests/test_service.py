@@ -134,3 +134,72 @@ def test_logs_prints_the_tail_and_follows_new_lines(tmp_path: Path) -> None:
     finally:
         follow.send_signal(signal.SIGINT)
         follow.wait(30)
+
+
+def test_children_get_every_setting_as_json_lists_and_none_overrides_included(tmp_path: Path) -> None:
+    from koubo.config import child_environment, load_settings
+
+    parent_env = {"PATH": os.environ.get("PATH", ""), "KOUBO_CONFIG": str(tmp_path / "none.toml")}
+    # An environment variable the parent's CLI overrode with None must not come back in the child.
+    parent_env["KOUBO_WEBHOOK_URL"] = "http://hooks.invalid/x"
+    settings = load_settings(
+        data_dir=tmp_path, links_trusted_proxies=["10.0.0.1", "fd00::1"], webhook_url=None, min_free_bytes=5
+    )
+    env = child_environment(settings, {**os.environ, **parent_env})
+    child = subprocess.run(
+        [sys.executable, "-c", "from koubo.config import load_settings; print(load_settings().model_dump_json())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert child.stdout.strip() == settings.model_dump_json()
+    assert "KOUBO_WEBHOOK_URL" not in env
+
+
+def test_serve_runs_its_children_with_a_list_setting(tmp_path: Path) -> None:
+    server = launch(tmp_path, env={"KOUBO_LINKS_TRUSTED_PROXIES": '["127.0.0.1"]'})
+    try:
+        wait_until(lambda: len(children_of(server.process.pid)) == 2, 30, "the consumer and link server")
+        answer = wait_until(
+            lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/abc/x.mp4?exp=0&kid=k&sig=AAAA"),
+            60,
+            "the link server",
+        )
+        assert answer.status_code == 403
+        assert len(children_of(server.process.pid)) == 2, server.output()
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_kill_9_of_serve_takes_its_children_along_and_a_restart_comes_up(tmp_path: Path) -> None:
+    server = launch(tmp_path)
+    children = wait_until(
+        lambda: len(found := children_of(server.process.pid)) == 2 and found, 30, "the consumer and link server"
+    )
+    wait_until(
+        lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/abc/x.mp4?exp=0&kid=k&sig=AAAA"),
+        60,
+        "the link server",
+    )
+    server.process.kill()
+    server.process.wait(30)
+    # Each child leads its own process group: the group (workers, housekeeping) must go too.
+    # A zombie ("Z") holds no port or memory; reaping it is up to whoever adopted it.
+    wait_until(
+        lambda: not processes(lambda fields: int(fields[2]) in children and fields[0] != "Z"),
+        60,
+        "the children and their groups to exit",
+    )
+    again = launch(tmp_path, ports=(server.port, server.links_port))
+    try:
+        answer = wait_until(
+            lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/abc/x.mp4?exp=0&kid=k&sig=AAAA"),
+            60,
+            "the restarted link server",
+        )
+        assert answer.status_code == 403
+        assert httpx.get(f"http://127.0.0.1:{server.port}/api/health", timeout=5).status_code == 200
+    finally:
+        assert again.stop() == 0, again.output()

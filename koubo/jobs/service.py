@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,7 +43,7 @@ from koubo.jobs.store import (
     utcnow,
 )
 from koubo.jobs.workers import WorkerView, view_workers
-from koubo.media.probe import MediaInfo, probe
+from koubo.media.probe import FrameBudget, MediaInfo, probe
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
 from koubo.storage import delete_object
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 AssetKind = Literal["audio", "video"]
 MAX_PAGE = 500
+# Far beyond any history, far below the database's 64-bit integers (a larger offset overflows there).
+MAX_OFFSET = 10**9
 # Stored uploads are named <sha256><suffix>; the suffix comes from the container probed, never
 # from the uploader's file name.
 _SUFFIXES = {
@@ -141,7 +144,7 @@ class JobParams(BaseModel):
     @classmethod
     def _known_preset(cls, value: str) -> str:
         if value not in _PRESETS:
-            raise ValueError(f"must be one of {', '.join(_PRESETS)}")
+            raise PydanticCustomError("literal_error", "must be one of {expected}", {"expected": ", ".join(_PRESETS)})
         return value
 
 
@@ -189,7 +192,10 @@ class JobService:
         if size > self.settings.upload_max_bytes:
             raise errors.too_large(shown, size, self.settings.upload_max_bytes)
         limit = self.settings.max_audio_seconds if kind == "audio" else self.settings.max_video_seconds
-        return probe(source, expect=kind, max_duration=limit, display_name=shown)
+        info = probe(source, expect=kind, max_duration=limit, display_name=shown)
+        # A template no job could decode is refused now, not after it is queued.
+        FrameBudget.of(self.settings).check(info, shown)
+        return info
 
     def _keep_upload(self, source: Path, shown: str, kind: AssetKind, sha256: str, info: MediaInfo) -> AssetView:
         stored_name = f"{sha256[:2]}/{sha256}{_SUFFIXES.get(info.container, '')}"
@@ -297,8 +303,8 @@ class JobService:
         try:
             checked = JobParams(**(defaults | given))
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise errors.invalid_params(detail, detail) from None
+            en, zh = errors.validation_messages([{**e, "loc": ("params", *e["loc"])} for e in exc.errors()])
+            raise errors.invalid_params(en, zh) from None
         if checked.engine not in ENGINES:  # checked by name: a neural engine loads its weights in the job
             raise unknown_engine(checked.engine)
         return checked.model_dump(exclude_none=True)
@@ -326,9 +332,10 @@ class JobService:
         self, *, status: JobStatus | None = None, batch_id: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[JobView], int]:
         """A page of jobs, newest first, and the number of jobs that match."""
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE:
             raise errors.invalid_params(
-                f"offset must be >= 0 and limit 1..{MAX_PAGE}", f"offset 须 >= 0，limit 须在 1 到 {MAX_PAGE} 之间"
+                f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_PAGE}.",
+                f"offset 须在 0 到 {MAX_OFFSET} 之间，limit 须在 1 到 {MAX_PAGE} 之间。",
             )
         filters = []
         if status is not None:
@@ -439,6 +446,7 @@ class JobService:
         view = self.get(job_id)
         if view.status not in RETRYABLE:
             raise errors.not_retryable(view.status.value)
+        self.ensure_free_space()
         # Before it is queued: afterwards a worker may already be writing there.
         shutil.rmtree(self.outputs_dir / job_id, ignore_errors=True)
         if not self._db.requeue_for_retry(job_id):

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import av
 import numpy as np
@@ -20,6 +20,9 @@ from av.container import InputContainer
 from av.stream import Disposition
 
 from koubo import errors
+
+if TYPE_CHECKING:
+    from koubo.config import Settings
 
 # Still-image demuxers open a picture as a one-frame "video"; it is neither speech nor a template.
 _IMAGE_FORMAT_SUFFIX = "_pipe"
@@ -347,3 +350,35 @@ def _is_cut_iso_file(path: Path) -> bool:
             seen.add(kind)
             offset += box_size
     return bool(seen) and b"moov" not in seen
+
+
+@dataclass(frozen=True)
+class FrameBudget:
+    """What one job may decode and render: frame size, and width x height x frames of the template
+    (decoded and stored whole) and of the output (rendered frame by frame)."""
+
+    max_width: int
+    max_height: int
+    max_pixels: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> FrameBudget:
+        return cls(settings.max_video_width, settings.max_video_height, settings.max_job_pixels)
+
+    def check(self, info: MediaInfo, name: str, output_seconds: float | None = None) -> None:
+        """Raises MediaError when `info`'s video exceeds the budget; from the probe, before decoding."""
+        video = info.video
+        if video is None:
+            return
+        if video.width > self.max_width or video.height > self.max_height:
+            raise errors.frame_too_large(name, video.width, video.height, self.max_width, self.max_height)
+        frame = video.width * video.height
+        template = frame * video.frame_count
+        if template > self.max_pixels:
+            raise errors.too_many_pixels(name, "its frames", "画面", template, self.max_pixels)
+        if output_seconds is not None:
+            output = frame * output_frame_count(output_seconds, video.fps)
+            if output > self.max_pixels:
+                raise errors.too_many_pixels(
+                    name, "the output at this audio's length", "按该音频时长输出的视频", output, self.max_pixels
+                )

@@ -25,6 +25,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from koubo import errors
 from koubo.media.audio import resample_audio
 from koubo.media.probe import (
+    FrameBudget,
     MediaInfo,
     VideoStreamInfo,
     output_frame_count,
@@ -84,16 +85,21 @@ def read_template(
     should_stop: Callable[[], bool] | None = None,
     max_side: int | None = None,
     store: FrameStore | None = None,
+    budget: FrameBudget | None = None,
+    output_seconds: float | None = None,
 ) -> TemplateVideo:
     """Validate `path` as a template (probe) and decode all of it; see TemplateVideo.
 
     `max_side` scales frames down (while decoding) so neither side exceeds it: for analysis that
     does not need every pixel, such as the quality check. With a `store`, frames that fit in memory
-    go into its buffer, overwriting what an earlier call put there.
+    go into its buffer, overwriting what an earlier call put there. With a `budget`, a video over it
+    (its frames, or an output of `output_seconds`) is refused before a frame is decoded.
     """
     path = Path(path)
     name = display_name or path.name
     info = probe(path, expect="video", max_duration=max_duration, display_name=name)
+    if budget is not None:
+        budget.check(info, name, output_seconds)
     video = info.video
     assert video is not None  # probe(expect="video") guarantees it
     if max_side is not None and max(video.width, video.height) > max_side:

@@ -17,6 +17,15 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+def ensure_room_to_write(folder: Path, minimum: int) -> None:
+    """For a job that is writing: raises `disk_full` (saying the job was stopped) below `minimum` bytes free."""
+    if minimum <= 0:
+        return
+    free = free_bytes(folder)
+    if free < minimum:
+        raise errors.disk_low_while_writing(free, minimum)
+
+
 def ensure_free_space(folder: Path, minimum: int) -> None:
     """Raises the `disk_full` KouboError when `folder`'s disk has fewer than `minimum` bytes free (0: never)."""
     if minimum <= 0:

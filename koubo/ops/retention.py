@@ -173,9 +173,12 @@ def _running_job_ids(db: Database) -> set[str]:
 
 def stale_temp_files(settings: Settings, running: set[str], cutoff: datetime) -> Iterator[Path]:
     """Temporary files last written before `cutoff`: interrupted uploads (uploads/.tmp, staged
-    uploads) and unfinished videos (outputs/<job>/.<name>.part-*) of jobs that are not running."""
+    uploads), the web UI's uploads (gradio_dir) and unfinished videos (outputs/<job>/.<name>.part-*)
+    of jobs that are not running."""
     uploads = settings.uploads_dir
     yield from _stale_files(uploads / ".tmp", cutoff)
+    # The web UI's uploads (Gradio's temp folder): JobService keeps its own copy of each at once.
+    yield from _stale_files(settings.gradio_dir, cutoff)
     if uploads.is_dir():
         for folder in _subfolders(uploads):
             if folder.name != ".tmp":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio
 from fastapi import FastAPI
 
@@ -13,7 +15,9 @@ from koubo.web.api import router as api_router
 from koubo.links.handout import LinkMaker
 from koubo.web.auth import BasicAuthMiddleware
 from koubo.web.htpasswd import Htpasswd
+from koubo.ops.throttle import LoginThrottle
 from koubo.web.errors import install_error_handlers
+from koubo.web.guards import RequestLimits
 from koubo.web.ui import build_ui
 
 OPEN_PATHS = ("/api/health",)
@@ -39,8 +43,19 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     app.include_router(api_router, prefix="/api")
     app.include_router(metrics.router)
 
-    if htpasswd is not None:
-        app.add_middleware(BasicAuthMiddleware, htpasswd=htpasswd, open_paths=OPEN_PATHS)
+    app.add_middleware(RequestLimits, settings=settings, service=service)
+    if htpasswd is not None:  # added last, so it runs first: nothing is read before a login
+        throttle = LoginThrottle(settings.login_max_failures, settings.login_backoff, settings.login_backoff_max)
+        app.add_middleware(BasicAuthMiddleware, htpasswd=htpasswd, throttle=throttle, open_paths=OPEN_PATHS)
+    # Gradio keeps its uploads under data_dir, where retention sweeps them; its components read the
+    # folder when they are built, so it is set first.
+    settings.gradio_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_dir.resolve())
+    blocks = build_ui(service, settings)
     # Gradio's own upload route gets the same size limit as /api/uploads.
-    gradio.mount_gradio_app(app, build_ui(service, settings), path="/", max_file_size=settings.upload_max_bytes)
+    gradio.mount_gradio_app(app, blocks, path="/", max_file_size=settings.upload_max_bytes)
+    # Gradio checks that a file parameter is one a user uploaded (inside its temp folder) only once
+    # it believes it was launched, which mount_gradio_app never records: without this, a call
+    # naming /etc/passwd copies that file into its folder and serves it.
+    blocks.has_launched = True
     return app

@@ -11,13 +11,16 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from koubo.web.errors import http_error
+from koubo.errors import too_many_attempts
+from koubo.ops.throttle import LoginThrottle
+from koubo.web.errors import error_response, http_error
 from koubo.web.htpasswd import Htpasswd
 
 REALM = "koubo"
@@ -72,9 +75,16 @@ def challenge_header() -> dict[str, str]:
 class BasicAuthMiddleware:
     """Answers 401 with a Basic challenge unless the request carries a valid user and password."""
 
-    def __init__(self, app: ASGIApp, htpasswd: Htpasswd, open_paths: Collection[str] = ("/api/health",)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        htpasswd: Htpasswd,
+        throttle: LoginThrottle,
+        open_paths: Collection[str] = ("/api/health",),
+    ) -> None:
         self.app = app
         self.check = CredentialCheck(htpasswd)
+        self.throttle = throttle
         self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,11 +92,23 @@ class BasicAuthMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = dict(scope["headers"]).get(b"authorization", b"")
-        if await self.check.allowed(authorization):
+        address = (scope.get("client") or ("?", 0))[0]
+        wait = self.throttle.retry_after(address) if authorization else None
+        if wait is not None:
+            # Not even checked: a guess during the back-off learns nothing, right or wrong.
+            seconds = math.ceil(wait)
+            response = error_response(429, too_many_attempts(seconds), {"Retry-After": str(seconds)})
+        elif await self.check.allowed(authorization):
+            if authorization:
+                self.throttle.succeeded(address)
             await self.app(scope, receive, send)
             return
+        else:
+            # A request without credentials is a browser asking for the login prompt, not a guess.
+            if authorization:
+                self.throttle.failed(address)
+            response = http_error(401, challenge_header())
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        response = http_error(401, challenge_header())
         await response(scope, receive, send)

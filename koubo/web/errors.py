@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from koubo.errors import HTTP_STATUS_ERRORS, KouboError
+from koubo.errors import HTTP_STATUS_ERRORS, KouboError, validation_messages
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ _STATUS_BY_CODE = {
     # The job is kept in the history, its video deleted by retention for good.
     "output_expired": 410,
     "disk_full": 507,
+    "request_timeout": 408,
+    "too_many_attempts": 429,
 }
 
 
@@ -51,11 +53,33 @@ class UploadTooLarge(KouboError):
         super().__init__("too_large", f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。")
 
 
-class InvalidRequest(KouboError):
-    """A request that does not have the shape the endpoint expects (also FastAPI's validation errors)."""
+class RequestTooLarge(KouboError):
+    """A request body (other than an upload) over `request_max_bytes`."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__("invalid_request", f"Invalid request: {detail}", f"请求无效：{detail}")
+    def __init__(self, limit: int) -> None:
+        size = _human_size(limit)
+        super().__init__(
+            "too_large", f"The request body is larger than the allowed {size}.", f"请求体超过允许的大小（{size}）。"
+        )
+
+
+class RequestTimeout(KouboError):
+    """A request body that stopped arriving: a client too slow to keep a connection for."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            "request_timeout",
+            f"The request body stopped arriving for {seconds:.0f} s; the connection was closed.",
+            f"请求体已有 {seconds:.0f} 秒没有继续传输，连接已关闭。",
+        )
+
+
+class InvalidRequest(KouboError):
+    """A request that does not have the shape the endpoint expects (also FastAPI's validation errors);
+    `en` and `zh` say what is wrong, each a whole sentence."""
+
+    def __init__(self, en: str, zh: str) -> None:
+        super().__init__("invalid_request", f"Invalid request. {en}", f"请求无效。{zh}")
 
 
 def error_response(
@@ -88,13 +112,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for problem in exc.errors()
     ]
-    summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
-    return JSONResponse({"error": {**InvalidRequest(summary).to_dict(), "details": details}}, status_code=422)
+    en, zh = validation_messages(list(exc.errors()))
+    # A malformed body is 422 (FastAPI's convention, kept for clients); a bad query, path or header
+    # value (an absurd ?offset=, an empty ?limit=) is a plain 400.
+    status = 422 if any(d["loc"][:1] == ["body"] for d in details) else 400
+    return JSONResponse({"error": {**InvalidRequest(en, zh).to_dict(), "details": details}}, status_code=status)
 
 
 def http_error(status: int, headers: Mapping[str, str] | None = None, detail: str | None = None) -> JSONResponse:
-    fallback = detail or HTTPStatus(status).phrase
-    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, fallback))
+    # Starlette's and FastAPI's own details are English only; the Chinese says what the status means.
+    fallback = f"{(detail or HTTPStatus(status).phrase).rstrip('.')}."
+    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, f"请求未能完成（HTTP {status}）。"))
     return error_response(status, {"code": code, "message_en": en, "message_zh": zh}, headers)
 
 

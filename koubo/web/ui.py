@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import gradio as gr
 
+from koubo import errors
 from koubo.config import Settings
 from koubo.engines import ENGINES
 from koubo.errors import KouboError
@@ -144,6 +145,10 @@ class Handlers:
         else a copy.
         """
         source = Path(upload)
+        # Only a file Gradio itself received from this page: never a path a caller named (Gradio checks
+        # this too; this is the rule in koubo's own words). Whether such a path exists is not said.
+        if not source.resolve().is_relative_to(self.settings.gradio_dir.resolve()) or not source.is_file():
+            raise errors.not_an_upload()
         staged = self.service.upload_tmp_dir / f"ui-{uuid.uuid4().hex}"
         try:
             os.link(source, staged)

@@ -27,4 +27,9 @@ ServiceDep = Annotated[JobService, Depends(get_service)]
 LinksDep = Annotated[LinkMaker, Depends(get_links)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # How long a signed link handed out by the API lasts; None: the configured link_lifetime.
-LinkLifetime = Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")]
+# Ten years at most: beyond that a date overflows, and "never" is written 0.
+MAX_LINK_LIFETIME = 10 * 365 * 24 * 3600.0
+LinkLifetime = Annotated[
+    float | None,
+    Query(ge=0, le=MAX_LINK_LIFETIME, allow_inf_nan=False, description="seconds the link lasts; 0 = never"),
+]

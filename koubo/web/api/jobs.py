@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from koubo.jobs.service import JobStatus
+from koubo.jobs.service import MAX_OFFSET, JobStatus
 from koubo.links.delivery import content_disposition
 from koubo.web.api.deps import LinkLifetime, LinksDep, ServiceDep, SettingsDep
 from koubo.web.api.schemas import JobCreate, JobOut, JobPage, LinkOut
@@ -25,7 +25,7 @@ def list_jobs(
     service: ServiceDep,
     status: JobStatus | None = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     views, total = service.list_jobs(status=status, batch_id=batch_id, offset=offset, limit=limit)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from koubo.config import Settings
 from koubo.jobs.service import JobStatus, Lane
@@ -116,7 +117,7 @@ class JobParams(BaseModel):
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
         if value is not None and value not in _PRESETS:
-            raise ValueError(f"must be one of {', '.join(_PRESETS)}")
+            raise PydanticCustomError("literal_error", "must be one of {expected}", {"expected": ", ".join(_PRESETS)})
         return value
 
     def as_options(self) -> dict[str, Any]:
@@ -147,5 +148,5 @@ class BatchCreate(BaseModel):
     @model_validator(mode="after")
     def _one_side_single(self) -> BatchCreate:
         if len(self.audio_ids) > 1 and len(self.video_ids) > 1:
-            raise ValueError("give one audio and many videos, or many audios and one video")
+            raise PydanticCustomError("batch_shape", "give one audio and many videos, or many audios and one video")
         return self

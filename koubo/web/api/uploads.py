@@ -104,7 +104,9 @@ class StreamedUpload:
     def _on_part_begin(self) -> None:
         self._parts += 1
         if self._parts > _MAX_PARTS:
-            raise InvalidRequest(f"more than {_MAX_PARTS} form fields")
+            raise InvalidRequest(
+                f"The form has more than {_MAX_PARTS} fields.", f"表单字段超过 {_MAX_PARTS} 个。"
+            )
         self._part = _Part()
 
     def _on_header_end(self) -> None:
@@ -118,7 +120,9 @@ class StreamedUpload:
         if b"filename" not in options:
             return
         if self._part.field_name != "file" or self._file is not None or self.filename is not None:
-            raise InvalidRequest('send exactly one file, in the form field "file"')
+            raise InvalidRequest(
+                'Send exactly one file, in the form field "file".', "请只上传一个文件，放在表单字段“file”中。"
+            )
         # Multipart headers carry the name as UTF-8 bytes (browsers, curl, httpx all do). JobService
         # cleans it into display text.
         self._part.filename = options[b"filename"].decode("utf-8", errors="replace")
@@ -133,7 +137,10 @@ class StreamedUpload:
             self._file.write(data[start:end])
             return
         if len(self._part.value) + end - start > _MAX_FIELD_BYTES:
-            raise InvalidRequest(f'form field "{self._part.field_name}" is too long')
+            raise InvalidRequest(
+                f'The form field "{self._part.field_name}" is too long.',
+                f"表单字段“{self._part.field_name}”过长。",
+            )
         self._part.value.extend(data[start:end])
 
     def _on_part_end(self) -> None:
@@ -148,7 +155,9 @@ class StreamedUpload:
 async def _receive(request: Request, target: Path, max_file_bytes: int) -> StreamedUpload:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise InvalidRequest("expected a multipart/form-data body")
+        raise InvalidRequest(
+            "The body must be multipart/form-data.", "请求体必须是 multipart/form-data 格式。"
+        )
     upload = StreamedUpload(options[b"boundary"], target, max_file_bytes)
     try:
         async for chunk in request.stream():
@@ -156,7 +165,9 @@ async def _receive(request: Request, target: Path, max_file_bytes: int) -> Strea
                 await anyio.to_thread.run_sync(upload.feed, chunk)
         upload.finish()
     except FormParserError as error:
-        raise InvalidRequest("the multipart body is malformed") from error
+        raise InvalidRequest(
+            "The multipart body is malformed.", "multipart 请求体格式错误。"
+        ) from error
     finally:
         upload.close()
     return upload
@@ -183,9 +194,13 @@ async def upload_asset(request: Request, service: ServiceDep, settings: Settings
         upload = await _receive(request, target, limit)
         kind = upload.fields.get("kind")
         if kind not in ("audio", "video"):
-            raise InvalidRequest('form field "kind" must be "audio" or "video"')
+            raise InvalidRequest(
+                'The form field "kind" must be "audio" or "video".', "表单字段“kind”必须是 audio 或 video。"
+            )
         if upload.filename is None:
-            raise InvalidRequest('form field "file" is missing or incomplete')
+            raise InvalidRequest(
+                'The form field "file" is missing or incomplete.', "表单字段“file”缺失或不完整。"
+            )
         asset = await run_in_threadpool(
             service.add_asset, target, upload.filename, cast(Literal["audio", "video"], kind)
         )
