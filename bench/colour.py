@@ -8,7 +8,8 @@ seconds of real speech; the output's pixels outside the lower face (every frame'
 box, grown by half, united over the clip) are compared with the template's by PSNR, next to a
 plain PyAV libx264 encode of the same template frames at the same CRF and preset. Goal: koubo
 >= plain - 0.5 dB everywhere. Then the writer's RGB->YUV conversion time at 1080p against the
-conversion koubo used before (cv2 BT.601 I420, wrong at heights 2 (mod 4)) and swscale's.
+conversion koubo used before (cv2 BT.601 I420, wrong at heights 2 (mod 4)) and swscale's, and
+the whole writer's speed against a plain PyAV encode.
 Figures are printed last. Run it with PYTHONPATH pointing at another checkout to measure that one.
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from koubo.config import Settings
 from koubo.face import geometry as geo
-from koubo.media.video import loop_indices, read_template
+from koubo.media.video import Mp4Writer, loop_indices, read_template
 from koubo.pipeline import GenerateOptions, Generator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -112,7 +113,8 @@ def measure(work: Path, name: str, template: Path, speech: Path, settings: Setti
     )
 
 
-def conversion_speed(width: int = 1920, height: int = 1080, repeats: int = 30) -> list[str]:
+def conversion_speed(width: int = 1920, height: int = 1080, rounds: int = 15) -> list[str]:
+    """Median ms per frame of each RGB->yuv420p conversion, taken in turns (a busy machine slows all alike)."""
     rng = np.random.default_rng(0)
     rgb = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 3)
 
@@ -131,21 +133,48 @@ def conversion_speed(width: int = 1920, height: int = 1080, repeats: int = 30) -
         colour = Colour(matrix=1)
         matrix = colour.rgb_to_ycbcr()
         candidates["koubo yuv420p_frame"] = lambda: yuv420p_frame(rgb, colour, matrix)
-    times = {}
-    for label, convert in candidates.items():
-        convert()
+    times: dict[str, list[float]] = {label: [] for label in candidates}
+    for _ in range(rounds):
+        for label, convert in candidates.items():
+            start = time.perf_counter()
+            for _ in range(5):
+                convert()
+            times[label].append((time.perf_counter() - start) / 5 * 1000)
+    median = {label: float(np.median(ms)) for label, ms in times.items()}
+    base = median["cv2 I420 (before; wrong at 2 mod 4)"]
+    return [f"  {label:<42} {ms:6.2f} ms/frame  ({ms / base:.1f}x the cv2 I420 time)" for label, ms in median.items()]
+
+
+def writer_speed(work: Path, speech: Path, width: int = 1920, height: int = 1080, count: int = 25) -> str:
+    """Mp4Writer against a plain PyAV encode of the same frames (same CRF/preset), in turns."""
+    settings = Settings(data_dir=work / "data")
+    rng = np.random.default_rng(1)
+    still = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 2)
+    frames = [np.roll(still, 4 * k, axis=1) for k in range(count)]
+    ours, plain = [], []
+    for turn in range(2):
         start = time.perf_counter()
-        for _ in range(repeats):
-            convert()
-        times[label] = (time.perf_counter() - start) / repeats * 1000
-    base = times["cv2 I420 (before; wrong at 2 mod 4)"]
-    return [f"  {label:<42} {ms:6.2f} ms/frame  ({ms / base:.1f}x the cv2 I420 time)" for label, ms in times.items()]
+        with Mp4Writer(
+            work / f"writer{turn}.mp4", width=width, height=height, fps=Fraction(25), audio_path=speech,
+            duration=count / 25, crf=settings.video_crf, preset=settings.video_preset,
+        ) as writer:
+            for frame in frames:
+                writer.write(frame)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        encode(work / f"plain{turn}.mp4", frames, Fraction(25), settings.video_crf, settings.video_preset)
+        plain.append(time.perf_counter() - start)
+    return (
+        f"  Mp4Writer {count / min(ours):5.1f} fps, plain PyAV {count / min(plain):5.1f} fps at {width}x{height}"
+        f" -> Mp4Writer takes {min(ours) / min(plain):.2f}x the plain encode's time"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0, help="speech per output")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--speed-only", action="store_true", help="skip the real templates")
     args = parser.parse_args()
     if not (SHARED / SPEECH).exists():
         sys.exit(f"bench/colour.py needs the real media in {SHARED}")
@@ -154,7 +183,7 @@ def main() -> None:
     try:
         speech = trimmed_speech(SHARED / SPEECH, args.seconds, work / "speech.wav")
         settings = Settings(data_dir=work / "data")
-        for file in TEMPLATES:
+        for file in () if args.speed_only else TEMPLATES:
             if not (SHARED / file).exists():
                 continue
             for size in SIZES:
@@ -170,6 +199,8 @@ def main() -> None:
                 print(lines[-1], flush=True)
         lines.append("RGB -> yuv420p conversion at 1920x1080 (BT.709 for koubo's):")
         lines.extend(conversion_speed())
+        lines.append("encoding (video and audio) at koubo's default CRF/preset:")
+        lines.append(writer_speed(work, speech))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
