@@ -154,10 +154,9 @@ def writer_speed(work: Path, speech: Path, width: int = 1920, height: int = 1080
     ours, plain = [], []
     for turn in range(2):
         start = time.perf_counter()
-        with Mp4Writer(
-            work / f"writer{turn}.mp4", width=width, height=height, fps=Fraction(25), audio_path=speech,
-            duration=count / 25, crf=settings.video_crf, preset=settings.video_preset,
-        ) as writer:
+        size = {"width": width, "height": height, "fps": Fraction(25)}
+        encoding = {"crf": settings.video_crf, "preset": settings.video_preset}
+        with Mp4Writer(work / f"writer{turn}.mp4", **size, audio_path=speech, duration=count / 25, **encoding) as writer:
             for frame in frames:
                 writer.write(frame)
         ours.append(time.perf_counter() - start)
@@ -204,7 +203,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nkoubo bench/colour.py ({Path(__file__).resolve().parents[1]}, koubo from {sys.modules['koubo'].__file__})")
+    print(f"\nkoubo bench/colour.py, koubo from {Path(sys.modules['koubo'].__file__).parent}")
     print("\n".join(lines))
 
 

@@ -38,7 +38,8 @@ FPS = Fraction(25)
 def cover(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = max(width / w, height / h)
-    big = cv2.resize(frame, (max(width, round(w * scale)), max(height, round(h * scale))), interpolation=cv2.INTER_CUBIC)
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    big = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
     y0, x0 = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
     return big[y0 : y0 + height, x0 : x0 + width]
 
@@ -92,7 +93,7 @@ def main() -> None:
                 seconds = encode(work / "out.mp4", frames, speech, crf, preset)
                 kbps, db = video_kbps_and_psnr(work / "out.mp4", frames)
                 rows[(crf, preset)] = (kbps, db, len(frames) / seconds)
-                print(f"{label} crf {crf} {preset}: {kbps:.0f} kb/s {db:.2f} dB {len(frames) / seconds:.1f} fps", flush=True)
+                print(f"{label} crf {crf} {preset}: {kbps:.0f} kb/s {db:.2f} dB", flush=True)
             base_kbps, base_db, base_fps = rows[baseline]
             lines.append(f"{label}, {len(frames)} frames (baseline: koubo's default crf {baseline[0]} {baseline[1]}):")
             for (crf, preset), (kbps, db, fps) in rows.items():

@@ -38,9 +38,9 @@ SIZES = [
 def write(path, frames, audio, *, fps=Fraction(25), colour: Colour | None = None):
     height, width = frames[0].shape[:2]
     extra = {} if colour is None else {"colour": colour}
+    size = {"width": width, "height": height, "fps": fps}
     with Mp4Writer(
-        path, width=width, height=height, fps=fps, audio_path=audio, duration=len(frames) / fps,
-        crf=CRF, preset=PRESET, **extra,
+        path, **size, audio_path=audio, duration=len(frames) / fps, crf=CRF, preset=PRESET, **extra
     ) as writer:
         for frame in frames:
             writer.write(frame)
