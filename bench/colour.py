@@ -156,7 +156,8 @@ def writer_speed(work: Path, speech: Path, width: int = 1920, height: int = 1080
         start = time.perf_counter()
         size = {"width": width, "height": height, "fps": Fraction(25)}
         encoding = {"crf": settings.video_crf, "preset": settings.video_preset}
-        with Mp4Writer(work / f"writer{turn}.mp4", **size, audio_path=speech, duration=count / 25, **encoding) as writer:
+        out = work / f"writer{turn}.mp4"
+        with Mp4Writer(out, **size, audio_path=speech, duration=count / 25, **encoding) as writer:
             for frame in frames:
                 writer.write(frame)
         ours.append(time.perf_counter() - start)
