@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from av.video.reformatter import Colorspace
 
+from koubo.config import Settings
 from koubo.media.colour import Colour
 from koubo.media.video import Mp4Writer, read_template
+from koubo.pipeline import GenerateOptions, Generator
 
 from colour_fixtures import colour_frames, decode_rgb, make_colour_clip, plain_encode, psnr
+from media_fixtures import talking_frame
 
 CRF, PRESET = 20, "veryfast"
 MARGIN_DB = 0.5
@@ -147,3 +150,17 @@ def test_odd_frame_rates_are_kept_exactly(tmp_path, speech_wav, fps) -> None:
         assert stream.average_rate == fps
     assert len(times) == count
     assert set(np.diff(times)) == {1 / fps}  # every frame exactly one period after the last
+
+
+def test_generated_video_keeps_a_bt709_full_range_templates_colour(tmp_path, speech_wav) -> None:
+    # 256x270: 270 = 2 (mod 4), where chroma used to be misplaced.
+    frames = [np.vstack([talking_frame(k / 25), np.full((14, 256, 3), 90, np.uint8)]) for k in range(50)]
+    clip = make_colour_clip(tmp_path / "face.mp4", frames, colorspace=Colorspace.ITU709, full_range=True)
+    out = tmp_path / "out.mp4"
+    Generator(Settings(data_dir=tmp_path / "data")).generate(speech_wav, clip, out, GenerateOptions(check=False))
+    # FFmpeg's H.264 decoder calls a full-range 8-bit 4:2:0 stream yuvj420p.
+    assert video_stream_tags(out) == ("yuvj420p", "High", 1, 2, 1, 1)
+    shown, ours = decode_rgb(clip), decode_rgb(out)
+    # Away from the face (the bottom band and the top rows), the output is the template's picture.
+    assert psnr(ours[:50, -14:], shown[:, -14:]) >= 38
+    assert psnr(ours[:50, :24], shown[:, :24]) >= 34
