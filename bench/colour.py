@@ -130,9 +130,7 @@ def conversion_speed(width: int = 1920, height: int = 1080, rounds: int = 15) ->
     except ImportError:  # a checkout before koubo.media.colour
         pass
     else:
-        colour = Colour(matrix=1)
-        matrix = colour.rgb_to_ycbcr()
-        candidates["koubo yuv420p_frame"] = lambda: yuv420p_frame(rgb, colour, matrix)
+        candidates["koubo yuv420p_frame"] = lambda: yuv420p_frame(rgb, Colour(matrix=1))
     times: dict[str, list[float]] = {label: [] for label in candidates}
     for _ in range(rounds):
         for label, convert in candidates.items():

@@ -262,7 +262,6 @@ class Mp4Writer:
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.colour = colour
-        self._to_ycbcr = colour.rgb_to_ycbcr()
         self._temp = self.path.with_name(f".{self.path.name}.part-{secrets.token_hex(4)}.mp4")
         self._frames_written = 0
         self._finished = False
@@ -297,7 +296,7 @@ class Mp4Writer:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             expected = (self.height, self.width, 3)
             raise ValueError(f"expected uint8 frames of shape {expected}, got {frame.dtype} {frame.shape}")
-        picture = yuv420p_frame(np.ascontiguousarray(frame), self.colour, self._to_ycbcr)
+        picture = yuv420p_frame(np.ascontiguousarray(frame), self.colour)
         picture.pts = self._frames_written
         self._output.mux(self._video.encode(picture))
         self._frames_written += 1
