@@ -300,7 +300,7 @@ def _seconds(text: str) -> float:
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, help="lip-sync engine (default: the configured one, 'classic')")
     p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
-    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 18)")
     p.add_argument("--preset", help="x264 speed preset (default veryfast)")
     p.add_argument("--no-check", action="store_true", help="skip the quality report")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

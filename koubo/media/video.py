@@ -253,7 +253,7 @@ class Mp4Writer:
         fps: Fraction,
         audio_path: str | Path,
         duration: float,
-        crf: int = 20,
+        crf: int = 18,
         preset: str = "veryfast",
         colour: Colour = Colour(),
     ) -> None:
