@@ -86,7 +86,8 @@ class Settings(BaseSettings):
 
     # Output encoding (libx264), chosen with bench/encode.py: on a real 512x512 talking head CRF 18
     # keeps the encoder's luma loss above 40 dB (CRF 20: 39.6) for 1.4x the bytes; slower presets
-    # gain 0.3-0.5 dB at equal size there (nothing on smooth 1080p/4K) for 1.5-2.5x the encode time.
+    # gain 0.3-0.5 dB at equal size there (0.1 dB at most on smooth 1080p/4K) for 1.6-3.8x the
+    # encode time, which a CPU-only machine's real-time factor cannot spare.
     video_crf: int = Field(18, ge=0, le=51)
     video_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
