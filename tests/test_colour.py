@@ -144,10 +144,12 @@ def test_odd_frame_rates_are_kept_exactly(tmp_path, speech_wav, fps) -> None:
     clip = make_colour_clip(tmp_path / "rate.mp4", colour_frames(320, 240, count), fps=fps)
     template, out = copy_through_koubo(tmp_path, clip, speech_wav)
     assert template.fps == fps and len(template) == count
+    with av.open(str(clip)) as container:
+        source_time_base = container.streams.video[0].time_base
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         times = [frame.pts * stream.time_base for frame in container.decode(stream)]
-        assert stream.average_rate == fps
+        assert (stream.average_rate, stream.time_base) == (fps, source_time_base)
     assert len(times) == count
     assert set(np.diff(times)) == {1 / fps}  # every frame exactly one period after the last
 
