@@ -100,6 +100,15 @@ def test_untagged_template_gives_an_untagged_output_with_its_own_samples(tmp_pat
     assert psnr(decode_rgb(out), decode_rgb(clip)) >= 38
 
 
+def test_reserved_colour_codes_in_a_header_are_not_passed_on(tmp_path, speech_wav) -> None:
+    frame = av.VideoFrame(64, 64, "yuv420p")
+    frame.colorspace, frame.color_primaries, frame.color_trc = 3, 3, 0  # reserved codes
+    colour = Colour.of_frame(frame)
+    assert (colour.matrix, colour.primaries, colour.transfer) == (1, 2, 2)
+    out = write(tmp_path / "out.mp4", colour_frames(64, 64, 2), speech_wav, colour=colour)
+    assert video_stream_tags(out)[2:] == (1, 1, 2, 2)
+
+
 def luma_levels(path) -> tuple[int, int]:
     """Darkest and brightest Y' sample (1st and 99.9th percentile) of the first frame."""
     with av.open(str(path)) as container:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorTrc
 
 __all__ = ["Colour", "yuv420p_frame"]
 
@@ -22,6 +23,9 @@ _SPC_BT709, _SPC_UNSPECIFIED, _SPC_FCC, _SPC_BT470BG, _SPC_SMPTE170M = 1, 2, 4, 
 _SPC_SMPTE240M, _SPC_BT2020_NCL, _SPC_BT2020_CL = 7, 9, 10
 _RANGE_UNSPECIFIED, _RANGE_MPEG, _RANGE_JPEG = 0, 1, 2
 _UNSPECIFIED = 2  # the same code for primaries and transfer
+# Reserved or unknown codes in a template's header are not passed on: x264 refuses some.
+_PRIMARIES = frozenset(p.value for p in ColorPrimaries)
+_TRANSFERS = frozenset(t.value for t in ColorTrc)
 
 # Luma weights (Kr, Kb) of each matrix koubo encodes with. swscale decodes an untagged matrix as
 # BT.601, so an untagged output is encoded as BT.601 too: what comes back is what went in.
@@ -57,8 +61,8 @@ class Colour:
         return cls(
             matrix=matrix if matrix in _WEIGHTS else _SPC_BT709,
             full_range=full_range,
-            primaries=frame.color_primaries,
-            transfer=frame.color_trc,
+            primaries=frame.color_primaries if frame.color_primaries in _PRIMARIES else _UNSPECIFIED,
+            transfer=frame.color_trc if frame.color_trc in _TRANSFERS else _UNSPECIFIED,
         )
 
     @property
