@@ -52,7 +52,7 @@ def make_colour_clip(
 ) -> Path:
     """A camera's H.264 clip of `frames` (RGB): its samples converted with `colorspace` (None:
     swscale's default, BT.601) in limited or full range, and, when `tagged`, its headers saying
-    so (BT.709 primaries and transfer go with a BT.709 matrix). Time base 1/fps, as cameras write."""
+    so (BT.709 primaries and transfer go with a BT.709 matrix). Time base 1/fps."""
     path = Path(path)
     frames = list(frames)
     height, width = frames[0].shape[:2]

@@ -40,6 +40,7 @@ SIZES = [
 
 def write(path, frames, audio, *, fps=Fraction(25), colour: Colour | None = None):
     height, width = frames[0].shape[:2]
+    # No colour: the writer's default, so the size grid also runs against writers without one.
     extra = {} if colour is None else {"colour": colour}
     size = {"width": width, "height": height, "fps": fps}
     with Mp4Writer(
