@@ -306,7 +306,7 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
         choices=("off", "mouth", "all"),
         help="background noise out of the speech: for the mouth only, or for the sound track too (default: setting)",
     )
-    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 18)")
     p.add_argument("--preset", help="x264 speed preset (default veryfast)")
     p.add_argument("--no-check", action="store_true", help="skip the quality report")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -268,6 +268,7 @@ class Generator:
             duration=job.audio.duration,
             crf=s.video_crf if options.crf is None else options.crf,
             preset=options.preset or s.video_preset,
+            colour=template.colour,
         ) as writer:
             frames = engine.render(job, should_stop=should_stop)
             step = max(1, job.n_out // 100)

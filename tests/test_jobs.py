@@ -178,7 +178,7 @@ def test_job_reports_rising_progress_and_ends_with_a_probed_mp4(service, data_di
     video = upload(service, media["video"], "video", "主播.mp4")
     job = service.submit(audio, video, {"expressiveness": 1.2})
     assert job.status == JobStatus.queued and job.queue_position == 1
-    assert job.params == {"engine": "classic", "expressiveness": 1.2, "crf": 20, "preset": "veryfast"}
+    assert job.params == {"engine": "classic", "expressiveness": 1.2, "crf": 18, "preset": "veryfast"}
     assert job.output_name == "主播__问候 hello.mp4"
 
     samples: list[float] = []

@@ -18,12 +18,11 @@ from pathlib import Path
 from types import TracebackType
 
 import av
-import cv2
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from koubo import errors
 from koubo.media.audio import resample_audio
+from koubo.media.colour import Colour, yuv420p_frame
 from koubo.media.probe import (
     FrameBudget,
     MediaInfo,
@@ -62,6 +61,7 @@ class TemplateVideo:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB, upright, constant rate, H and W even; maybe np.memmap
     fps: Fraction
     info: MediaInfo
+    colour: Colour = Colour()  # of its first frame; what the output is encoded and tagged with
 
     @property
     def width(self) -> int:
@@ -107,17 +107,26 @@ def read_template(
         video = replace(video, width=round(video.width * factor), height=round(video.height * factor))
     shape = (video.frame_count, video.height - video.height % 2, video.width - video.width % 2, 3)
     frames = _frame_store(shape, Path(work_dir), store)
+    colour = Colour()
+
+    def noting_colour(decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        nonlocal colour
+        for index, frame in enumerate(decoded):
+            if index == 0:
+                colour = Colour.of_frame(frame)
+            yield frame
+
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = pick_video_stream(container)
             stream.thread_type = "AUTO"
-            upright = _upright_frames(container.decode(stream), video, name, should_stop)
+            upright = _upright_frames(noting_colour(container.decode(stream)), video, name, should_stop)
             if _fill_constant_rate(frames, upright, video.fps, progress) == 0:
                 raise errors.undecodable(name, video.codec)
     except BaseException:
         _discard(frames)
         raise
-    return TemplateVideo(frames=frames, fps=video.fps, info=info)
+    return TemplateVideo(frames=frames, fps=video.fps, info=info, colour=colour)
 
 
 class FrameStore:
@@ -231,7 +240,10 @@ def loop_indices(n_template: int, n_out: int) -> np.ndarray:
 
 
 class Mp4Writer:
-    """H.264 (libx264, yuv420p, high profile) + AAC from the original audio file, +faststart.
+    """H.264 (libx264, 8-bit yuv420p, high profile) + AAC from the original audio file, +faststart.
+
+    Frames are encoded with `colour`'s matrix and range and the stream is tagged with it: pass the
+    template's (TemplateVideo.colour) and the output looks as the template did.
 
     Written to '.<name>.part-<random>.mp4' beside `path` and renamed to `path` only by close(),
     so readers never see a partial file. As a context manager: close() on success, abort() on an
@@ -247,13 +259,15 @@ class Mp4Writer:
         fps: Fraction,
         audio_path: str | Path,
         duration: float,
-        crf: int = 20,
+        crf: int = 18,
         preset: str = "veryfast",
+        colour: Colour = Colour(),
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, Fraction(fps)
+        self.colour = colour
         self._temp = self.path.with_name(f".{self.path.name}.part-{secrets.token_hex(4)}.mp4")
         self._frames_written = 0
         self._finished = False
@@ -280,9 +294,7 @@ class Mp4Writer:
         # x264's frame threads (any thread type but SLICE, PyAV's default) outrun sliced threads;
         # 0 lets it size the pool from the cores.
         context.thread_type, context.thread_count = "FRAME", 0
-        # cv2's RGB->I420 is BT.601 limited range; say so, or HD players assume BT.709.
-        context.colorspace, context.color_range = Colorspace.ITU601, ColorRange.MPEG
-        context.color_primaries, context.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
+        self.colour.tag(context)
         return stream
 
     def write(self, frame: np.ndarray) -> None:
@@ -290,10 +302,7 @@ class Mp4Writer:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             expected = (self.height, self.width, 3)
             raise ValueError(f"expected uint8 frames of shape {expected}, got {frame.dtype} {frame.shape}")
-        # cv2's conversion is several times faster than swscale's RGB->YUV, and the buffer is
-        # handed over without a copy (x264 copies it into its own picture).
-        yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
-        picture = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
+        picture = yuv420p_frame(np.ascontiguousarray(frame), self.colour)
         picture.pts = self._frames_written
         self._output.mux(self._video.encode(picture))
         self._frames_written += 1
