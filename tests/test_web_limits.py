@@ -23,6 +23,7 @@ from koubo.config import Settings
 from koubo import errors
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import utcnow
+from koubo.links.handout import LinkMaker
 from koubo.ops.retention import stale_temp_files
 from koubo.ops.throttle import LoginThrottle
 from koubo.web.ui import Handlers
@@ -140,7 +141,7 @@ def test_the_ui_refuses_a_path_outside_gradios_folder_without_saying_whether_it_
     settings = Settings(data_dir=tmp_path / "data")
     service = JobService(settings)
     try:
-        handlers = Handlers(service, settings)
+        handlers = Handlers(service, settings, LinkMaker(settings))
         outside = tmp_path / "private.wav"
         outside.write_bytes(b"RIFF")
         messages = set()
