@@ -11,13 +11,13 @@ full: name, signature, expiry, job, and that the file really lies inside outputs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
-import select
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TypeVar
@@ -31,6 +31,7 @@ from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
 from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, verify
+from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
 from koubo.web.auth import CredentialCheck, Htpasswd, challenge_header
 
@@ -61,7 +62,7 @@ _SETTINGS = web.AppKey("settings", Settings)
 _SERVICE = web.AppKey("service", JobService)
 _SLOTS = web.AppKey("slots", "DownloadSlots")
 _AUTH = web.AppKey("auth", CredentialCheck)
-_SENDERS = web.AppKey("senders", ThreadPoolExecutor)
+_SENDERS = web.AppKey("senders", asyncio.Semaphore)
 
 
 def invalid_link() -> LinkError:
@@ -284,19 +285,19 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
     loop = asyncio.get_running_loop()
     transport = request.transport
     if transport is None or transport.is_closing():
-        raise ConnectionResetError("the client went away")
+        raise ClientGone("the client went away")
     if rate is None:
         # What aiohttp queued in the transport (the headers, a multipart delimiter) must reach the
         # socket before sendfile() writes to it directly, or it would arrive after the file's bytes.
         while transport.get_write_buffer_size():
             if transport.is_closing():
-                raise ConnectionResetError("the client went away")
+                raise ClientGone("the client went away")
             await asyncio.sleep(0.001)
-        sock = transport.get_extra_info("socket")
-        await loop.run_in_executor(
-            request.app[_SENDERS], _sendfile_blocking, sock.fileno(), source.fileno(), offset, count
-        )
+        transfer = Transfer(transport.get_extra_info("socket"), source, offset, count, _STALLED_CLIENT_SECONDS)
+        await _run_transfer(request, transfer)
         return
+    # loop.sendfile() runs in the loop's own thread, on the transport's socket object: the loop
+    # cannot close it in the middle of a call, and a closed socket object has no number to reuse.
     step = max(16 * 1024, rate // _RATE_SLICES_PER_SECOND)
     started, sent = loop.time(), 0
     while sent < count:
@@ -308,31 +309,45 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
             await asyncio.sleep(ahead)
 
 
-def _sendfile_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
-    """sendfile() until `count` bytes are out, waiting for the socket in this thread.
+async def _run_transfer(request: web.Request, transfer: Transfer) -> None:
+    """`transfer` in a thread of its own, at most _SENDER_THREADS at once; stopped if this request is abandoned.
 
-    asyncio's own loop.sendfile() re-registers the socket with epoll after every call and wakes
-    the event loop each time; on one fast stream that costs a quarter of nginx's throughput
-    (bench/links.py). Here each wait is one poll() and the loop is not involved at all.
+    One thread per transfer, ended with it, rather than a pool: idle threads would outlive a burst.
     """
-    poller = select.poll()
-    poller.register(sock_fd, select.POLLOUT)
-    end = offset + count
-    while offset < end:
+    async with request.app[_SENDERS]:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def run() -> None:
+            outcome: BaseException | None = None
+            try:
+                transfer.run()
+            except BaseException as error:  # handed to the waiting request, raised there
+                outcome = error
+            # The loop is closed only when the server stops, and then nobody waits for the answer.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done, outcome)
+
+        thread = threading.Thread(target=run, name="koubo-sendfile", daemon=True)
         try:
-            sent = os.sendfile(sock_fd, file_fd, offset, end - offset)
-        except BlockingIOError:
-            sent = None
-        if sent == 0:
-            raise ConnectionResetError("the file ended before the announced length")
-        if sent is not None:
-            offset += sent
-            continue
-        events = poller.poll(_STALLED_CLIENT_SECONDS * 1000)
-        if not events:
-            raise TimeoutError("the client stopped reading")
-        if events[0][1] & (select.POLLERR | select.POLLHUP):
-            raise ConnectionResetError("the client went away")
+            thread.start()
+        except BaseException:
+            transfer.stop()
+            raise
+        try:
+            await done
+        except asyncio.CancelledError:
+            transfer.stop()
+            raise
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 async def _batch_zip(request: web.Request) -> web.StreamResponse:
@@ -398,9 +413,8 @@ def create_links_app(settings: Settings) -> web.Application:
     async def job_service(app: web.Application) -> AsyncIterator[None]:
         service = JobService(settings)
         app[_SERVICE] = service
-        app[_SENDERS] = ThreadPoolExecutor(_SENDER_THREADS, thread_name_prefix="sendfile")
+        app[_SENDERS] = asyncio.Semaphore(_SENDER_THREADS)
         yield
-        app[_SENDERS].shutdown(wait=False, cancel_futures=True)
         service.close()
 
     app.cleanup_ctx.append(job_service)
