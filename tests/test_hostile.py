@@ -112,10 +112,14 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def _check_range(port: int, target: Target, first: int, last: int, tally: Tally) -> None:
-    """One Range request on its own connection; every byte that came back must be the one asked for."""
+def _check_range(
+    port: int, target: Target, first: int, last: int, tally: Tally, meanwhile: Callable[[], None] = lambda: None
+) -> None:
+    """One Range request on its own connection; every byte that came back must be the one asked for.
+    `meanwhile` runs between sending the request and reading the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(_request(target, f"Range: bytes={first}-{last}\r\n"))
+        meanwhile()
         answer = _read_all(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     expected = target.data[first : last + 1]
@@ -129,21 +133,30 @@ def _check_range(port: int, target: Target, first: int, last: int, tally: Tally)
         tally.ok()
 
 
-def _abort_mid_transfer(port: int, target: Target, how: str) -> None:
-    """Start a download, take a little of it, then go as browsers do: a half-close, a reset or a close."""
+def _abort_mid_transfer(port: int, target: Target, how: str, tally: Tally | None = None) -> None:
+    """Start a download, take a little of it, then go as browsers do: a half-close, a reset or a close.
+
+    After a half-close the server's loop closes its side of the connection at once, while the
+    transfer still has megabytes to send; the next connection accepted gets the same descriptor
+    number. So a Range request goes out right then (checked into `tally`), and only while it waits
+    for its answer does this client read on, which is when the transfer sends again.
+    """
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     try:
         sock.sendall(_request(target))
         sock.recv(1 << 16)  # the transfer is under way
         if how == "half-close":
-            # The server's loop sees the end of the request stream and closes its side at once,
-            # while the transfer still has megabytes to send.
             sock.shutdown(socket.SHUT_WR)
-            sock.recv(1 << 16)
+            _check_range(port, target, 1000, 1099, tally or Tally(), meanwhile=lambda: _read_some(sock, 1 << 20))
         elif how == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         sock.close()
+
+
+def _read_some(sock: socket.socket, size: int) -> None:
+    while size > 0 and (chunk := sock.recv(min(size, 1 << 16))):
+        size -= len(chunk)
 
 
 def _storm(port: int, big: Target, small: Target, rounds: int, tally: Tally) -> None:
@@ -152,7 +165,7 @@ def _storm(port: int, big: Target, small: Target, rounds: int, tally: Tally) -> 
     def aborter(seed: int) -> None:
         chooser = random.Random(seed)
         for _ in range(rounds):
-            _abort_mid_transfer(port, big, chooser.choice(["half-close", "half-close", "reset", "close"]))
+            _abort_mid_transfer(port, big, chooser.choice(["half-close", "half-close", "reset", "close"]), tally)
 
     def ranger(seed: int) -> None:
         chooser = random.Random(seed)
@@ -213,7 +226,7 @@ def test_aborted_downloads_never_send_bytes_to_another_client_or_the_database(tm
         _storm(port, big, small, rounds=25, tally=tally)
 
         assert not tally.problems, f"{len(tally.problems)} of {tally.checked + len(tally.problems)}: {tally.problems[:5]}"
-        assert tally.checked == 6 * 25 * 3
+        assert tally.checked >= 6 * 25 * 3
         # Every connection was closed by its client: the server lets go of them and of the files,
         # and the transfers' threads end with them. What may stay is the loop's pool for blocking
         # calls, at most min(32, cpus + 4) threads.
