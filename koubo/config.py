@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     links_trusted_proxies: list[str] = Field(
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )
+    # A client that has not sent a whole request head this long after connecting (or after its last
+    # answer) is dropped; a request body is waited for no longer either. Both servers use it.
+    http_header_timeout: float = Field(10.0, gt=0, le=3600, description="seconds to wait for a request's headers")
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
     task_timeout: float = Field(1800.0, gt=0, description="seconds before a running job is stopped")
     upload_max_bytes: int = Field(2 * 1024**3, gt=0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import math
 import os
 import threading
 import time
@@ -30,16 +32,18 @@ from koubo.errors import HTTP_STATUS_ERRORS, KouboError
 from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
 from koubo.links.listing import render_listing
-from koubo.links.signing import Keyring, LinkError, batch_subject, verify
+from koubo.links.signing import Keyring, LinkError, batch_subject, malformed, verify
 from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
+from koubo.naming import is_link_name
+from koubo.ops.logs import OneLineRateLimit, setup_logging
+from koubo.ops.throttle import LoginThrottle, too_many_attempts
 from koubo.web.auth import CredentialCheck, Htpasswd, challenge_header
 
 # A link serves only a finished job's video, and a finished video is never rewritten: only failed,
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a
 # never-expiring link may be cached as immutable for the longest time HTTP caches honour: a year.
 _FOREVER_MAX_AGE = 365 * 24 * 3600
-_FORBIDDEN_IN_NAMES = ("..", "/", "\\", "\x00")
 _ZIP_CHUNK = 1024 * 1024
 # A rate-limited transfer goes out in slices this many times a second, each still by sendfile().
 _RATE_SLICES_PER_SECOND = 10
@@ -56,6 +60,7 @@ _STATUS_BY_CODE = {
     "no_output": 404,
     "output_expired": 410,
     "too_many_downloads": 429,
+    "too_many_attempts": 429,
 }
 
 _SETTINGS = web.AppKey("settings", Settings)
@@ -63,10 +68,9 @@ _SERVICE = web.AppKey("service", JobService)
 _SLOTS = web.AppKey("slots", "DownloadSlots")
 _AUTH = web.AppKey("auth", CredentialCheck)
 _SENDERS = web.AppKey("senders", asyncio.Semaphore)
-
-
-def invalid_link() -> LinkError:
-    return LinkError("link_invalid", "This download link is malformed.", "下载链接格式错误。")
+_THROTTLE = web.AppKey("throttle", LoginThrottle)
+_MAX_PAGE_DIGITS = 9
+_log = logging.getLogger("koubo.links")
 
 
 def outside_outputs() -> LinkError:
@@ -128,16 +132,17 @@ def _error(status: int, body: dict[str, str], headers: dict[str, str] | None = N
     return web.json_response({"error": body}, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _error_for(error: KouboError) -> web.Response:
+def _error_for(error: KouboError, headers: dict[str, str] | None = None) -> web.Response:
     status = _STATUS_BY_CODE.get(error.code, 400)
-    return _error(status, error.to_dict(), {"Retry-After": "5"} if status == 429 else None)
+    return _error(status, error.to_dict(), headers or ({"Retry-After": "5"} if status == 429 else None))
 
 
 @web.middleware
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown paths and methods answer in the API's JSON error shape too."""
+    """Unknown paths and methods answer in the API's JSON error shape too; a client that left is let
+    go quietly; anything else is one line in koubo's log and a JSON 500, never a traceback."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -148,18 +153,36 @@ async def _json_errors(
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except ConnectionError as gone:
+        # Browsers drop downloads all the time (seeking in a video): nothing to answer or report.
+        _log.debug("%s %s: %s", request.method, request.path, gone)
+        return _hang_up(request)
+    except Exception as error:
+        # The path without the query: a signature has no place in a log.
+        _log.error("%s %s failed: %s: %s", request.method, request.path, type(error).__name__, error)
+        if request.writer.output_size > 0:
+            return _hang_up(request)  # part of an answer is out: only closing tells the client
+        code, en, zh = HTTP_STATUS_ERRORS[500]
+        return _error(500, {"code": code, "message_en": en, "message_zh": zh})
+
+
+def _hang_up(request: web.Request) -> web.StreamResponse:
+    """Close the connection; aiohttp then finds nothing to write the returned answer to."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=500)
 
 
 def _check_names(*names: str) -> None:
-    if any(not name or any(part in name for part in _FORBIDDEN_IN_NAMES) for name in names):
-        raise invalid_link()
+    if not all(is_link_name(name) for name in names):
+        raise malformed()
 
 
 def _verify_query(settings: Settings, subject: str, name: str, query: dict[str, str]) -> int:
     try:
         exp, kid, sig = query["exp"], query["kid"], query["sig"]
     except KeyError:
-        raise invalid_link() from None
+        raise malformed() from None
     return verify(Keyring(settings.data_dir), subject, name, exp, kid, sig)
 
 
@@ -183,7 +206,7 @@ def _checked_file(settings: Settings, service: JobService, job_id: str, name: st
     _verify_query(settings, job_id, name, query)
     path, download_name = service.output_file(job_id)
     if name != download_name:
-        raise invalid_link()
+        raise malformed()
     return _inside_outputs(settings, path)
 
 
@@ -391,17 +414,37 @@ async def _send_zip(
 
 
 async def _listing(request: web.Request) -> web.StreamResponse:
-    if not await request.app[_AUTH].allowed(request.headers.get("Authorization", "").encode()):
+    settings = request.app[_SETTINGS]
+    throttle = request.app[_THROTTLE]
+    address = client_address(request, settings.links_trusted_proxies)
+    if wait := throttle.retry_after(address):
+        return _error_for(too_many_attempts(wait), {"Retry-After": str(math.ceil(wait))})
+    authorization = request.headers.get("Authorization", "")
+    if not await request.app[_AUTH].allowed(authorization.encode()):
+        if authorization:  # a browser's first request carries none: only a wrong password counts
+            throttle.failed(address)
         code, en, zh = HTTP_STATUS_ERRORS[401]
         return _error(401, {"code": code, "message_en": en, "message_zh": zh}, challenge_header())
-    try:
-        page = max(1, int(request.query.get("page", "1")))
-    except ValueError:
-        page = 1
-    settings = request.app[_SETTINGS]
+    throttle.succeeded(address)
+    page = _page_number(request.query.get("page", "1"))
     html = await _in_thread(functools.partial(render_listing, settings, request.app[_SERVICE], page))
     return web.Response(
         text=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "private, no-store"}
+    )
+
+
+def _page_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_PAGE_DIGITS and int(text) >= 1):
+        raise bad_page(text)
+    return int(text)
+
+
+def bad_page(text: str) -> KouboError:
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    return KouboError(
+        "invalid_parameter",
+        f"The page number must be a whole number from 1 to {10**_MAX_PAGE_DIGITS - 1}, not “{shown}”.",
+        f"页码必须是 1 到 {10**_MAX_PAGE_DIGITS - 1} 之间的整数，而不是“{shown}”。",
     )
 
 
@@ -425,6 +468,7 @@ def create_links_app(settings: Settings) -> web.Application:
         if settings.htpasswd_file is None:
             raise listing_needs_auth()
         app[_AUTH] = CredentialCheck(Htpasswd.load(settings.htpasswd_file))
+        app[_THROTTLE] = LoginThrottle()
         app.router.add_get("/downloads/", _listing)
     return app
 
@@ -432,5 +476,21 @@ def create_links_app(settings: Settings) -> web.Application:
 def run_links(settings: Settings) -> None:
     """Serve on settings.host:settings.links_port until Ctrl-C or SIGTERM."""
     app = create_links_app(settings)
+    setup_logging(settings)
+    # What strangers can make these loggers say goes to koubo's log one line at a time, and not
+    # faster than the filter lets through.
+    for name in ("koubo.links", "aiohttp.server", "aiohttp.web"):
+        logging.getLogger(name).addFilter(OneLineRateLimit())
     print(f"koubo links: serving on http://{settings.host}:{settings.links_port}/d/...", flush=True)
-    web.run_app(app, host=settings.host, port=settings.links_port, print=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.links_port,
+        print=None,
+        access_log=None,
+        # aiohttp drops a connection that has not sent a whole request head within its keep-alive
+        # time, counted from the connection's start and from each answer: that is the header
+        # timeout. A body nobody reads (every route here is GET) is drained for no longer either.
+        keepalive_timeout=settings.http_header_timeout,
+        lingering_time=settings.http_header_timeout,
+    )

@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from koubo.config import Settings
 from koubo.jobs.service import JobService
+from koubo.links.signing import MAX_LIFETIME
 
 
 def get_service(request: Request) -> JobService:
@@ -21,4 +22,7 @@ def get_settings(request: Request) -> Settings:
 ServiceDep = Annotated[JobService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # How long a signed link handed out by the API lasts; None: the configured link_lifetime.
-LinkLifetime = Annotated[float | None, Query(ge=0, description="seconds the link lasts; 0 = never")]
+LinkLifetime = Annotated[
+    float | None,
+    Query(ge=0, le=MAX_LIFETIME, allow_inf_nan=False, description="seconds the link lasts; 0 = never"),
+]
