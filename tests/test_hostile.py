@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
+import select
 import signal
 import socket
 import sqlite3
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import bcrypt
 import httpx
 import pytest
 
@@ -54,8 +57,9 @@ class Tally:
 
 
 @contextmanager
-def links_server(work: Path, data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`koubo links` on a free port: its port and process (whose descriptors and threads are counted)."""
+def links_server(work: Path, data_dir: Path, **settings: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`koubo links` on a free port with KOUBO_<NAME> settings: its port and process (whose
+    descriptors and threads the tests count)."""
     port = free_port()
     base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
     env = {
@@ -63,6 +67,7 @@ def links_server(work: Path, data_dir: Path) -> Iterator[tuple[int, subprocess.P
         "KOUBO_CONFIG": str(work / "no-koubo.toml"),
         "KOUBO_DATA_DIR": str(data_dir),
         "KOUBO_LINKS_PORT": str(port),
+        **{f"KOUBO_{name.upper()}": value for name, value in settings.items()},
     }
     log = work / "links.out"
     with log.open("wb") as out:
@@ -250,3 +255,148 @@ def test_an_aborted_download_frees_its_descriptors(tmp_path, how):
         for _ in range(3):
             _abort_mid_transfer(port, big, how)
         _let_go(process.pid, outputs)
+
+
+# --- one server for the hostile requests below ---------------------------------------------------------------
+
+HEADER_TIMEOUT = 2.0
+
+
+@dataclass
+class Hostile:
+    port: int
+    data_dir: Path
+    log: Path
+    job_id: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def link(self) -> str:
+        return signed_link(Settings(data_dir=self.data_dir), self.job_id, self.name).url.replace(
+            Settings(data_dir=self.data_dir).links_base, self.url
+        )
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    work = tmp_path_factory.mktemp("hostile")
+    data_dir = work / "data"
+    # An audio file named as people name takes: the output's name must still make a working link.
+    job_id = finished_job(work, data_dir, audio_name="take1..final.wav")
+    name = next(data_dir.glob(f"outputs/{job_id}/*.mp4")).name
+    htpasswd = work / "htpasswd"
+    htpasswd.write_text("ops:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    settings = {
+        "links_listing": "true",
+        "htpasswd_file": str(htpasswd),
+        "http_header_timeout": str(HEADER_TIMEOUT),
+    }
+    with links_server(work, data_dir, **settings) as (port, _):
+        yield Hostile(port, data_dir, data_dir / "logs" / "koubo.log", job_id, name)
+
+
+def _json_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:200])
+    body = response.json()["error"]
+    assert body["code"] == code and body["message_en"] and body["message_zh"]
+
+
+def test_an_output_named_after_a_take_with_dots_gets_a_working_link(hostile):
+    assert ".." not in hostile.name and "take1.final" in hostile.name
+    response = httpx.get(hostile.link(), timeout=30.0)
+    assert response.status_code == 200 and response.content[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("exp", ["1e12", "inf", "9223372036854775808", "-1", "1" * 5000, "０"])
+def test_absurd_expiry_in_a_link_is_malformed(hostile, exp):
+    link = re.sub(r"exp=\d+", f"exp={exp}", hostile.link())
+    _json_error(httpx.get(link, timeout=30.0), 400, "link_invalid")
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [
+        ("bytes=0-" + "9" * 5000, 206),  # a last position past the end is the end (RFC 9110 14.1.2)
+        ("bytes=" + "9" * 5000 + "-", 416),  # a first position past the end is unsatisfiable
+        ("bytes=-" + "9" * 5000, 206),  # a suffix longer than the file is the whole file
+        ("bytes=0-" + "0" * 4000 + "9", 206),
+        ("bytes=²-9", 200),  # not ASCII digits: the header is ignored
+        ("bytes=0-99" + ",0-1" * 2000, 200),  # too many parts: ignored
+    ],
+)
+def test_absurd_ranges_answer_by_the_rfc(hostile, spec, status):
+    response = httpx.get(hostile.link(), headers={"Range": spec.encode()}, timeout=30.0)
+    assert response.status_code == status
+    if status == 206:
+        assert response.headers["content-range"].startswith("bytes ")
+
+
+def test_bad_page_numbers_are_400_and_one_line_each_in_the_log(hostile):
+    auth = ("ops", "s3cret")
+    for page in ["9" * 30, "9" * 5000, "0", "-1", "1e3", "２"]:
+        _json_error(httpx.get(f"{hostile.url}/downloads/", params={"page": page}, auth=auth, timeout=30.0), 400, "invalid_parameter")
+    last = httpx.get(f"{hostile.url}/downloads/", params={"page": "999999999"}, auth=auth, timeout=30.0)
+    assert last.status_code == 200 and "page 999999999/" in last.text
+    # Nothing above was an error of the server's: its log has no traceback.
+    assert "Traceback" not in hostile.log.read_text(encoding="utf-8", errors="replace")
+
+
+def test_password_guessing_from_one_address_backs_off(hostile):
+    url = f"{hostile.url}/downloads/"
+    statuses = [httpx.get(url, auth=("ops", f"guess{n}"), timeout=30.0).status_code for n in range(5)]
+    assert statuses == [401] * 5
+    # From the sixth wrong guess on the address waits, twice as long each time: however slow this
+    # machine, a guess soon lands inside a wait and is refused unchecked, saying how long to wait.
+    for n in range(5, 25):
+        locked = httpx.get(url, auth=("ops", f"guess{n}"), timeout=30.0)
+        if locked.status_code == 429:
+            break
+        assert locked.status_code == 401
+    _json_error(locked, 429, "too_many_attempts")
+    assert int(locked.headers["retry-after"]) >= 1
+    # Once the wait is over the right password gets in (and the count starts again).
+    wait_until(lambda: httpx.get(url, auth=("ops", "s3cret"), timeout=30.0).status_code == 200, 600, "the wait to end")
+
+
+def test_a_slow_loris_is_dropped_after_the_header_timeout(hostile):
+    """A client that sends its request head a byte at a time is dropped after http_header_timeout
+    (here HEADER_TIMEOUT s), long before it has sent everything it meant to (40 s)."""
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=60) as sock:
+        sock.sendall(b"GET /downloads/ HTTP/1.1\r\nHost: koubo\r\n")
+        dropped = False
+        for _ in range(80):
+            try:
+                sock.sendall(b"X")
+                # The client's pace, not a synchronisation: one byte each half second.
+                readable, _, _ = select.select([sock], [], [], 0.5)
+                if readable and sock.recv(1024) == b"":
+                    dropped = True
+                    break
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+                break
+        assert dropped, "the server still held a connection that had dribbled for 40 s"
+
+
+def test_an_unexpected_error_is_a_json_500_and_one_log_line(hostile):
+    """A database the server cannot read (here: the job table gone) answers 500 in the usual shape;
+    the log gets one line for it, without a traceback or the link's signature."""
+    link = hostile.link()
+    database = sqlite3.connect(hostile.data_dir / "koubo.db")
+    try:
+        database.execute("ALTER TABLE jobs RENAME TO jobs_away")
+        database.commit()
+        response = httpx.get(link, timeout=30.0)
+    finally:
+        database.execute("ALTER TABLE jobs_away RENAME TO jobs")
+        database.commit()
+        database.close()
+    _json_error(response, 500, "server_error")
+    log = hostile.log.read_text(encoding="utf-8", errors="replace")
+    lines = [line for line in log.splitlines() if f"/d/{hostile.job_id}/" in line]
+    assert len(lines) == 1 and "failed" in lines[0] and "sig=" not in lines[0]
+    assert "Traceback" not in log
+    assert httpx.get(link, timeout=30.0).status_code == 200

@@ -426,7 +426,10 @@ async def _listing(request: web.Request) -> web.StreamResponse:
         code, en, zh = HTTP_STATUS_ERRORS[401]
         return _error(401, {"code": code, "message_en": en, "message_zh": zh}, challenge_header())
     throttle.succeeded(address)
-    page = _page_number(request.query.get("page", "1"))
+    try:
+        page = _page_number(request.query.get("page", "1"))
+    except KouboError as error:
+        return _error_for(error)
     html = await _in_thread(functools.partial(render_listing, settings, request.app[_SERVICE], page))
     return web.Response(
         text=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "private, no-store"}
