@@ -267,17 +267,16 @@ class Hostile:
     port: int
     data_dir: Path
     log: Path
-    job_id: str
-    name: str
+    dotted: tuple[str, str]  # (job id, output name) of a job whose audio was take1..final.wav
+    plain: tuple[str, str]  # of an ordinary job
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def link(self) -> str:
-        return signed_link(Settings(data_dir=self.data_dir), self.job_id, self.name).url.replace(
-            Settings(data_dir=self.data_dir).links_base, self.url
-        )
+    def link(self, job: tuple[str, str] | None = None) -> str:
+        settings = Settings(data_dir=self.data_dir)
+        return signed_link(settings, *(job or self.plain)).url.replace(settings.links_base, self.url)
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +284,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     work = tmp_path_factory.mktemp("hostile")
     data_dir = work / "data"
     # An audio file named as people name takes: the output's name must still make a working link.
-    job_id = finished_job(work, data_dir, audio_name="take1..final.wav")
-    name = next(data_dir.glob(f"outputs/{job_id}/*.mp4")).name
+    jobs = [
+        finished_job(work, data_dir, audio_name=audio, speech_seconds=seconds)
+        for audio, seconds in (("take1..final.wav", 1.0), ("问候.wav", 1.2))
+    ]
+    dotted, plain = ((job, next(data_dir.glob(f"outputs/{job}/*.mp4")).name) for job in jobs)
     htpasswd = work / "htpasswd"
     htpasswd.write_text("ops:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
     settings = {
@@ -295,7 +297,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "http_header_timeout": str(HEADER_TIMEOUT),
     }
     with links_server(work, data_dir, **settings) as (port, _):
-        yield Hostile(port, data_dir, data_dir / "logs" / "koubo.log", job_id, name)
+        yield Hostile(port, data_dir, data_dir / "logs" / "koubo.log", dotted, plain)
 
 
 def _json_error(response: httpx.Response, status: int, code: str) -> None:
@@ -305,8 +307,8 @@ def _json_error(response: httpx.Response, status: int, code: str) -> None:
 
 
 def test_an_output_named_after_a_take_with_dots_gets_a_working_link(hostile):
-    assert ".." not in hostile.name and "take1.final" in hostile.name
-    response = httpx.get(hostile.link(), timeout=30.0)
+    assert ".." not in hostile.dotted[1] and "take1.final" in hostile.dotted[1]
+    response = httpx.get(hostile.link(hostile.dotted), timeout=30.0)
     assert response.status_code == 200 and response.content[4:8] == b"ftyp"
 
 
@@ -396,7 +398,7 @@ def test_an_unexpected_error_is_a_json_500_and_one_log_line(hostile):
         database.close()
     _json_error(response, 500, "server_error")
     log = hostile.log.read_text(encoding="utf-8", errors="replace")
-    lines = [line for line in log.splitlines() if f"/d/{hostile.job_id}/" in line]
+    lines = [line for line in log.splitlines() if f"/d/{hostile.plain[0]}/" in line]
     assert len(lines) == 1 and "failed" in lines[0] and "sig=" not in lines[0]
     assert "Traceback" not in log
     assert httpx.get(link, timeout=30.0).status_code == 200
