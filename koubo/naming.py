@@ -38,7 +38,9 @@ def output_name(audio_name: str, video_name: str, index: int | None = None) -> s
 
 def _file_stem(name: str, fallback: str) -> str:
     stem = PurePosixPath(name.replace("\\", "/")).stem
+    # A lone surrogate has no UTF-8 form: dropped first, so that no ".." closes up where it was.
+    stem = stem.encode("utf-8", errors="ignore").decode("utf-8")
     stem = _DOT_RUNS.sub(".", _NOT_IN_FILE_NAMES.sub("_", stem)).strip(" .")
-    # Cut at a byte count, never inside a character; a lone surrogate is dropped, not encoded.
-    stem = stem.encode("utf-8", errors="ignore")[:_STEM_BYTES].decode("utf-8", errors="ignore").rstrip(" .")
+    # Cut at a byte count, never inside a character.
+    stem = stem.encode("utf-8")[:_STEM_BYTES].decode("utf-8", errors="ignore").rstrip(" .")
     return stem or fallback
