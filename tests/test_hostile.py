@@ -19,14 +19,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import bcrypt
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from koubo.config import Settings
-from koubo.links.signing import signed_link
+from koubo.links.signing import MAX_LIFETIME, Keyring, LinkError, signed_link, verify
+from koubo.web.app import create_app
 
 from job_fixtures import finished_job
 from servers import free_port, wait_until
@@ -402,3 +404,32 @@ def test_an_unexpected_error_is_a_json_500_and_one_log_line(hostile):
     assert len(lines) == 1 and "failed" in lines[0] and "sig=" not in lines[0]
     assert "Traceback" not in log
     assert httpx.get(link, timeout=30.0).status_code == 200
+
+
+def test_link_lifetimes_beyond_a_century_or_not_finite_are_refused(tmp_path):
+    """`GET /api/jobs/{id}/link?expires=` in process: a lifetime no expiry can hold is refused in
+    the API's error shape (it was a 500, or a link that could never work)."""
+    data_dir = tmp_path / "data"
+    job_id = finished_job(tmp_path, data_dir)
+    with TestClient(create_app(Settings(data_dir=data_dir))) as client:
+        for expires in ["1e12", "inf", "-inf", "nan", "9223372036854775808", "-1"]:
+            response = client.get(f"/api/jobs/{job_id}/link", params={"expires": expires})
+            # The API answers every invalid parameter 422 (FastAPI's validation status) in its shape.
+            assert response.status_code == 422, (expires, response.status_code, response.text[:200])
+            body = response.json()["error"]
+            assert body["code"] and body["message_en"] and body["message_zh"]
+        longest = client.get(f"/api/jobs/{job_id}/link", params={"expires": str(MAX_LIFETIME)})
+        assert longest.status_code == 200
+        assert verify_url(data_dir, longest.json()["url"])
+    with pytest.raises(LinkError) as refused:
+        signed_link(Settings(data_dir=data_dir, link_lifetime=MAX_LIFETIME * 2), job_id, "a.mp4")
+    assert refused.value.code == "link_lifetime_invalid"
+
+
+def verify_url(data_dir: Path, url: str) -> bool:
+    """Whether the link server would accept `url`'s signature and expiry."""
+    parts = urlsplit(url)
+    _, _, job_id, name = parts.path.split("/")
+    fields = dict(pair.split("=", 1) for pair in parts.query.split("&"))
+    verify(Keyring(data_dir), unquote(job_id), unquote(name), fields["exp"], fields["kid"], unquote(fields["sig"]))
+    return True
