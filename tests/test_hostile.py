@@ -398,7 +398,7 @@ def test_an_unexpected_error_is_a_json_500_and_one_log_line(hostile):
         database.execute("ALTER TABLE jobs_away RENAME TO jobs")
         database.commit()
         database.close()
-    _json_error(response, 500, "server_error")
+    _json_error(response, 500, "internal_error")
     log = hostile.log.read_text(encoding="utf-8", errors="replace")
     lines = [line for line in log.splitlines() if f"/d/{hostile.plain[0]}/" in line]
     assert len(lines) == 1 and "failed" in lines[0] and "sig=" not in lines[0]
