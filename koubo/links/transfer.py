@@ -7,6 +7,10 @@ number then sends one viewer's video to another, or writes it into the database.
 works on duplicates made in the loop's thread (where the loop cannot close the original at the
 same moment) and closes them itself; the loop never learns their numbers. Stopping a transfer
 from outside is a shutdown() of the connection, which wakes the thread without freeing anything.
+
+Why a thread at all: asyncio's loop.sendfile() re-registers the socket with epoll after every
+call and wakes the event loop each time; on one fast stream that costs a quarter of nginx's
+throughput (bench/links.py). Here each wait is one poll() and the loop is not involved.
 """
 
 from __future__ import annotations
