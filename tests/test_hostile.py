@@ -4,6 +4,7 @@ one who asked for it, and nothing is left behind (issue 10)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import re
@@ -28,6 +29,8 @@ from fastapi.testclient import TestClient
 
 from koubo.config import Settings
 from koubo.links.signing import MAX_LIFETIME, Keyring, LinkError, signed_link, verify
+from koubo.ops.logs import OneLineRateLimit
+from koubo.ops.throttle import LoginThrottle
 from koubo.web.app import create_app
 
 from job_fixtures import finished_job
@@ -433,3 +436,49 @@ def verify_url(data_dir: Path, url: str) -> bool:
     fields = dict(pair.split("=", 1) for pair in parts.query.split("&"))
     verify(Keyring(data_dir), unquote(job_id), unquote(name), fields["exp"], fields["kid"], unquote(fields["sig"]))
     return True
+
+
+def test_login_throttle_doubles_the_wait_up_to_its_cap_and_forgets_on_success():
+    now = [1000.0]
+    throttle = LoginThrottle(free_failures=2, first_delay=1.0, max_delay=8.0, clock=lambda: now[0])
+    waits = []
+    for _ in range(7):
+        throttle.failed("203.0.113.9")
+        waits.append(throttle.retry_after("203.0.113.9"))
+    assert waits == [0.0, 0.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert throttle.retry_after("198.51.100.1") == 0.0  # other addresses are not held up
+    now[0] += 8.0
+    assert throttle.retry_after("203.0.113.9") == 0.0
+    throttle.succeeded("203.0.113.9")
+    throttle.failed("203.0.113.9")
+    assert throttle.retry_after("203.0.113.9") == 0.0  # the count started again
+    # A failure long after the last one starts again too: a typo a day is not an attack.
+    for _ in range(3):
+        throttle.failed("192.0.2.7")
+    now[0] += 100.0
+    throttle.failed("192.0.2.7")
+    assert throttle.retry_after("192.0.2.7") == 0.0
+
+
+def test_log_lines_from_strangers_are_one_line_each_and_rate_limited():
+    now = [0.0]
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    logger = logging.getLogger("koubo.test_hostile")
+    logger.propagate = False
+    logger.addHandler(Collect())
+    logger.addFilter(OneLineRateLimit(burst=3, period=60.0, clock=lambda: now[0]))
+    for n in range(10):
+        try:
+            raise ValueError(f"bad\nrequest {n}")
+        except ValueError:
+            logger.exception("GET /d/x\r\n/y failed")
+    now[0] += 61.0
+    logger.error("later")
+    assert len(records) == 4 and all("\n" not in line and "Traceback" not in line for line in records)
+    assert records[0] == "GET /d/x\\r\\n/y failed: ValueError: bad\\nrequest 0"
+    assert records[-1] == "later (7 lines like it were dropped before this one)"
