@@ -316,8 +316,7 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
             if transport.is_closing():
                 raise ClientGone("the client went away")
             await asyncio.sleep(0.001)
-        transfer = Transfer(transport.get_extra_info("socket"), source, offset, count, _STALLED_CLIENT_SECONDS)
-        await _run_transfer(request, transfer)
+        await _run_transfer(request, source, offset, count)
         return
     # loop.sendfile() runs in the loop's own thread, on the transport's socket object: the loop
     # cannot close it in the middle of a call, and a closed socket object has no number to reuse.
@@ -332,12 +331,15 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
             await asyncio.sleep(ahead)
 
 
-async def _run_transfer(request: web.Request, transfer: Transfer) -> None:
-    """`transfer` in a thread of its own, at most _SENDER_THREADS at once; stopped if this request is abandoned.
-
-    One thread per transfer, ended with it, rather than a pool: idle threads would outlive a burst.
-    """
+async def _run_transfer(request: web.Request, source: IO[bytes], offset: int, count: int) -> None:
+    """A Transfer in a thread of its own, at most _SENDER_THREADS at once; stopped if this request is
+    abandoned. One thread per transfer, ended with it, rather than a pool: idle threads would
+    outlive a burst. The duplicates are made only once it may start, so waiting ones hold none."""
     async with request.app[_SENDERS]:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ClientGone("the client went away")
+        transfer = Transfer(transport.get_extra_info("socket"), source, offset, count, _STALLED_CLIENT_SECONDS)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
