@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1)
     login_backoff: float = Field(1.0, gt=0)
     login_backoff_max: float = Field(600.0, gt=0)
-    # Slow clients: a request's headers must arrive within this many seconds, and its body may not
-    # pause longer than this between two pieces; the connection is dropped (408 for a body) otherwise.
+    # Slow clients, on both servers: a request's headers must arrive within this many seconds (after
+    # connecting or after the last answer), and its body may not pause longer than this between two
+    # pieces; the connection is dropped (408 for a body) otherwise.
     http_header_timeout: float = Field(10.0, gt=0)
     # Largest request body other than an upload (JSON of the API and the UI's calls); uploads have
     # upload_max_bytes.

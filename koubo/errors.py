@@ -50,6 +50,7 @@ HTTP_STATUS_ERRORS: dict[int, tuple[str, str, str]] = {
     401: ("unauthorized", "Authentication required.", "需要登录。"),
     404: ("not_found", "Not found.", "未找到。"),
     405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
+    500: ("internal_error", "Internal server error; the log has the details.", "服务器内部错误，详情见日志。"),
 }
 
 

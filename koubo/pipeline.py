@@ -26,6 +26,7 @@ from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
 from koubo.ops.diskspace import ensure_room_to_write
+from koubo.naming import output_name
 from koubo.quality import QualityReport, check_video
 
 # Bump when the face tracker or feature extraction changes what they compute.
@@ -305,7 +306,7 @@ class Generator:
         pairs = [(Path(a), Path(v)) for a in audios for v in videos]
         results: list[GenerateResult | KouboError] = []
         for index, (a, v) in enumerate(pairs):
-            target = out_dir / output_name(a, v, index if len(pairs) > 1 else None)
+            target = out_dir / output_name(a.name, v.name, index if len(pairs) > 1 else None)
             item_progress = (lambda stage, f, i=index: progress(i, stage, f)) if progress else None
             try:
                 results.append(self.generate(a, v, target, options, item_progress, should_stop))
@@ -314,11 +315,6 @@ class Generator:
                     raise
                 results.append(error)
         return results
-
-
-def output_name(audio: Path, video: Path, index: int | None = None) -> str:
-    stem = f"{video.stem}__{audio.stem}"
-    return f"{stem}.mp4" if index is None else f"{index + 1:03d}_{stem}.mp4"
 
 
 def generate(

@@ -15,10 +15,14 @@ from koubo.jobs.store import Database, Job
 from media_fixtures import make_speech, make_talking_video
 
 
-def finished_job(work: Path, data_dir: Path, audio_name: str = "问候.wav", batch: int = 0) -> str:
+def finished_job(
+    work: Path, data_dir: Path, audio_name: str = "问候.wav", batch: int = 0, speech_seconds: float = 1.0
+) -> str:
     """A job (or, with batch=N, the first of a batch of N) as a worker leaves it when done: the row
-    and the video under outputs/. The rendering itself is tested elsewhere; here only delivery is."""
-    speech = make_speech(work / "speech.wav", seconds=1.0)
+    and the video under outputs/. The rendering itself is tested elsewhere; here only delivery is.
+    Uploads of the same content are kept once, under their first name: another `speech_seconds`
+    makes another audio asset, named `audio_name`, in the same data_dir."""
+    speech = make_speech(work / "speech.wav", seconds=speech_seconds)
     video = make_talking_video(work / "face.mp4", seconds=1.0, size=(128, 128))
     service = JobService(Settings(data_dir=data_dir))
     try:

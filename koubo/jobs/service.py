@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,6 +44,7 @@ from koubo.jobs.store import (
 )
 from koubo.jobs.workers import WorkerView, view_workers
 from koubo.media.probe import FrameBudget, MediaInfo, probe
+from koubo.naming import output_name
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
 from koubo.storage import delete_object
@@ -75,9 +76,6 @@ _SUFFIXES = {
     "rm": ".rm",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Characters no output file name may hold on any common file system.
-_NOT_IN_FILE_NAMES = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
-_STEM_BYTES = 80
 _PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
 
 
@@ -536,16 +534,3 @@ def new_job(
 def display_name(name: str) -> str:
     """An uploader's file name as koubo shows it: any Unicode, no control characters, 255 at most."""
     return _CONTROL.sub("", name or "").strip()[:255] or "upload"
-
-
-def output_name(audio_name: str, video_name: str, index: int | None = None) -> str:
-    """The output's file name, <video stem>__<audio stem>.mp4, numbered within a batch; safe anywhere."""
-    stem = f"{_file_stem(video_name, 'video')}__{_file_stem(audio_name, 'audio')}"
-    return f"{stem}.mp4" if index is None else f"{index + 1:03d}_{stem}.mp4"
-
-
-def _file_stem(name: str, fallback: str) -> str:
-    stem = PurePosixPath(name.replace("\\", "/")).stem
-    stem = _NOT_IN_FILE_NAMES.sub("_", stem).strip(" .")
-    stem = stem.encode("utf-8")[:_STEM_BYTES].decode("utf-8", errors="ignore").rstrip(" .")
-    return stem or fallback

@@ -21,6 +21,10 @@ from urllib.parse import quote
 # for both sides (RFC 9110 14.2 lets a server ignore Range).
 MAX_RANGES = 16
 _UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9._() -]+")
+# str.isdigit() also takes "²" and "١", which int() then refuses or reads: only 0-9 count.
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_FAR = 18
+_BEYOND_ANY_FILE = 10**_FAR
 
 
 def _ascii(text: str) -> str:
@@ -107,21 +111,32 @@ def parse_ranges(spec: str, size: int) -> list[tuple[int, int]] | None:
     ranges = []
     for part in parts:
         start, dash, end = part.partition("-")
-        if not dash or not (start.isdigit() or start == "") or not (end.isdigit() or end == ""):
+        if not dash or not _is_position(start) or not _is_position(end):
             return None
         if start == "":
             if end == "":
                 return None
-            suffix = int(end)
+            suffix = _position(end)
             if suffix > 0 and size > 0:
                 ranges.append((max(0, size - suffix), size - 1))
             continue
-        first = int(start)
-        if end != "" and int(end) < first:
+        first = _position(start)
+        if end != "" and _position(end) < first:
             return None  # syntactically invalid (RFC 9110 14.1.1)
         if first < size:
-            ranges.append((first, size - 1 if end == "" else min(int(end), size - 1)))
+            ranges.append((first, size - 1 if end == "" else min(_position(end), size - 1)))
     return ranges
+
+
+def _is_position(text: str) -> bool:
+    return text == "" or _ASCII_DIGITS.fullmatch(text) is not None
+
+
+def _position(digits: str) -> int:
+    """A byte position from its ASCII digits, however many: past _FAR digits it lies beyond any
+    file, and converting thousands of digits would be slow (and is refused past 4300)."""
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND_ANY_FILE if len(digits) > _FAR else int(digits)
 
 
 def multipart_framing(ranges: list[tuple[int, int]], size: int, content_type: str, boundary: str) -> list[bytes]:

@@ -11,6 +11,7 @@ from html import escape
 from koubo.config import Settings
 from koubo.jobs.service import JobService, JobStatus, JobView
 from koubo.links.signing import Keyring, signed_link
+from koubo.naming import is_link_name
 from koubo.web.ui_render import human_size
 
 PAGE_SIZE = 100
@@ -33,10 +34,13 @@ def render_listing(settings: Settings, service: JobService, page: int) -> str:
 
 def _row(settings: Settings, keyring: Keyring, job: JobView) -> str:
     name = job.output_name or job.id
-    link = signed_link(settings, job.id, name, keyring=keyring).url
+    # An output named before names were kept linkable is listed, without a link that cannot work.
+    shown = escape(name)
+    if is_link_name(name):
+        shown = f'<a href="{escape(signed_link(settings, job.id, name, keyring=keyring).url)}">{shown}</a>'
     finished = _when(job.finished_at)
     return (
-        f'<tr><td><a href="{escape(link)}">{escape(name)}</a></td>'
+        f"<tr><td>{shown}</td>"
         f'<td class="n">{escape(human_size(job.output_size))}</td><td>{escape(finished)}</td></tr>'
     )
 

@@ -11,13 +11,15 @@ full: name, signature, expiry, job, and that the file really lies inside outputs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import math
 import os
-import select
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TypeVar
@@ -30,8 +32,13 @@ from koubo.errors import HTTP_STATUS_ERRORS, KouboError
 from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
 from koubo.links.listing import render_listing
-from koubo.links.signing import Keyring, LinkError, batch_subject, verify
+from koubo.links.signing import Keyring, LinkError, batch_subject, malformed, verify
+from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
+from koubo.naming import is_link_name
+from koubo.ops.logs import OneLineRateLimit, setup_logging
+from koubo.errors import too_many_attempts
+from koubo.ops.throttle import LoginThrottle
 from koubo.web.auth import CredentialCheck, challenge_header
 from koubo.web.htpasswd import Htpasswd
 
@@ -39,7 +46,6 @@ from koubo.web.htpasswd import Htpasswd
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a
 # never-expiring link may be cached as immutable for the longest time HTTP caches honour: a year.
 _FOREVER_MAX_AGE = 365 * 24 * 3600
-_FORBIDDEN_IN_NAMES = ("..", "/", "\\", "\x00")
 _ZIP_CHUNK = 1024 * 1024
 # A rate-limited transfer goes out in slices this many times a second, each still by sendfile().
 _RATE_SLICES_PER_SECOND = 10
@@ -56,17 +62,17 @@ _STATUS_BY_CODE = {
     "no_output": 404,
     "output_expired": 410,
     "too_many_downloads": 429,
+    "too_many_attempts": 429,
 }
 
 _SETTINGS = web.AppKey("settings", Settings)
 _SERVICE = web.AppKey("service", JobService)
 _SLOTS = web.AppKey("slots", "DownloadSlots")
 _AUTH = web.AppKey("auth", CredentialCheck)
-_SENDERS = web.AppKey("senders", ThreadPoolExecutor)
-
-
-def invalid_link() -> LinkError:
-    return LinkError("link_invalid", "This download link is malformed.", "下载链接格式错误。")
+_SENDERS = web.AppKey("senders", asyncio.Semaphore)
+_THROTTLE = web.AppKey("throttle", LoginThrottle)
+_MAX_PAGE_DIGITS = 9
+_log = logging.getLogger("koubo.links")
 
 
 def outside_outputs() -> LinkError:
@@ -128,16 +134,17 @@ def _error(status: int, body: dict[str, str], headers: dict[str, str] | None = N
     return web.json_response({"error": body}, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _error_for(error: KouboError) -> web.Response:
+def _error_for(error: KouboError, headers: dict[str, str] | None = None) -> web.Response:
     status = _STATUS_BY_CODE.get(error.code, 400)
-    return _error(status, error.to_dict(), {"Retry-After": "5"} if status == 429 else None)
+    return _error(status, error.to_dict(), headers or ({"Retry-After": "5"} if status == 429 else None))
 
 
 @web.middleware
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown paths and methods answer in the API's JSON error shape too."""
+    """Unknown paths and methods answer in the API's JSON error shape too; a client that left is let
+    go quietly; anything else is one line in koubo's log and a JSON 500, never a traceback."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -148,18 +155,36 @@ async def _json_errors(
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except ConnectionError as gone:
+        # Browsers drop downloads all the time (seeking in a video): nothing to answer or report.
+        _log.debug("%s %s: %s", request.method, request.path, gone)
+        return _hang_up(request)
+    except Exception as error:
+        # The path without the query: a signature has no place in a log.
+        _log.error("%s %s failed: %s: %s", request.method, request.path, type(error).__name__, error)
+        if request.writer.output_size > 0:
+            return _hang_up(request)  # part of an answer is out: only closing tells the client
+        code, en, zh = HTTP_STATUS_ERRORS[500]
+        return _error(500, {"code": code, "message_en": en, "message_zh": zh})
+
+
+def _hang_up(request: web.Request) -> web.StreamResponse:
+    """Close the connection; aiohttp then finds nothing to write the returned answer to."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=500)
 
 
 def _check_names(*names: str) -> None:
-    if any(not name or any(part in name for part in _FORBIDDEN_IN_NAMES) for name in names):
-        raise invalid_link()
+    if not all(is_link_name(name) for name in names):
+        raise malformed()
 
 
 def _verify_query(settings: Settings, subject: str, name: str, query: dict[str, str]) -> int:
     try:
         exp, kid, sig = query["exp"], query["kid"], query["sig"]
     except KeyError:
-        raise invalid_link() from None
+        raise malformed() from None
     return verify(Keyring(settings.data_dir), subject, name, exp, kid, sig)
 
 
@@ -183,7 +208,7 @@ def _checked_file(settings: Settings, service: JobService, job_id: str, name: st
     _verify_query(settings, job_id, name, query)
     path, download_name = service.output_file(job_id)
     if name != download_name:
-        raise invalid_link()
+        raise malformed()
     return _inside_outputs(settings, path)
 
 
@@ -285,19 +310,18 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
     loop = asyncio.get_running_loop()
     transport = request.transport
     if transport is None or transport.is_closing():
-        raise ConnectionResetError("the client went away")
+        raise ClientGone("the client went away")
     if rate is None:
         # What aiohttp queued in the transport (the headers, a multipart delimiter) must reach the
         # socket before sendfile() writes to it directly, or it would arrive after the file's bytes.
         while transport.get_write_buffer_size():
             if transport.is_closing():
-                raise ConnectionResetError("the client went away")
+                raise ClientGone("the client went away")
             await asyncio.sleep(0.001)
-        sock = transport.get_extra_info("socket")
-        await loop.run_in_executor(
-            request.app[_SENDERS], _sendfile_blocking, sock.fileno(), source.fileno(), offset, count
-        )
+        await _run_transfer(request, source, offset, count)
         return
+    # loop.sendfile() runs in the loop's own thread, on the transport's socket object: the loop
+    # cannot close it in the middle of a call, and a closed socket object has no number to reuse.
     step = max(16 * 1024, rate // _RATE_SLICES_PER_SECOND)
     started, sent = loop.time(), 0
     while sent < count:
@@ -309,31 +333,48 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
             await asyncio.sleep(ahead)
 
 
-def _sendfile_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
-    """sendfile() until `count` bytes are out, waiting for the socket in this thread.
+async def _run_transfer(request: web.Request, source: IO[bytes], offset: int, count: int) -> None:
+    """A Transfer in a thread of its own, at most _SENDER_THREADS at once; stopped if this request is
+    abandoned. One thread per transfer, ended with it, rather than a pool: idle threads would
+    outlive a burst. The duplicates are made only once it may start, so waiting ones hold none."""
+    async with request.app[_SENDERS]:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ClientGone("the client went away")
+        transfer = Transfer(transport.get_extra_info("socket"), source, offset, count, _STALLED_CLIENT_SECONDS)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
 
-    asyncio's own loop.sendfile() re-registers the socket with epoll after every call and wakes
-    the event loop each time; on one fast stream that costs a quarter of nginx's throughput
-    (bench/links.py). Here each wait is one poll() and the loop is not involved at all.
-    """
-    poller = select.poll()
-    poller.register(sock_fd, select.POLLOUT)
-    end = offset + count
-    while offset < end:
+        def run() -> None:
+            outcome: BaseException | None = None
+            try:
+                transfer.run()
+            except BaseException as error:  # handed to the waiting request, raised there
+                outcome = error
+            # The loop is closed only when the server stops, and then nobody waits for the answer.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done, outcome)
+
+        thread = threading.Thread(target=run, name="koubo-sendfile", daemon=True)
         try:
-            sent = os.sendfile(sock_fd, file_fd, offset, end - offset)
-        except BlockingIOError:
-            sent = None
-        if sent == 0:
-            raise ConnectionResetError("the file ended before the announced length")
-        if sent is not None:
-            offset += sent
-            continue
-        events = poller.poll(_STALLED_CLIENT_SECONDS * 1000)
-        if not events:
-            raise TimeoutError("the client stopped reading")
-        if events[0][1] & (select.POLLERR | select.POLLHUP):
-            raise ConnectionResetError("the client went away")
+            thread.start()
+        except BaseException:
+            transfer.stop()
+            raise
+        try:
+            await done
+        except asyncio.CancelledError:
+            transfer.stop()
+            raise
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 async def _batch_zip(request: web.Request) -> web.StreamResponse:
@@ -377,17 +418,40 @@ async def _send_zip(
 
 
 async def _listing(request: web.Request) -> web.StreamResponse:
-    if not await request.app[_AUTH].allowed(request.headers.get("Authorization", "").encode()):
+    settings = request.app[_SETTINGS]
+    throttle = request.app[_THROTTLE]
+    address = client_address(request, settings.links_trusted_proxies)
+    if wait := throttle.retry_after(address):
+        return _error_for(too_many_attempts(math.ceil(wait)), {"Retry-After": str(math.ceil(wait))})
+    authorization = request.headers.get("Authorization", "")
+    if not await request.app[_AUTH].allowed(authorization.encode()):
+        if authorization:  # a browser's first request carries none: only a wrong password counts
+            throttle.failed(address)
         code, en, zh = HTTP_STATUS_ERRORS[401]
         return _error(401, {"code": code, "message_en": en, "message_zh": zh}, challenge_header())
+    throttle.succeeded(address)
     try:
-        page = max(1, int(request.query.get("page", "1")))
-    except ValueError:
-        page = 1
-    settings = request.app[_SETTINGS]
+        page = _page_number(request.query.get("page", "1"))
+    except KouboError as error:
+        return _error_for(error)
     html = await _in_thread(functools.partial(render_listing, settings, request.app[_SERVICE], page))
     return web.Response(
         text=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "private, no-store"}
+    )
+
+
+def _page_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_PAGE_DIGITS and int(text) >= 1):
+        raise bad_page(text)
+    return int(text)
+
+
+def bad_page(text: str) -> KouboError:
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    return KouboError(
+        "invalid_parameter",
+        f"The page number must be a whole number from 1 to {10**_MAX_PAGE_DIGITS - 1}, not “{shown}”.",
+        f"页码必须是 1 到 {10**_MAX_PAGE_DIGITS - 1} 之间的整数，而不是“{shown}”。",
     )
 
 
@@ -399,9 +463,8 @@ def create_links_app(settings: Settings) -> web.Application:
     async def job_service(app: web.Application) -> AsyncIterator[None]:
         service = JobService(settings)
         app[_SERVICE] = service
-        app[_SENDERS] = ThreadPoolExecutor(_SENDER_THREADS, thread_name_prefix="sendfile")
+        app[_SENDERS] = asyncio.Semaphore(_SENDER_THREADS)
         yield
-        app[_SENDERS].shutdown(wait=False, cancel_futures=True)
         service.close()
 
     app.cleanup_ctx.append(job_service)
@@ -412,6 +475,7 @@ def create_links_app(settings: Settings) -> web.Application:
         if settings.htpasswd_file is None:
             raise listing_needs_auth()
         app[_AUTH] = CredentialCheck(Htpasswd.load(settings.htpasswd_file))
+        app[_THROTTLE] = LoginThrottle(settings.login_max_failures, settings.login_backoff, settings.login_backoff_max)
         app.router.add_get("/downloads/", _listing)
     return app
 
@@ -419,5 +483,21 @@ def create_links_app(settings: Settings) -> web.Application:
 def run_links(settings: Settings) -> None:
     """Serve on settings.host:settings.links_port until Ctrl-C or SIGTERM."""
     app = create_links_app(settings)
+    setup_logging(settings)
+    # What strangers can make these loggers say goes to koubo's log one line at a time, and not
+    # faster than the filter lets through.
+    for name in ("koubo.links", "aiohttp.server", "aiohttp.web"):
+        logging.getLogger(name).addFilter(OneLineRateLimit())
     print(f"koubo links: serving on http://{settings.host}:{settings.links_port}/d/...", flush=True)
-    web.run_app(app, host=settings.host, port=settings.links_port, print=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.links_port,
+        print=None,
+        access_log=None,
+        # aiohttp drops a connection that has not sent a whole request head within its keep-alive
+        # time, counted from the connection's start and from each answer: that is the header
+        # timeout. A body nobody reads (every route here is GET) is drained for no longer either.
+        keepalive_timeout=settings.http_header_timeout,
+        lingering_time=settings.http_header_timeout,
+    )

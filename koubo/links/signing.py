@@ -23,8 +23,12 @@ from urllib.parse import quote, urlencode
 
 from koubo.config import Settings
 from koubo.errors import KouboError
+from koubo.naming import is_link_name
 
 DEFAULT_LIFETIME = 7 * 24 * 3600.0
+# The longest a link may last, 0 aside (never expires): a century keeps every expiry within the
+# twelve digits `verify` reads, and within what a datetime holds.
+MAX_LIFETIME = 100 * 365 * 24 * 3600.0
 _KEY_BYTES = 32
 
 
@@ -37,6 +41,27 @@ def tampered() -> LinkError:
         "link_tampered",
         "This download link is not valid: it was changed or was never issued by this server.",
         "下载链接无效：链接已被修改，或并非由本服务器签发。",
+    )
+
+
+def malformed() -> LinkError:
+    return LinkError("link_invalid", "This download link is malformed.", "下载链接格式错误。")
+
+
+def unlinkable_name(name: str) -> LinkError:
+    return LinkError(
+        "link_name_invalid",
+        f"“{name}” cannot be carried by a download link (it holds “..”, a slash or an unusable character).",
+        f"“{name}”无法用于下载链接（含有“..”、斜杠或无法使用的字符）。",
+    )
+
+
+def bad_lifetime(lifetime: float) -> LinkError:
+    years = int(MAX_LIFETIME // (365 * 24 * 3600))
+    return LinkError(
+        "link_lifetime_invalid",
+        f"A link's lifetime must be 0 (never expires) or a number of seconds up to {years} years, not {lifetime}.",
+        f"链接有效期必须为 0（永不过期）或不超过 {years} 年的秒数，而不是 {lifetime}。",
     )
 
 
@@ -154,6 +179,7 @@ def signed_link(
 ) -> SignedLink:
     """A full URL, under the configured public base, for a finished job's video. Pass `keyring` to sign
     many links with one read of the key file."""
+    _check_linkable(job_id, filename)
     keyring = keyring or Keyring(settings.data_dir)
     path, exp = _signed_path(keyring, "d", job_id, job_id, filename, _lifetime(settings, lifetime))
     return SignedLink(settings.links_base + path, _expiry(exp))
@@ -161,14 +187,26 @@ def signed_link(
 
 def signed_batch_link(settings: Settings, batch_id: str, filename: str, lifetime: float | None = None) -> SignedLink:
     """A full URL for a batch's finished videos as one streamed ZIP."""
+    _check_linkable(batch_id, filename)
     subject = batch_subject(batch_id)
     keyring = Keyring(settings.data_dir)
     path, exp = _signed_path(keyring, "z", batch_id, subject, filename, _lifetime(settings, lifetime))
     return SignedLink(settings.links_base + path, _expiry(exp))
 
 
+def _check_linkable(*names: str) -> None:
+    """A link the server would refuse for its names (`is_link_name`) is never handed out."""
+    for name in names:
+        if not is_link_name(name):
+            raise unlinkable_name(name)
+
+
 def _lifetime(settings: Settings, lifetime: float | None) -> float:
-    return settings.link_lifetime if lifetime is None else lifetime
+    lifetime = settings.link_lifetime if lifetime is None else lifetime
+    # Not `0 <= lifetime <= MAX`, written so that NaN fails too.
+    if not (lifetime >= 0 and lifetime <= MAX_LIFETIME):
+        raise bad_lifetime(lifetime)
+    return lifetime
 
 
 def _expiry(exp: int) -> datetime | None:
@@ -191,8 +229,9 @@ def verify(keyring: Keyring, job_id: str, filename: str, exp: str, kid: str, sig
     `exp` is the query's text: only canonical decimal digits count, so one signature has one spelling.
     """
     # At most 12 digits (year 33658): int() of thousands of digits is slow, and refused past 4300.
+    # No signed link spells its expiry otherwise, so anything else (1e12, inf, 2**63) is malformed.
     if not exp.isascii() or not exp.isdigit() or len(exp) > 12 or (exp != "0" and exp.startswith("0")):
-        raise tampered()
+        raise malformed()
     expiry = int(exp)
     key = keyring.by_id().get(kid)
     if key is None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from logging.handlers import RotatingFileHandler
@@ -45,6 +47,42 @@ class JobIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "job_id", None):
             record.job_id = _current_job.get()
+        return True
+
+
+class OneLineRateLimit(logging.Filter):
+    """For a logger strangers can make write (a server's error lines): each record becomes one line,
+    an exception its type and message without the traceback, and at most `burst` lines pass per
+    `period` seconds; the first line after a silence says how many were dropped.
+
+    Attach it to the logger itself (`logger.addFilter`), so it sees that logger's records only."""
+
+    def __init__(self, burst: int = 20, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.period, self._clock = burst, period, clock
+        self._window_end = float("-inf")
+        self._passed = self._dropped = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now >= self._window_end:
+                self._window_end, self._passed = now + self.period, 0
+            if self._passed >= self.burst:
+                self._dropped += 1
+                return False
+            self._passed += 1
+            dropped, self._dropped = self._dropped, 0
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text = f"{text}: {type(error).__name__}: {error}"
+        if dropped:
+            text = f"{text} ({dropped} lines like it were dropped before this one)"
+        # Whatever a request put in the message, it stays on one line.
+        record.msg, record.args = text.replace("\r", "\\r").replace("\n", "\\n"), None
+        record.exc_info = record.exc_text = record.stack_info = None
         return True
 
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from koubo.config import Settings
 from koubo.jobs.service import JobService
 from koubo.links.handout import LinkMaker
+from koubo.links.signing import MAX_LIFETIME
 
 
 def get_service(request: Request) -> JobService:
@@ -27,9 +28,7 @@ ServiceDep = Annotated[JobService, Depends(get_service)]
 LinksDep = Annotated[LinkMaker, Depends(get_links)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # How long a signed link handed out by the API lasts; None: the configured link_lifetime.
-# Ten years at most: beyond that a date overflows, and "never" is written 0.
-MAX_LINK_LIFETIME = 10 * 365 * 24 * 3600.0
 LinkLifetime = Annotated[
     float | None,
-    Query(ge=0, le=MAX_LINK_LIFETIME, allow_inf_nan=False, description="seconds the link lasts; 0 = never"),
+    Query(ge=0, le=MAX_LIFETIME, allow_inf_nan=False, description="seconds the link lasts; 0 = never"),
 ]
