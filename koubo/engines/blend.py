@@ -1,7 +1,8 @@
 """Putting a generated or borrowed lower face back into a frame without a seam.
 
 Both engines end here: a hull just inside the jaw line, an alpha that eases to exactly 0 at its
-outline, the patch's colour matched to the frame along the blend band, and the blend itself.
+outline, the patch's colour matched to the frame along the blend band, and the blend itself, at a
+strength that fades in and out around the frames a template does not let us edit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import cv2
 import numpy as np
 
 from koubo.face import geometry as geo
+
+# Time over which the edit fades to the template before a frame that must not be edited, and back.
+FADE_SECONDS = 0.2
 
 
 def lower_face_hull(landmarks: np.ndarray) -> np.ndarray:
@@ -46,11 +50,31 @@ def feathered_alpha(hull_list: list[np.ndarray], roi: tuple[int, int, int, int],
     return alpha
 
 
-def blend_patch(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+def edit_strength(usable: np.ndarray, fps: float) -> np.ndarray:
+    """(n,) weight of the edit per output frame: 0 on frames that must not be edited, easing to 1
+    over FADE_SECONDS away from them, so the mouth never pops between edited and untouched."""
+    n = len(usable)
+    if usable.all():
+        return np.ones(n)
+    if not usable.any():
+        return np.zeros(n)
+    bad = np.flatnonzero(~usable)
+    positions = np.arange(n)
+    nearest = np.searchsorted(bad, positions)
+    before = np.abs(positions - bad[np.clip(nearest - 1, 0, len(bad) - 1)])
+    after = np.abs(bad[np.clip(nearest, 0, len(bad) - 1)] - positions)
+    distance = np.minimum(before, after).astype(np.float64)
+    ramp = np.clip(distance / max(1.0, FADE_SECONDS * fps), 0.0, 1.0)
+    return ramp * ramp * (3.0 - 2.0 * ramp)
+
+
+def blend_patch(
+    frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int], strength: float = 1.0
+) -> np.ndarray:
     x0, y0, x1, y1 = roi
     out = frame.copy()
     base = frame[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
+    a = strength * alpha[..., None]
     out[y0:y1, x0:x1] = np.clip(base + a * (patch - base), 0, 255).astype(np.uint8)
     return out
 
