@@ -156,14 +156,15 @@ def _lower_face(frame: np.ndarray, lm: np.ndarray, reference: np.ndarray, canon:
 
 
 def _skin_mask(landmarks: np.ndarray, reference: np.ndarray, canon: np.ndarray) -> np.ndarray:
-    """Lower face in the canonical square, less the widest opening of the lips in the shot."""
+    """Lower face in the canonical square, less the widest opening between the lips in the shot
+    (teeth and tongue come and go there; lips, chin and cheeks keep their look)."""
     mask = np.zeros((PATCH, PATCH), np.uint8)
     hull = geo.apply_affine(canon, reference[geo.LOWER_FACE])
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(hull).astype(np.int32)), 1)
-    outer = geo.LIPS_OUTER_UPPER + geo.LIPS_OUTER_LOWER[::-1]
+    inner = geo.LIPS_INNER_UPPER + geo.LIPS_INNER_LOWER[::-1]
     widest = int(np.argmax(np.nan_to_num(geo.mouth_aperture(landmarks))))
     to_ref = geo.similarity_transform(landmarks[widest][geo.STABLE], reference[geo.STABLE])
-    lips = geo.apply_affine(canon, geo.apply_affine(to_ref, landmarks[widest][outer]))
+    lips = geo.apply_affine(canon, geo.apply_affine(to_ref, landmarks[widest][inner]))
     cv2.fillPoly(mask, [np.round(lips).astype(np.int32)], 0)
     return mask.astype(bool)
 
