@@ -136,6 +136,7 @@ def test_a_small_face_gets_a_new_mouth_and_nothing_else_changes(small, small_tra
         hull = lower_face_hull(track.landmarks[i])
         inside = np.zeros(frames.shape[1:3], np.uint8)
         cv2.fillConvexPoly(inside, np.round(hull).astype(np.int32), 1)
+        inside = cv2.dilate(inside, np.ones((3, 3), np.uint8))  # the outline's own pixels may change
         changed = np.any(out[i] != frames[i], axis=-1)
         assert not (changed & (inside == 0)).any()  # outside the lower face: the template's own pixels
         mouth = cv2.boundingRect(np.round(track.landmarks[i][geometry.LIPS_INNER_LOWER]).astype(np.int32))

@@ -25,6 +25,7 @@ from scipy.spatial import Delaunay
 
 from koubo.engines.base import RenderInput
 from koubo.engines.blend import (
+    at_face_resolution,
     blend_patch,
     edit_strength,
     feathered_alpha,
@@ -103,13 +104,17 @@ class ClassicEngine:
             elif plan is not None:
                 yield _retrieved(job, plan, i, frame, float(strength[i]))
             else:
-                yield warp_mouth(
+                yield at_face_resolution(
                     frame,
                     track.landmarks[s],
-                    aperture=float(job.targets.aperture[i]),
-                    width=float(job.targets.width[i]),
-                    own_aperture=float(bank.aperture[s]),
-                    strength=float(strength[i]),
+                    lambda image, landmarks, i=i, s=s: warp_mouth(
+                        image,
+                        landmarks,
+                        aperture=float(job.targets.aperture[i]),
+                        width=float(job.targets.width[i]),
+                        own_aperture=float(bank.aperture[s]),
+                        strength=float(strength[i]),
+                    ),
                 )
 
 
@@ -123,7 +128,11 @@ def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray, st
     def with_mouth(j: int) -> np.ndarray:
         if j == s:
             return frame
-        return paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j], strength)
+        return at_face_resolution(
+            frame,
+            track.landmarks[s],
+            lambda image, landmarks: paste_mouth(image, landmarks, job.frames[j], track.landmarks[j], strength),
+        )
 
     j = int(plan[i])
     out = with_mouth(j)
