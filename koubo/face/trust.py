@@ -148,10 +148,19 @@ def _lower_face(frame: np.ndarray, lm: np.ndarray, reference: np.ndarray, canon:
     # Small faces come up, large ones go down: an area-like prefilter keeps a large face's
     # skin texture from aliasing into "difference".
     zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    source = frame
+    # Only the frame's part that lands in the square is read (and, for a large face, blurred).
+    corners = np.array([[0, 0], [PATCH, 0], [0, PATCH], [PATCH, PATCH]], np.float64)
+    inverse = cv2.invertAffineTransform(matrix)
+    height, width = frame.shape[:2]
+    reach = geo.apply_affine(inverse, corners)
+    x0, y0 = np.clip(np.floor(reach.min(0)).astype(int) - 4, 0, (width - 1, height - 1))
+    x1, y1 = np.clip(np.ceil(reach.max(0)).astype(int) + 4, (x0 + 1, y0 + 1), (width, height))
+    source = np.ascontiguousarray(frame[y0:y1, x0:x1])
     if zoom < 0.5:
-        source = cv2.GaussianBlur(np.ascontiguousarray(frame), (0, 0), 0.5 / zoom)
-    patch = cv2.warpAffine(np.ascontiguousarray(source), matrix, (PATCH, PATCH), flags=cv2.INTER_LINEAR)
+        source = cv2.GaussianBlur(source, (0, 0), 0.5 / zoom)
+    matrix = matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float32)
+    patch = cv2.warpAffine(source, matrix, (PATCH, PATCH), flags=cv2.INTER_LINEAR)
     return cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
