@@ -18,7 +18,7 @@ import pytest
 from koubo.config import Settings
 from koubo.engines.base import RenderInput
 from koubo.engines.blend import lower_face_hull
-from koubo.engines.classic import ClassicEngine
+from koubo.engines.classic import ClassicEngine, mouth_bank, plan_retrieval
 from koubo.face import geometry
 from koubo.face.tracker import FaceTrack, track_faces
 from koubo.features import compute_audio_features
@@ -176,6 +176,30 @@ def test_a_hard_cut_to_another_shot_starts_a_new_track(close_up, truth):
     # Smoothing across the cut would drag the frames beside it part of the way to the other shot.
     assert float(relative_error(track.landmarks, expected)[CUT - 3 : CUT + 3].max()) < 0.05
     assert np.flatnonzero(track.cuts).tolist() == [CUT]
+
+
+def test_mouths_are_only_borrowed_from_the_same_shot(truth):
+    """Shot A opens its mouth wide, shot B barely: asked for wide mouths, B must still keep its own."""
+    n = 60
+    landmarks = np.repeat(truth[:1], n, axis=0).copy()
+    aperture = np.where(np.arange(n) < n // 2, 0.05 + 0.2 * (0.5 + 0.5 * np.sin(np.arange(n) / 3.0)), 0.02)
+    gap = aperture * geometry.face_scale(landmarks[0])
+    for p, q in geometry.INNER_GAP_PAIRS:
+        landmarks[:, q, 1] = landmarks[:, p, 1] + gap
+    cuts = np.zeros(n, bool)
+    cuts[n // 2] = True
+    track = FaceTrack(landmarks, np.ones(n, bool), 256, 256, cuts=cuts)
+    samples, _ = synth_speech(n / FPS)
+    job = RenderInput(
+        frames=np.zeros((n, 4, 4, 3), np.uint8),
+        fps=float(FPS),
+        track=track,
+        audio=compute_audio_features(samples, "synth"),
+        targets=open_wide(n),
+        source_index=np.arange(n),
+    )
+    plan = plan_retrieval(job, mouth_bank(landmarks, track.usable))
+    assert ((plan < n // 2) == (np.arange(n) < n // 2)).all()
 
 
 def test_frames_with_a_hand_over_the_mouth_pass_through_and_the_rest_is_synced(occluded, close_up):

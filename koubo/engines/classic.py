@@ -47,6 +47,9 @@ CANDIDATES = 24
 COST_HOLD = 0.03  # showing the same source mouth twice
 COST_JUMP = 0.25  # cutting to a non-consecutive source frame
 OWN_FRAME_BONUS = 0.05  # the frame's own mouth needs no alignment at all
+# A mouth from another shot (another light, another camera, maybe another person) is never shown;
+# finite, so a shot without a usable mouth cannot make every path impossible.
+COST_OTHER_SHOT = 1e6
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray, st
     previous = int(plan[i - 1]) if i > 0 else j
     continued = previous + 1
     cut = j not in (previous, continued)
-    if cut and continued < len(track.present) and track.usable[continued]:
+    same_shot = not track.cuts[min(continued, s) + 1 : max(continued, s) + 1].any()
+    if cut and continued < len(track.present) and track.usable[continued] and same_shot:
         # Half of what a continuous run would have shown softens the switch of mouth texture.
         out = ((out.astype(np.uint16) + with_mouth(continued)) // 2).astype(np.uint8)
     return out
@@ -149,7 +153,7 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     """Choose, for every output frame, the template frame whose mouth it shows (Viterbi).
 
     Unary cost: distance to the target mouth shape plus head-pose difference to the frame being
-    edited. Transition cost: free when the next source frame follows the previous one (real
+    edited; mouths from another shot are ruled out. Transition cost: free when the next source frame follows the previous one (real
     motion between them), small for holding a mouth, larger for a cut.
     """
     candidates_all = np.flatnonzero(bank.present)
@@ -165,6 +169,8 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
     unary = shape_cost + 0.5 * (pose_d / pose_scale) ** 2
     unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[:, None])
+    shot = np.cumsum(job.track.cuts)
+    unary += COST_OTHER_SHOT * (shot[candidates_all][None, :] != shot[src][:, None])
 
     k = min(CANDIDATES, len(candidates_all))
     top = np.argpartition(unary, k - 1, axis=1)[:, :k]
