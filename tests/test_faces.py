@@ -219,6 +219,21 @@ def test_frames_with_a_hand_over_the_mouth_pass_through_and_the_rest_is_synced(o
     assert (np.diff(before) <= 1e-9).all() and before[-2] < 0.75 * before[0]
 
 
+def test_motion_blurred_frames_are_passed_through(close_up):
+    smear = np.zeros((31, 31), np.float32)
+    smear[15] = 1 / 31  # a fast horizontal move during the exposure
+    frames = close_up.copy()
+    blurred = range(12, 15)
+    for i in blurred:
+        frames[i] = cv2.filter2D(close_up[i], -1, smear)
+    track = track_faces(frames, fps=FPS)
+    out = render(frames, track)
+    for i in blurred:
+        assert np.array_equal(out[i], frames[i])
+    assert track.present[list(blurred)].all() and not track.usable[list(blurred)].any()  # seen, not trusted
+    assert track.usable[: blurred.start].all() and track.usable[blurred.stop :].all()
+
+
 def test_the_report_counts_synced_and_passed_through_frames_by_reason(generator, occluded, speech, work):
     template = write_frames(work / "hand.mp4", occluded)
     result = generator.generate(speech, template, work / "out" / "hand.mp4")
