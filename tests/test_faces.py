@@ -219,6 +219,22 @@ def test_frames_with_a_hand_over_the_mouth_pass_through_and_the_rest_is_synced(o
     assert (np.diff(before) <= 1e-9).all() and before[-2] < 0.75 * before[0]
 
 
+def test_a_face_leaving_the_frame_and_coming_back_passes_through_while_it_is_out(close_up):
+    """The speaker steps right until part of the jaw is outside the frame, then comes back."""
+    offsets = [0] * 8 + [60, 120, 140, 150, 165, 180, 165, 150, 140, 120, 60] + [0] * 7
+    frames = np.zeros((len(offsets), 256, 320, 3), np.uint8)
+    for i, dx in enumerate(offsets):
+        visible = min(256, 320 - dx)
+        frames[i, :, dx : dx + visible] = close_up[i % N][:, :visible]
+    track = track_faces(frames, fps=FPS)
+    out = render(frames, track)
+    for i, dx in enumerate(offsets):
+        if dx >= 150:  # the face mesh reaches x = 188 of the 256-pixel face: past the edge here
+            assert np.array_equal(out[i], frames[i])
+    assert track.usable[:6].all() and track.usable[-5:].all()  # found again when back
+    assert all(np.abs(out[i].astype(int) - frames[i]).mean() > 0.3 for i in [*range(3), *range(-3, 0)])
+
+
 def test_motion_blurred_frames_are_passed_through(close_up):
     smear = np.zeros((31, 31), np.float32)
     smear[15] = 1 / 31  # a fast horizontal move during the exposure
