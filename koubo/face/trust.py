@@ -145,8 +145,9 @@ def _canonical_frame(reference: np.ndarray) -> np.ndarray:
 def _lower_face(frame: np.ndarray, lm: np.ndarray, reference: np.ndarray, canon: np.ndarray) -> np.ndarray:
     """Grey lower face of `frame`, aligned on skull-fixed points onto the shot's canonical square."""
     to_ref = geo.similarity_transform(lm[geo.STABLE], reference[geo.STABLE])
-    m = canon[:, :2] @ to_ref[:, :2], canon[:, :2] @ to_ref[:, 2] + canon[:, 2]
-    matrix = np.column_stack([m[0], m[1]]).astype(np.float32)
+    linear = canon[:, :2] @ to_ref[:, :2]
+    shift = canon[:, :2] @ to_ref[:, 2] + canon[:, 2]
+    matrix = np.column_stack([linear, shift]).astype(np.float32)  # canon after to_ref
     # Small faces come up, large ones go down: an area-like prefilter keeps a large face's
     # skin texture from aliasing into "difference".
     zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
