@@ -25,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from koubo.config import Settings  # noqa: E402
-from koubo.face import geometry  # noqa: E402
-from koubo.face.tracker import track_faces  # noqa: E402
-from koubo.media.audio import load_audio  # noqa: E402
-from koubo.pipeline import Generator  # noqa: E402
+from koubo.config import Settings
+from koubo.face import geometry
+from koubo.face.tracker import track_faces
+from koubo.media.audio import load_audio
+from koubo.pipeline import Generator
 
-from media_fixtures import write_frames  # noqa: E402
+from media_fixtures import write_frames
 
 SHARED = ROOT.parent / "shared" / "media"
 FPS = 25
@@ -89,7 +89,9 @@ def hard_template(first: np.ndarray, second: np.ndarray, hand: range, cut: int) 
         cv2.ellipse(frames[i], (int(centre[0]), int(centre[1] + 0.1 * half)), axes, -8, 0, 360, (205, 150, 122), -1)
         for f in range(4):
             x = int(centre[0] - 0.55 * half + f * 0.36 * half)
-            cv2.line(frames[i], (x, int(centre[1] - 0.25 * half)), (x + 12, int(centre[1] + 0.4 * half)), (160, 105, 85), 5)
+            cv2.line(
+                frames[i], (x, int(centre[1] - 0.25 * half)), (x + 12, int(centre[1] + 0.4 * half)), (160, 105, 85), 5
+            )
     return frames
 
 

@@ -25,11 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from koubo.face import geometry  # noqa: E402
-from koubo.face.tracker import track_faces  # noqa: E402
-from koubo.samples import talking_frame  # noqa: E402
+from koubo.face import geometry
+from koubo.face.tracker import track_faces
+from koubo.samples import talking_frame
 
-from media_fixtures import FACE_SHARE, face_on_canvas  # noqa: E402
+from media_fixtures import FACE_SHARE, face_on_canvas
 
 FPS = 25.0
 CASES = [((1920, 1080), w) for w in (48, 64, 96, 160, 256, 400)] + [((3840, 2160), 48)]
@@ -86,11 +86,15 @@ def main() -> None:
 
     print(f"\nface tracking, {args.frames} frames per size; baseline = {args.baseline}, new = this checkout")
     print("err: mean landmark error in eye spans; moving: the same less each landmark's constant offset")
-    print(f"{'canvas':>10} {'face':>5} | {'found old':>9} {'new':>5} | {'err old':>8} {'new':>6} | "
-          f"{'moving old':>10} {'new':>6} | {'ms/f old':>8} {'new':>6} {'new/old':>7}")
+    print(
+        f"{'canvas':>10} {'face':>5} | {'found old':>9} {'new':>5} | {'err old':>8} {'new':>6} | "
+        f"{'moving old':>10} {'new':>6} | {'ms/f old':>8} {'new':>6} {'new/old':>7}"
+    )
     for (w, h), width, (f0, e0, m0, t0), (f1, e1, m1, t1) in rows:
-        print(f"{w}x{h:<5} {width:>4}px | {f0:>9.0%} {f1:>5.0%} | {e0:>8.3f} {e1:>6.3f} | "
-              f"{m0:>10.3f} {m1:>6.3f} | {t0:>8.1f} {t1:>6.1f} {t1 / t0:>7.2f}")
+        print(
+            f"{w}x{h:<5} {width:>4}px | {f0:>9.0%} {f1:>5.0%} | {e0:>8.3f} {e1:>6.3f} | "
+            f"{m0:>10.3f} {m1:>6.3f} | {t0:>8.1f} {t1:>6.1f} {t1 / t0:>7.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,7 @@ class QualityReport:
             f"sync offset {offset}, confidence {self.sync_confidence:.2f}, "
             f"face in {100 * self.face_coverage:.0f}% of frames, "
             f"video {self.video_duration:.2f} s, audio {self.audio_duration:.2f} s, "
-            f"{self.frames} frames at {self.fps:.2f} fps"
-            + self._describe_edits()
+            f"{self.frames} frames at {self.fps:.2f} fps" + self._describe_edits()
         )
 
     def _describe_edits(self) -> str:

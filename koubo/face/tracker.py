@@ -11,6 +11,7 @@ face is lost, jumps, or the shot cuts.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -144,7 +145,7 @@ def track_faces(
                 progress(sum(done) / n)
 
     cuts = np.zeros(n, bool)
-    cuts[1:] = [_is_cut(a, b) for a, b in zip(thumbs[:-1], thumbs[1:])]
+    cuts[1:] = [_is_cut(a, b) for a, b in itertools.pairwise(thumbs)]
     raw: list[np.ndarray | None] = []
     previous = None
     for faces, cut in zip(detections, cuts):
@@ -196,9 +197,7 @@ class FaceFinder:
             result = self.detector.process(tile)
             for detection in result.detections or []:
                 b = detection.location_data.relative_bounding_box
-                box = np.array(
-                    [x0 + b.xmin * (x1 - x0), y0 + b.ymin * (y1 - y0), 0.0, 0.0], dtype=np.float64
-                )
+                box = np.array([x0 + b.xmin * (x1 - x0), y0 + b.ymin * (y1 - y0), 0.0, 0.0], dtype=np.float64)
                 box[2:] = box[:2] + (b.width * (x1 - x0), b.height * (y1 - y0))
                 found.append((float(detection.score[0]), box))
         return _suppress(found)
@@ -209,7 +208,7 @@ class FaceFinder:
         if side < 4:
             return None
         cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
-        x0, y0, s = int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
+        x0, y0, s = round(cx - side / 2), round(cy - side / 2), round(side)
         crop = _padded_crop(frame, x0, y0, s)
         interpolation = cv2.INTER_AREA if s > MESH_SIDE else cv2.INTER_CUBIC
         image = cv2.resize(crop, (MESH_SIDE, MESH_SIDE), interpolation=interpolation)
@@ -334,7 +333,7 @@ def shot_runs(mask: np.ndarray, cuts: np.ndarray) -> list[tuple[int, int]]:
     out = []
     for start, end in runs(mask):
         edges = [start, *(np.flatnonzero(cuts[start + 1 : end]) + start + 1), end]
-        out += list(zip(edges[:-1], edges[1:]))
+        out += list(itertools.pairwise(edges))
     return out
 
 

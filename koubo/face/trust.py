@@ -9,6 +9,7 @@ typical lower face; a frame that fails one is passed through (the engines fade a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from enum import IntEnum
 
@@ -102,7 +103,7 @@ def _off_frame(lm: np.ndarray, scale: np.ndarray, width: int, height: int) -> np
 
 def _shots(cuts: np.ndarray) -> list[tuple[int, int]]:
     edges = [0, *np.flatnonzero(cuts[1:]) + 1, len(cuts)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _appearance(frames: Sequence[np.ndarray], landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarray) -> None:
