@@ -6,6 +6,7 @@ worker that runs many jobs, computes each audio's features and each template's f
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -25,13 +26,13 @@ from koubo.features.mouth import mouth_targets
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
-from koubo.ops.diskspace import ensure_room_to_write
 from koubo.naming import output_name
-from koubo.quality import QualityReport, check_video
+from koubo.ops.diskspace import ensure_room_to_write
+from koubo.quality import QualityReport, check_video, edit_counts
 
 # Bump when the face tracker or feature extraction changes what they compute.
 AUDIO_CACHE = "audio-v2"  # v2: timed phones and formants
-FACE_CACHE = "face-v1"
+FACE_CACHE = "face-v2"  # v2: full-range detection, mesh on enlarged crops, per-frame trust
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 # A cleaned sound track is mono speech: this rate keeps all of it.
@@ -227,13 +228,15 @@ class Generator:
             if options.check:
                 with clock.stage("check"):
                     # The template's frames are no longer needed: the check decodes into their memory.
-                    result.report = check_video(
+                    measured = check_video(
                         output,
                         work_dir=work_dir,
                         progress=lambda f: report("check", f),
                         should_stop=should_stop,
                         store=self.frames,
                     )
+                    synced, skipped = edit_counts(track, job.source_index)
+                    result.report = dataclasses.replace(measured, synced_frames=synced, skipped_frames=skipped)
         except BaseException:
             # A cancelled or failed quality check must not leave a finished-looking file behind.
             if written:

@@ -2,19 +2,22 @@
 
 Independent of the engine's own data: landmarks are re-detected on the decoded output frames, and
 the mouth aperture is compared with the loudness of the file's own audio track. The sync offset is
-the lag (in frames) of the best correlation; the confidence is that correlation.
+the lag (in frames) of the best correlation; the confidence is that correlation. What the engine
+was allowed to do is counted from the template's track: how many output frames were lip-synced,
+and why the others were passed through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from koubo.face import geometry
-from koubo.face.tracker import TRACK_MAX_SIDE, track_faces
+from koubo.face.tracker import TRACK_MAX_SIDE, FaceTrack, track_faces
+from koubo.face.trust import Skip
 from koubo.features.mouth import analyse_speech, frame_loudness
 from koubo.media.audio import load_audio
 from koubo.media.probe import probe
@@ -35,6 +38,8 @@ class QualityReport:
     audio_duration: float
     frames: int
     fps: float
+    synced_frames: int | None = None  # output frames the engine edited; None: not known (a file alone)
+    skipped_frames: dict[str, int] = field(default_factory=dict)  # passed through, by reason
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -45,8 +50,22 @@ class QualityReport:
             f"sync offset {offset}, confidence {self.sync_confidence:.2f}, "
             f"face in {100 * self.face_coverage:.0f}% of frames, "
             f"video {self.video_duration:.2f} s, audio {self.audio_duration:.2f} s, "
-            f"{self.frames} frames at {self.fps:.2f} fps"
+            f"{self.frames} frames at {self.fps:.2f} fps" + self._describe_edits()
         )
+
+    def _describe_edits(self) -> str:
+        if self.synced_frames is None:
+            return ""
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in self.skipped_frames.items())
+        return f"; {self.synced_frames} frames lip-synced" + (f", passed through: {reasons}" if reasons else "")
+
+
+def edit_counts(track: FaceTrack, source_index: np.ndarray) -> tuple[int, dict[str, int]]:
+    """Output frames whose template frame could be edited, and the others counted by Skip reason."""
+    usable = track.usable[source_index]
+    reasons = track.skip[source_index][~usable]
+    counts = {Skip(code).label: int((reasons == code).sum()) for code in sorted(set(reasons.tolist()))}
+    return int(usable.sum()), counts
 
 
 def sync_offset(aperture: np.ndarray, loudness: np.ndarray, valid: np.ndarray) -> tuple[int | None, float]:

@@ -218,3 +218,49 @@ def wav_format_tag(path: str | Path) -> int:
             return int.from_bytes(data[offset + 8 : offset + 10], "little")
         offset += 8 + size + (size & 1)
     raise ValueError(f"{path} has no fmt chunk")
+
+
+# The sample face's mesh spans about this share of talking_frame's side (x 68..188 of 256).
+FACE_SHARE = 120 / FACE_SIZE
+
+
+def face_on_canvas(
+    t: float, face_width: int, canvas: tuple[int, int] = (1080, 1920), at: tuple[int, int] = (400, 900)
+) -> tuple[np.ndarray, float]:
+    """talking_frame(t) scaled so its face is `face_width` pixels wide, its top-left corner at `at`
+    on a `canvas` (width, height) of soft gradients; also the scale, so a test can map the full-size
+    face's landmarks to where they must be found: landmarks * scale + at."""
+    width, height = canvas
+    side = round(face_width / FACE_SHARE)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = 60 + 80 * xx / width
+    frame[..., 1] = 90 + 60 * yy / height
+    frame[..., 2] = 110
+    face = cv2.resize(talking_frame(t), (side, side), interpolation=cv2.INTER_AREA)
+    x, y = at
+    frame[y : y + side, x : x + side] = face
+    return frame, side / FACE_SIZE
+
+
+def hand_over_mouth(frame: np.ndarray) -> np.ndarray:
+    """A 256-pixel talking_frame with a flat skin-toned, hand-like patch (four finger creases) over
+    the lips and chin, as when a speaker touches their mouth."""
+    out = frame.copy()
+    cv2.ellipse(out, (128, 174), (62, 32), -10, 0, 360, (214, 160, 130), -1)
+    for k in range(4):
+        cv2.line(out, (75 + 28 * k, 154), (90 + 28 * k, 197), (170, 115, 90), 3)
+    return out
+
+
+def write_frames(path: str | Path, frames: np.ndarray, fps: int = 25) -> Path:
+    """Encode RGB frames (N, H, W, 3) as an H.264 MP4 with PyAV, nearly losslessly (CRF 12)."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "ultrafast"})
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        out.mux(stream.encode(None))
+    return path

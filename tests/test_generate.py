@@ -20,7 +20,7 @@ from koubo.face import geometry
 from koubo.face.tracker import track_faces
 from koubo.media.probe import probe
 from koubo.media.video import Mp4Writer, loop_indices, read_template
-from koubo.pipeline import AUDIO_CACHE, GenerateOptions, Generator
+from koubo.pipeline import AUDIO_CACHE, FACE_CACHE, GenerateOptions, Generator
 from koubo.quality import check_video, mouth_series
 
 from media_fixtures import (
@@ -240,7 +240,7 @@ def test_second_run_on_a_template_skips_face_tracking(work, speech, template, re
     again = Generator(Settings(data_dir=work / "data"))  # a new process would start like this
     res = again.generate(speech, template, work / "out" / "again.mp4", GenerateOptions(check=False))
     assert res.cached == {"audio": True, "face": True}
-    assert again.cache.stats["face-v1"]["disk_hits"] == 1 and again.cache.stats["face-v1"]["misses"] == 0
+    assert again.cache.stats[FACE_CACHE]["disk_hits"] == 1 and again.cache.stats[FACE_CACHE]["misses"] == 0
     assert res.timings["face"] < 0.25 * result.timings["face"]
 
 

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 from koubo.cli import main as cli_main
 from koubo.config import Settings
 from koubo.engines.base import RenderInput, get_engine
-from koubo.engines.blend import lower_face_hull, roi_around
+from koubo.engines.blend import FADE_SECONDS, lower_face_hull, roi_around
 from koubo.engines.wav2lip import TorchRunner, Wav2LipEngine, face_boxes
 from koubo.engines.wav2lip_net import Wav2LipNet, load_generator
 from koubo.engines.wav2lip_onnx import SHA_KEY, OnnxRunner, matching_export
@@ -258,10 +258,13 @@ def test_frames_without_a_face_pass_through_byte_identical(settings, frames, tra
     out = list(get_engine("wav2lip", settings).render(render_job(frames, track, features, present=present)))
     for k in range(8, 14):
         assert out[k].tobytes() == frames[k].tobytes()
-    # Frames with a face, away from where the gap changes the smoothed boxes, are drawn as before:
-    # sharing a batch with faceless frames changes nothing beyond float rounding.
-    for k in [*range(6), *range(16, N_FRAMES)]:
+    # Frames with a face, beyond the edit's fade around the gap, are drawn as before: sharing a
+    # batch with faceless frames changes nothing beyond float rounding.
+    fade = round(FADE_SECONDS * FPS)
+    for k in [*range(8 - fade), *range(13 + fade, N_FRAMES)]:
         assert np.abs(out[k].astype(int) - rendered[k]).max() <= 3
+    # Inside the fade the edit weakens towards the gap: the frame next to it is nearer the template.
+    assert np.abs(out[7].astype(int) - frames[7]).mean() < np.abs(out[8 - fade].astype(int) - frames[8 - fade]).mean()
 
 
 def test_batch_size_halves_when_memory_runs_out(settings, frames, track, features, rendered, net):

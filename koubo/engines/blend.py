@@ -1,15 +1,24 @@
 """Putting a generated or borrowed lower face back into a frame without a seam.
 
 Both engines end here: a hull just inside the jaw line, an alpha that eases to exactly 0 at its
-outline, the patch's colour matched to the frame along the blend band, and the blend itself.
+outline, the patch's colour matched to the frame along the blend band, and the blend itself, at a
+strength that fades in and out around the frames a template does not let us edit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from koubo.face import geometry as geo
+
+# A mouth is drawn with its eye-corner distance at least this many pixels: a 48-pixel face's lips
+# are ~12 px wide, too few to warp, paint teeth into and feather at the frame's own resolution.
+WORK_MIN_SCALE = 96.0
+# Time over which the edit fades to the template before a frame that must not be edited, and back.
+FADE_SECONDS = 0.2
 
 
 def lower_face_hull(landmarks: np.ndarray) -> np.ndarray:
@@ -46,11 +55,62 @@ def feathered_alpha(hull_list: list[np.ndarray], roi: tuple[int, int, int, int],
     return alpha
 
 
-def blend_patch(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+def at_face_resolution(
+    frame: np.ndarray, landmarks: np.ndarray, edit: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """`edit(image, landmarks)` on the region around the lower face, enlarged first when the face
+    is small; the change it makes (not its resampled image) is brought back down into `frame`, so
+    pixels the edit leaves alone stay the frame's own."""
+    scale = float(geo.face_scale(landmarks))
+    if scale >= WORK_MIN_SCALE:
+        return edit(frame, landmarks)
+    x0, y0, x1, y1 = roi_around(landmarks[geo.LOWER_FACE, :2], 0.3 * scale, frame.shape[:2])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return frame
+    region = np.asarray(frame[y0:y1, x0:x1])
+    zoom = WORK_MIN_SCALE / max(scale, 1.0)
+    size = (round((x1 - x0) * zoom), round((y1 - y0) * zoom))
+    big = cv2.resize(region, size, interpolation=cv2.INTER_CUBIC)
+    fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    big_landmarks = (landmarks[:, :2] - (x0, y0)) * (fx, fy)
+    change = edit(big, big_landmarks).astype(np.float32) - big
+    if not change.any():
+        return frame
+    small = cv2.resize(change, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    # A frame pixel the edit barely touched (the feather's last fraction) stays as it was, so the
+    # edit ends where the mask does and does not bleed a pixel past it.
+    touched = cv2.resize(change.any(axis=-1).astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    small[touched < 0.5] = 0.0
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(np.round(region + small), 0, 255).astype(np.uint8)
+    return out
+
+
+def edit_strength(usable: np.ndarray, fps: float) -> np.ndarray:
+    """(n,) weight of the edit per output frame: 0 on frames that must not be edited, easing to 1
+    over FADE_SECONDS away from them, so the mouth never pops between edited and untouched."""
+    n = len(usable)
+    if usable.all():
+        return np.ones(n)
+    if not usable.any():
+        return np.zeros(n)
+    bad = np.flatnonzero(~usable)
+    positions = np.arange(n)
+    nearest = np.searchsorted(bad, positions)
+    before = np.abs(positions - bad[np.clip(nearest - 1, 0, len(bad) - 1)])
+    after = np.abs(bad[np.clip(nearest, 0, len(bad) - 1)] - positions)
+    distance = np.minimum(before, after).astype(np.float64)
+    ramp = np.clip(distance / max(1.0, FADE_SECONDS * fps), 0.0, 1.0)
+    return ramp * ramp * (3.0 - 2.0 * ramp)
+
+
+def blend_patch(
+    frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, roi: tuple[int, int, int, int], strength: float = 1.0
+) -> np.ndarray:
     x0, y0, x1, y1 = roi
     out = frame.copy()
     base = frame[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
+    a = strength * alpha[..., None]
     out[y0:y1, x0:x1] = np.clip(base + a * (patch - base), 0, 255).astype(np.uint8)
     return out
 

@@ -24,7 +24,15 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from koubo.engines.base import RenderInput
-from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, match_colour, roi_around
+from koubo.engines.blend import (
+    at_face_resolution,
+    blend_patch,
+    edit_strength,
+    feathered_alpha,
+    lower_face_hull,
+    match_colour,
+    roi_around,
+)
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 
@@ -39,6 +47,9 @@ CANDIDATES = 24
 COST_HOLD = 0.03  # showing the same source mouth twice
 COST_JUMP = 0.25  # cutting to a non-consecutive source frame
 OWN_FRAME_BONUS = 0.05  # the frame's own mouth needs no alignment at all
+# A mouth from another shot (another light, another camera, maybe another person) is never shown;
+# finite, so a shot without a usable mouth cannot make every path impossible.
+COST_OTHER_SHOT = 1e6
 
 
 @dataclass(frozen=True)
@@ -82,42 +93,57 @@ class ClassicEngine:
 
     def render(self, job: RenderInput, should_stop: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
         track = job.track
-        bank = mouth_bank(track.landmarks, track.present)
+        # Only trusted frames lend their mouth, and only they are edited (fading in and out).
+        usable = track.usable
+        bank = mouth_bank(track.landmarks, usable)
         plan = plan_retrieval(job, bank) if bank.can_retrieve else None
+        strength = edit_strength(usable[job.source_index], job.fps)
         for i, s in enumerate(job.source_index):
             if should_stop is not None and should_stop():
                 raise Cancelled()
             frame = np.asarray(job.frames[s])
-            if not track.present[s]:
+            if strength[i] <= 0.0:
                 yield frame
             elif plan is not None:
-                yield _retrieved(job, plan, i, frame)
+                yield _retrieved(job, plan, i, frame, float(strength[i]))
             else:
-                yield warp_mouth(
+                yield at_face_resolution(
                     frame,
                     track.landmarks[s],
-                    aperture=float(job.targets.aperture[i]),
-                    width=float(job.targets.width[i]),
-                    own_aperture=float(bank.aperture[s]),
+                    lambda image, landmarks, i=i, s=s: warp_mouth(
+                        image,
+                        landmarks,
+                        aperture=float(job.targets.aperture[i]),
+                        width=float(job.targets.width[i]),
+                        own_aperture=float(bank.aperture[s]),
+                        strength=float(strength[i]),
+                    ),
                 )
 
 
 # --- retrieval -----------------------------------------------------------------------------------
 
 
-def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray) -> np.ndarray:
+def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Frame i with the mouth the plan chose; at a cut, dissolved with the mouth the cut skipped."""
     track, s = job.track, int(job.source_index[i])
 
     def with_mouth(j: int) -> np.ndarray:
-        return frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
+        if j == s:
+            return frame
+        return at_face_resolution(
+            frame,
+            track.landmarks[s],
+            lambda image, landmarks: paste_mouth(image, landmarks, job.frames[j], track.landmarks[j], strength),
+        )
 
     j = int(plan[i])
     out = with_mouth(j)
     previous = int(plan[i - 1]) if i > 0 else j
     continued = previous + 1
     cut = j not in (previous, continued)
-    if cut and continued < len(track.present) and track.present[continued]:
+    same_shot = not track.cuts[min(continued, s) + 1 : max(continued, s) + 1].any()
+    if cut and continued < len(track.present) and track.usable[continued] and same_shot:
         # Half of what a continuous run would have shown softens the switch of mouth texture.
         out = ((out.astype(np.uint16) + with_mouth(continued)) // 2).astype(np.uint8)
     return out
@@ -127,7 +153,7 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     """Choose, for every output frame, the template frame whose mouth it shows (Viterbi).
 
     Unary cost: distance to the target mouth shape plus head-pose difference to the frame being
-    edited. Transition cost: free when the next source frame follows the previous one (real
+    edited; mouths from another shot are ruled out. Transition cost: free when the next source frame follows the previous one (real
     motion between them), small for holding a mouth, larger for a cut.
     """
     candidates_all = np.flatnonzero(bank.present)
@@ -143,6 +169,8 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
     unary = shape_cost + 0.5 * (pose_d / pose_scale) ** 2
     unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[:, None])
+    shot = np.cumsum(job.track.cuts)
+    unary += COST_OTHER_SHOT * (shot[candidates_all][None, :] != shot[src][:, None])
 
     k = min(CANDIDATES, len(candidates_all))
     top = np.argpartition(unary, k - 1, axis=1)[:, :k]
@@ -173,7 +201,9 @@ def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
     return path
 
 
-def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
+def paste_mouth(
+    frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray, strength: float = 1.0
+) -> np.ndarray:
     """Put the lower face of `source` onto `frame`, aligned on skull-fixed points."""
     m = geo.similarity_transform(source_lm[geo.STABLE], target_lm[geo.STABLE])
     source_hull = geo.apply_affine(m, lower_face_hull(source_lm))
@@ -190,7 +220,7 @@ def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, so
     ).astype(np.float32)
     alpha = feathered_alpha([source_hull, target_hull], roi, 0.08 * scale)
     patch = match_colour(patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
-    return blend_patch(frame, patch, alpha, roi)
+    return blend_patch(frame, patch, alpha, roi, strength)
 
 
 # --- warp ----------------------------------------------------------------------------------------
@@ -212,7 +242,13 @@ _CORNERS = {61: -1.0, 78: -1.0, 291: 1.0, 308: 1.0}
 
 
 def warp_mouth(
-    frame: np.ndarray, landmarks: np.ndarray, *, aperture: float, width: float, own_aperture: float
+    frame: np.ndarray,
+    landmarks: np.ndarray,
+    *,
+    aperture: float,
+    width: float,
+    own_aperture: float,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Open the mouth to `aperture` (0..1 of a full opening) by warping lips and jaw."""
     scale = float(geo.face_scale(landmarks))
@@ -254,7 +290,7 @@ def warp_mouth(
     ).astype(np.float32)
     warped = _paint_cavity(warped, shifted, new_inner, old_inner, opening, scale)
     alpha = feathered_alpha([hull], roi, 0.05 * scale)
-    return blend_patch(frame, warped, alpha, roi)
+    return blend_patch(frame, warped, alpha, roi, strength)
 
 
 def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -26,12 +26,19 @@ from scipy.ndimage import uniform_filter1d
 from koubo.config import Settings
 from koubo.engines import cuda_available
 from koubo.engines.base import RenderInput
-from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, match_colour, roi_around
+from koubo.engines.blend import (
+    blend_patch,
+    edit_strength,
+    feathered_alpha,
+    lower_face_hull,
+    match_colour,
+    roi_around,
+)
 from koubo.engines.checkpoint import checkpoint_path, file_sha256, require_checkpoint, torch_missing
 from koubo.engines.wav2lip_onnx import default_export_path, matching_export
 from koubo.errors import Cancelled, EngineError
 from koubo.face import geometry as geo
-from koubo.face.tracker import FaceTrack, runs
+from koubo.face.tracker import FaceTrack, shot_runs
 from koubo.features.mel import mel_windows
 
 log = logging.getLogger(__name__)
@@ -163,15 +170,16 @@ def face_boxes(track: FaceTrack) -> np.ndarray:
     """(N, 4) int x0, y0, x1, y1 per template frame: the landmarks' box, padded below the chin,
     widened to a square, smoothed over a few frames and clipped to the frame; zeros without a face."""
     boxes = np.zeros((len(track), 4), dtype=np.float64)
-    if not track.present.any():
+    usable = track.usable
+    if not usable.any():
         return boxes.astype(np.int64)
-    pts = track.landmarks[track.present]
+    pts = track.landmarks[usable]
     x0, y0 = pts[..., 0].min(1), pts[..., 1].min(1)
     x1, y1 = pts[..., 0].max(1), pts[..., 1].max(1)
     y1 = y1 + CHIN_PAD * (y1 - y0)
     centre, half = 0.5 * (x0 + x1), 0.5 * np.maximum(x1 - x0, y1 - y0)
-    boxes[track.present] = np.column_stack([centre - half, y0, centre + half, y1])
-    for start, end in runs(track.present):
+    boxes[usable] = np.column_stack([centre - half, y0, centre + half, y1])
+    for start, end in shot_runs(usable, track.cuts):
         boxes[start:end] = uniform_filter1d(boxes[start:end], BOX_SMOOTH_FRAMES, axis=0, mode="nearest")
     boxes = np.round(boxes)
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, track.width)
@@ -199,7 +207,9 @@ def model_face_input(frames: list[np.ndarray], boxes: list[np.ndarray]) -> np.nd
     return np.concatenate([masked, crops], axis=3).transpose(0, 3, 1, 2)
 
 
-def paste_face(frame: np.ndarray, landmarks: np.ndarray, box: np.ndarray, generated: np.ndarray) -> np.ndarray:
+def paste_face(
+    frame: np.ndarray, landmarks: np.ndarray, box: np.ndarray, generated: np.ndarray, strength: float = 1.0
+) -> np.ndarray:
     """Blend the generator's face (3, 96, 96 BGR in [0, 1]) into `frame` over the lower face only."""
     x0, y0, x1, y1 = (int(v) for v in box)
     face = cv2.resize(
@@ -218,7 +228,7 @@ def paste_face(frame: np.ndarray, landmarks: np.ndarray, box: np.ndarray, genera
     if ix1 > ix0 and iy1 > iy0:
         patch[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0] = face[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
     alpha = feathered_alpha([hull], roi, 0.06 * scale)
-    return blend_patch(frame, match_colour(patch, base, alpha), alpha, roi)
+    return blend_patch(frame, match_colour(patch, base, alpha), alpha, roi, strength)
 
 
 # --- the engine ----------------------------------------------------------------------------------
@@ -234,18 +244,21 @@ class Wav2LipEngine:
     def render(self, job: RenderInput, should_stop: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
         track = job.track
         boxes = face_boxes(track)
+        strength = edit_strength(track.usable[job.source_index], job.fps)
         start = 0
         while start < job.n_out:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             stop = min(job.n_out, start + self.batch_size)
             sources = job.source_index[start:stop]
-            edited = [k for k, s in enumerate(sources) if track.present[s] and usable(boxes[s])]
+            edited = [k for k, s in enumerate(sources) if strength[start + k] > 0 and usable(boxes[s])]
             generated = self._generate(job, boxes, sources, edited, start, stop)
             by_position = dict(zip(edited, generated))
             for k, s in enumerate(sources):
                 frame = np.asarray(job.frames[s])
-                yield paste_face(frame, track.landmarks[s], boxes[s], by_position[k]) if k in by_position else frame
+                if k in by_position:
+                    frame = paste_face(frame, track.landmarks[s], boxes[s], by_position[k], float(strength[start + k]))
+                yield frame
             start = stop
 
     def _generate(
