@@ -9,7 +9,7 @@ from datetime import datetime
 from html import escape
 
 from koubo.config import Settings
-from koubo.jobs.service import JobService, JobStatus, JobView
+from koubo.jobs.service import MAX_OFFSET, JobService, JobStatus, JobView
 from koubo.links.signing import Keyring, signed_link
 from koubo.naming import is_link_name
 from koubo.web.ui_render import human_size
@@ -19,7 +19,9 @@ PAGE_SIZE = 100
 
 def render_listing(settings: Settings, service: JobService, page: int) -> str:
     """The HTML of page `page` (from 1). Blocking: reads the database."""
-    jobs, total = service.list_jobs(status=JobStatus.done, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    # Far past the last job every page is empty; the service takes offsets up to MAX_OFFSET only.
+    offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
+    jobs, total = service.list_jobs(status=JobStatus.done, offset=offset, limit=PAGE_SIZE)
     # The key file is read once a page, not once a row.
     keyring = Keyring(settings.data_dir)
     rows = "\n".join(_row(settings, keyring, job) for job in jobs)
