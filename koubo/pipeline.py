@@ -25,8 +25,8 @@ from koubo.features.mouth import mouth_targets
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
-from koubo.ops.diskspace import ensure_room_to_write
 from koubo.naming import output_name
+from koubo.ops.diskspace import ensure_room_to_write
 from koubo.quality import QualityReport, check_video
 
 # Bump when the face tracker or feature extraction changes what they compute.
