@@ -36,8 +36,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from koubo.face import geometry
 from koubo.face.tracker import FaceTrack, track_faces
-from koubo.features.formants import Formants, track_formants
 from koubo.features.cache import FeatureCache, content_hash
+from koubo.features.formants import Formants, track_formants
 from koubo.features.mouth import ENVELOPE_RATE, MouthTargets, SpeechEnvelope, analyse_speech, mouth_targets
 from koubo.features.phones import PhoneTrack, recognise_phones
 from koubo.features.visemes import CHANNELS, coarticulate

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     )
     links_rate_limit: int | None = Field(None, gt=0, description="bytes per second per download connection")
     links_max_per_ip: int | None = Field(None, gt=0, description="concurrent downloads per client address")
+    # Bandwidth you can plan for (koubo/links/egress.py): a total cap shared fairly by all downloads
+    # of one link server, and how many times one link may be downloaded (from byte 0; resumes and
+    # the parts of a multi-connection download do not count again).
+    links_egress_cap: int | None = Field(None, gt=0, description="bytes per second for all downloads together")
+    links_downloads_per_link: int | None = Field(None, gt=0, description="downloads one job's link allows")
     links_trusted_proxies: list[str] = Field(
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )

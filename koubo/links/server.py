@@ -28,16 +28,16 @@ from urllib.parse import quote
 from aiohttp import web
 
 from koubo.config import Settings
-from koubo.errors import HTTP_STATUS_ERRORS, KouboError
+from koubo.errors import HTTP_STATUS_ERRORS, KouboError, too_many_attempts
 from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
+from koubo.links.egress import Egress, snapshot_path, write_snapshot
 from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, malformed, verify
 from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
 from koubo.naming import is_link_name
 from koubo.ops.logs import OneLineRateLimit, setup_logging
-from koubo.errors import too_many_attempts
 from koubo.ops.throttle import LoginThrottle
 from koubo.web.auth import CredentialCheck, challenge_header
 from koubo.web.htpasswd import Htpasswd
@@ -63,6 +63,7 @@ _STATUS_BY_CODE = {
     "output_expired": 410,
     "too_many_downloads": 429,
     "too_many_attempts": 429,
+    "link_exhausted": 410,
 }
 
 _SETTINGS = web.AppKey("settings", Settings)
@@ -71,6 +72,10 @@ _SLOTS = web.AppKey("slots", "DownloadSlots")
 _AUTH = web.AppKey("auth", CredentialCheck)
 _SENDERS = web.AppKey("senders", asyncio.Semaphore)
 _THROTTLE = web.AppKey("throttle", LoginThrottle)
+_EGRESS = web.AppKey("egress", Egress)
+_SNAPSHOT_INTERVAL_S = 1.0
+# A rate-limited slice's size when the cap is lifted mid-transfer (bytes per second).
+_UNPACED = 1 << 40
 _MAX_PAGE_DIGITS = 9
 _log = logging.getLogger("koubo.links")
 
@@ -253,11 +258,34 @@ async def _download(request: web.Request) -> web.StreamResponse:
     if settings.links_accel_redirect:
         return _accel_redirect(settings, real, headers)
     address = client_address(request, settings.links_trusted_proxies)
+    egress = request.app[_EGRESS]
+    whole = request.method == "GET" and _starts_at_zero(request.headers.get("Range"))
     try:
-        with request.app[_SLOTS].take(address):
-            return await _send_file(request, real, headers, settings.links_rate_limit)
+        with request.app[_SLOTS].take(address), egress.transfer(f"{job_id}/{name}", whole):
+            return await _send_file(request, real, headers, _pace(settings.links_rate_limit, egress))
     except KouboError as error:
         return _error_for(error)
+
+
+def _starts_at_zero(range_header: str | None) -> bool:
+    """A request that fetches a file from its first byte: a download, not a resumed or parallel part."""
+    if range_header is None:
+        return True
+    unit, _, ranges = range_header.partition("=")
+    return unit.strip().lower() != "bytes" or ranges.strip().startswith("0-")
+
+
+def _pace(per_download: int | None, egress: Egress) -> Callable[[], int | None] | None:
+    """The bytes per second a transfer may use, asked again for every slice (the fair share of
+    links_egress_cap changes as downloads come and go); None: as fast as the kernel sends."""
+    if per_download is None and egress.cap is None:
+        return None
+
+    def rate() -> int | None:
+        share = egress.share()
+        return per_download if share is None else share if per_download is None else min(share, per_download)
+
+    return rate
 
 
 def _accel_redirect(settings: Settings, real: Path, headers: dict[str, str]) -> web.Response:
@@ -267,7 +295,9 @@ def _accel_redirect(settings: Settings, real: Path, headers: dict[str, str]) -> 
     return web.Response(status=200, headers={**headers, "Content-Type": "video/mp4", "X-Accel-Redirect": location})
 
 
-async def _send_file(request: web.Request, path: Path, headers: dict[str, str], rate: int | None) -> web.StreamResponse:
+async def _send_file(
+    request: web.Request, path: Path, headers: dict[str, str], rate: Callable[[], int | None] | None
+) -> web.StreamResponse:
     source = await _in_thread(functools.partial(path.open, "rb"))
     try:
         st = await _in_thread(functools.partial(_fstat, source))
@@ -305,8 +335,10 @@ def _fstat(source: IO[bytes]) -> FileState:
     return FileState(st.st_size, st.st_mtime_ns)
 
 
-async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, count: int, rate: int | None) -> None:
-    """`count` bytes of `source` from `offset`, by sendfile(), paced to `rate` bytes/s when given."""
+async def _send_bytes(
+    request: web.Request, source: IO[bytes], offset: int, count: int, rate: Callable[[], int | None] | None
+) -> None:
+    """`count` bytes of `source` from `offset`, by sendfile(), paced to `rate()` bytes/s when given."""
     loop = asyncio.get_running_loop()
     transport = request.transport
     if transport is None or transport.is_closing():
@@ -322,13 +354,16 @@ async def _send_bytes(request: web.Request, source: IO[bytes], offset: int, coun
         return
     # loop.sendfile() runs in the loop's own thread, on the transport's socket object: the loop
     # cannot close it in the middle of a call, and a closed socket object has no number to reuse.
-    step = max(16 * 1024, rate // _RATE_SLICES_PER_SECOND)
-    started, sent = loop.time(), 0
+    egress = request.app[_EGRESS]
+    sent = 0
     while sent < count:
-        size = min(step, count - sent)
+        allowed = rate() or _UNPACED
+        size = min(max(16 * 1024, allowed // _RATE_SLICES_PER_SECOND), count - sent)
+        started = loop.time()
         await loop.sendfile(transport, source, offset + sent, size)
         sent += size
-        ahead = sent / rate - (loop.time() - started)
+        egress.sent(size)
+        ahead = size / allowed - (loop.time() - started)
         if ahead > 0 and sent < count:
             await asyncio.sleep(ahead)
 
@@ -341,7 +376,14 @@ async def _run_transfer(request: web.Request, source: IO[bytes], offset: int, co
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ClientGone("the client went away")
-        transfer = Transfer(transport.get_extra_info("socket"), source, offset, count, _STALLED_CLIENT_SECONDS)
+        transfer = Transfer(
+            transport.get_extra_info("socket"),
+            source,
+            offset,
+            count,
+            _STALLED_CLIENT_SECONDS,
+            on_sent=request.app[_EGRESS].sent,
+        )
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
@@ -455,10 +497,32 @@ def bad_page(text: str) -> KouboError:
     )
 
 
+async def _egress_snapshots(app: web.Application) -> AsyncIterator[None]:
+    """Every second, this server's figures into the data folder, for /metrics and the UI."""
+    settings = app[_SETTINGS]
+    path = snapshot_path(settings.data_dir, settings.links_port)
+
+    async def keep_writing() -> None:
+        while True:
+            try:
+                await _in_thread(functools.partial(write_snapshot, path, app[_EGRESS].snapshot()))
+            except OSError as error:
+                _log.warning("cannot write the egress figures to %s: %s", path, error)
+            await asyncio.sleep(_SNAPSHOT_INTERVAL_S)
+
+    task = asyncio.create_task(keep_writing())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    path.unlink(missing_ok=True)
+
+
 def create_links_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[_SETTINGS] = settings
     app[_SLOTS] = DownloadSlots(settings.links_max_per_ip)
+    app[_EGRESS] = Egress(settings.links_egress_cap, settings.links_downloads_per_link)
 
     async def job_service(app: web.Application) -> AsyncIterator[None]:
         service = JobService(settings)
@@ -468,6 +532,7 @@ def create_links_app(settings: Settings) -> web.Application:
         service.close()
 
     app.cleanup_ctx.append(job_service)
+    app.cleanup_ctx.append(_egress_snapshots)
     # add_get also answers HEAD with the same handler (headers, no body).
     app.router.add_get("/d/{job}/{name}", _download)
     app.router.add_get("/z/{batch}/{name}", _batch_zip)

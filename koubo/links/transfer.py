@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import threading
+from collections.abc import Callable
 from typing import IO
 
 # POLLNVAL cannot happen on a descriptor the transfer owns; it is handled anyway, never retried.
@@ -39,8 +40,16 @@ class Transfer:
     last holding the duplicates closes them: `run()` when it ran, `stop()` when it never will.
     """
 
-    def __init__(self, sock: socket.socket, source: IO[bytes], offset: int, count: int, stall_seconds: float) -> None:
-        self.offset, self.count, self.stall_seconds = offset, count, stall_seconds
+    def __init__(
+        self,
+        sock: socket.socket,
+        source: IO[bytes],
+        offset: int,
+        count: int,
+        stall_seconds: float,
+        on_sent: Callable[[int], None] = lambda count: None,
+    ) -> None:
+        self.offset, self.count, self.stall_seconds, self.on_sent = offset, count, stall_seconds, on_sent
         self._sock = sock.dup()
         try:
             self._file_fd = os.dup(source.fileno())
@@ -98,6 +107,7 @@ class Transfer:
                 raise OSError(errno.EIO, "the file ended before the announced length")
             if sent is not None:
                 offset += sent
+                self.on_sent(sent)
                 continue
             events = poller.poll(self.stall_seconds * 1000)
             if not events:

@@ -33,6 +33,8 @@ _STATUS_BY_CODE = {
     "disk_full": 507,
     "request_timeout": 408,
     "too_many_attempts": 429,
+    # Object storage is configured wrongly: the server's fault, not the request's.
+    "storage_config": 503,
 }
 
 

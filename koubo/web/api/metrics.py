@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from koubo.jobs.service import JobService, JobStatus
-from koubo.web.api.deps import ServiceDep
+from koubo.links.egress import combined, read_snapshots
+from koubo.web.api.deps import ServiceDep, SettingsDep
 
 router = APIRouter(tags=["system"])
 
@@ -46,7 +48,41 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *(f"{s} {_number(v)}" for s, v in samples)]
 
 
-def exposition(summary: dict[str, int], durations: list[float]) -> str:
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def egress_families(egress: dict[str, Any]) -> list[str]:
+    """The link servers' figures (koubo/links/egress.py), summed over every fresh snapshot."""
+    return [
+        *_family(
+            "koubo_links_sent_bytes_total",
+            "counter",
+            "Bytes the link servers sent since they started.",
+            [("koubo_links_sent_bytes_total", egress["bytes_sent"])],
+        ),
+        *_family(
+            "koubo_links_active_downloads",
+            "gauge",
+            "Downloads in progress.",
+            [("koubo_links_active_downloads", egress["active"])],
+        ),
+        *_family(
+            "koubo_links_egress_bytes_per_second",
+            "gauge",
+            "Bytes per second sent over the last seconds.",
+            [("koubo_links_egress_bytes_per_second", egress["rate"])],
+        ),
+        *_family(
+            "koubo_link_downloads_total",
+            "counter",
+            "Downloads started from byte 0, for the busiest links.",
+            [(f'koubo_link_downloads_total{{link="{_label(link)}"}}', n) for link, n in egress["busiest"]],
+        ),
+    ]
+
+
+def exposition(summary: dict[str, int], durations: list[float], egress: dict[str, Any] | None = None) -> str:
     counts = {status.value: int(summary.get(status.value, 0)) for status in JobStatus}
     buckets = [(bound, sum(1 for d in durations if d <= bound)) for bound in DURATION_BUCKETS]
     lines = [
@@ -76,10 +112,13 @@ def exposition(summary: dict[str, int], durations: list[float]) -> str:
             ],
         ),
     ]
+    if egress is not None:
+        lines += egress_families(egress)
     return "\n".join(lines) + "\n"
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-def metrics(service: ServiceDep) -> PlainTextResponse:
-    text = exposition(service.queue_summary(), _finished_durations(service))
+def metrics(service: ServiceDep, settings: SettingsDep) -> PlainTextResponse:
+    egress = combined(read_snapshots(settings.data_dir))
+    text = exposition(service.queue_summary(), _finished_durations(service), egress)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from koubo import __version__
-from koubo.web.api.deps import ServiceDep
+from koubo.links.egress import combined, read_snapshots
+from koubo.web.api.deps import ServiceDep, SettingsDep
 
 router = APIRouter(tags=["system"])
 log = logging.getLogger(__name__)
@@ -38,3 +39,8 @@ def health(service: ServiceDep) -> JSONResponse:
 @router.get("/queue", summary="Jobs per status and the number of workers")
 def queue_summary(service: ServiceDep) -> dict[str, Any]:
     return service.queue_summary()
+
+
+@router.get("/egress", summary="What the link servers send now: bytes, live rate, downloads, busiest links")
+def egress(settings: SettingsDep) -> dict[str, Any]:
+    return combined(read_snapshots(settings.data_dir))
