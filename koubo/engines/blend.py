@@ -64,3 +64,51 @@ def match_colour(patch: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.n
         return patch
     offset = base[::step, ::step][band].mean(0) - patch[::step, ::step][band].mean(0)
     return patch + offset.astype(np.float32)
+
+
+def hull_distance(hull_list: list[np.ndarray], roi: tuple[int, int, int, int]) -> np.ndarray:
+    """Distance in pixels from each ROI pixel to the outline of the hulls' union (0 outside)."""
+    x0, y0, x1, y1 = roi
+    inside = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    for hull in hull_list:
+        cv2.fillConvexPoly(inside, np.round(hull - (x0, y0)).astype(np.int32), 255)
+    return cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+# Band k of the difference (k = 0 finest) eases in over MULTIBAND_RADII[k] x the feather radius:
+# fine detail switches over a short distance (no blurred rim), lighting over a long one (no step).
+MULTIBAND_RADII = (0.35, 0.7, 1.4, 2.8)
+
+
+def multiband_blend(
+    frame: np.ndarray, patch: np.ndarray, distance: np.ndarray, radius: float, roi: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Blend `patch` into `frame` band by band (a Laplacian-pyramid blend of their difference).
+
+    `distance` is hull_distance for the ROI; every band's weight is exactly 0 outside the hull, so
+    pixels outside it stay the frame's own.
+    """
+    x0, y0, x1, y1 = roi
+    out = frame.copy()
+    base = frame[y0:y1, x0:x1].astype(np.float32)
+    diff = patch - base
+    h, w = diff.shape[:2]
+    levels = [diff]
+    for _ in range(len(MULTIBAND_RADII) - 1):
+        small = levels[-1]
+        if min(small.shape[:2]) < 4:
+            break
+        levels.append(cv2.pyrDown(small))
+    low = [cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR) if k else level for k, level in enumerate(levels)]
+    result = base.copy()
+    for k, level in enumerate(low):
+        band = level - low[k + 1] if k + 1 < len(low) else level
+        weight = _smoothstep(distance / (MULTIBAND_RADII[k] * radius))
+        result += weight[..., None] * band
+    out[y0:y1, x0:x1] = np.clip(result, 0, 255).astype(np.uint8)
+    return out

@@ -17,64 +17,21 @@ Either way, only a feathered lower-face region changes: outside it, pixels are t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from koubo.engines.base import RenderInput
-from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, match_colour, roi_around
+from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, roi_around
+from koubo.engines.mesh import piecewise_affine
+from koubo.engines.retrieval import MouthBank, mouth_bank, paste_mouth, plan_retrieval  # noqa: F401
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 
-# Aperture spread (in face-scale units, 5th..95th percentile) a template needs before its own
-# mouths are worth retrieving; below it the person barely moves the lips.
-RETRIEVAL_MIN_RANGE = 0.06
 # Synthesized opening at target 1.0, in face-scale units (a wide but natural speaking mouth).
 WARP_FULL_APERTURE = 0.24
 # Spread/rounding at width target ±1, in face-scale units per lip corner.
 WARP_FULL_WIDTH = 0.05
-CANDIDATES = 24
-COST_HOLD = 0.03  # showing the same source mouth twice
-COST_JUMP = 0.25  # cutting to a non-consecutive source frame
-OWN_FRAME_BONUS = 0.05  # the frame's own mouth needs no alignment at all
-
-
-@dataclass(frozen=True)
-class MouthBank:
-    """Mouth shape and head pose of every template frame, and the range the mouth covers."""
-
-    aperture: np.ndarray
-    width: np.ndarray
-    pose: np.ndarray
-    present: np.ndarray
-    rest: float  # aperture of a closed mouth for this person and camera
-    open: float  # aperture of a wide speaking mouth
-    width_mid: float
-    width_range: float
-
-    @property
-    def can_retrieve(self) -> bool:
-        return int(self.present.sum()) >= 10 and self.open - self.rest >= RETRIEVAL_MIN_RANGE
-
-
-def mouth_bank(landmarks: np.ndarray, present: np.ndarray) -> MouthBank:
-    aperture = np.nan_to_num(geo.mouth_aperture(landmarks))
-    width = np.nan_to_num(geo.mouth_width(landmarks))
-    pose = np.nan_to_num(geo.pose_signature(landmarks))
-    seen_a = aperture[present] if present.any() else np.zeros(1)
-    seen_w = width[present] if present.any() else np.zeros(1)
-    return MouthBank(
-        aperture=aperture,
-        width=width,
-        pose=pose,
-        present=present,
-        rest=float(np.percentile(seen_a, 5)),
-        open=float(np.percentile(seen_a, 95)),
-        width_mid=float(np.median(seen_w)),
-        width_range=float(max(np.percentile(seen_w, 95) - np.percentile(seen_w, 5), 1e-3)),
-    )
 
 
 class ClassicEngine:
@@ -106,91 +63,10 @@ class ClassicEngine:
 
 
 def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray) -> np.ndarray:
-    """Frame i with the mouth the plan chose; at a cut, dissolved with the mouth the cut skipped."""
-    track, s = job.track, int(job.source_index[i])
-
-    def with_mouth(j: int) -> np.ndarray:
-        return frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
-
-    j = int(plan[i])
-    out = with_mouth(j)
-    previous = int(plan[i - 1]) if i > 0 else j
-    continued = previous + 1
-    cut = j not in (previous, continued)
-    if cut and continued < len(track.present) and track.present[continued]:
-        # Half of what a continuous run would have shown softens the switch of mouth texture.
-        out = ((out.astype(np.uint16) + with_mouth(continued)) // 2).astype(np.uint8)
-    return out
-
-
-def plan_retrieval(job: RenderInput, bank: MouthBank) -> np.ndarray:
-    """Choose, for every output frame, the template frame whose mouth it shows (Viterbi).
-
-    Unary cost: distance to the target mouth shape plus head-pose difference to the frame being
-    edited. Transition cost: free when the next source frame follows the previous one (real
-    motion between them), small for holding a mouth, larger for a cut.
-    """
-    candidates_all = np.flatnonzero(bank.present)
-    target_a = bank.rest + job.targets.aperture * (bank.open - bank.rest)
-    target_w = bank.width_mid + job.targets.width * 0.5 * bank.width_range
-    span = bank.open - bank.rest
-
-    src = job.source_index
-    shape_cost = ((bank.aperture[candidates_all][None, :] - target_a[:, None]) / span) ** 2 + 0.25 * (
-        (bank.width[candidates_all][None, :] - target_w[:, None]) / bank.width_range
-    ) ** 2
-    pose_d = np.linalg.norm(bank.pose[candidates_all][None, :, :] - bank.pose[src][:, None, :], axis=-1)
-    pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
-    unary = shape_cost + 0.5 * (pose_d / pose_scale) ** 2
-    unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[:, None])
-
-    k = min(CANDIDATES, len(candidates_all))
-    top = np.argpartition(unary, k - 1, axis=1)[:, :k]
-    # The frame's own mouth is always a candidate, so a run of untouched frames stays possible.
-    own_pos = np.searchsorted(candidates_all, src)
-    own_ok = (own_pos < len(candidates_all)) & (candidates_all[np.minimum(own_pos, len(candidates_all) - 1)] == src)
-    has_own = (top == own_pos[:, None]).any(axis=1)
-    replace = own_ok & ~has_own
-    top[replace, -1] = own_pos[replace]
-
-    cand = candidates_all[top]  # (n_out, k) template frame numbers
-    cost = np.take_along_axis(unary, top, axis=1)
-    n = len(src)
-    back = np.zeros((n, k), dtype=np.int32)
-    total = cost[0].copy()
-    for i in range(1, n):
-        prev = cand[i - 1][:, None]
-        cur = cand[i][None, :]
-        trans = np.where(cur == prev + 1, 0.0, np.where(cur == prev, COST_HOLD, COST_JUMP))
-        step = total[:, None] + trans
-        back[i] = np.argmin(step, axis=0)
-        total = step[back[i], np.arange(k)] + cost[i]
-    path = np.empty(n, dtype=np.int64)
-    best = int(np.argmin(total))
-    for i in range(n - 1, -1, -1):
-        path[i] = cand[i, best]
-        best = back[i, best]
-    return path
-
-
-def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
-    """Put the lower face of `source` onto `frame`, aligned on skull-fixed points."""
-    m = geo.similarity_transform(source_lm[geo.STABLE], target_lm[geo.STABLE])
-    source_hull = geo.apply_affine(m, lower_face_hull(source_lm))
-    target_hull = lower_face_hull(target_lm)
-    scale = float(geo.face_scale(target_lm))
-    roi = roi_around(np.vstack([source_hull, target_hull]), 0.05 * scale, frame.shape[:2])
-    x0, y0, x1, y1 = roi
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        return frame
-    m_roi = m.copy()
-    m_roi[:, 2] -= (x0, y0)
-    patch = cv2.warpAffine(
-        np.asarray(source), m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    ).astype(np.float32)
-    alpha = feathered_alpha([source_hull, target_hull], roi, 0.08 * scale)
-    patch = match_colour(patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
-    return blend_patch(frame, patch, alpha, roi)
+    """Frame i with the mouth the plan chose. Never a dissolve of two mouths: the plan cuts only
+    where the mouths agree, and a dissolve of two different ones shows two sets of lips."""
+    track, s, j = job.track, int(job.source_index[i]), int(plan[i])
+    return frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
 
 
 # --- warp ----------------------------------------------------------------------------------------
@@ -243,7 +119,7 @@ def warp_mouth(
     dst_all = np.vstack([dst, anchors]) - (x0, y0)
 
     region = np.asarray(frame[y0:y1, x0:x1])
-    warped = _piecewise_affine(region, src_all, dst_all)
+    warped = piecewise_affine(region, src_all, dst_all)
     # What showed between the lips before (teeth of a smile) belongs to the upper jaw: it stays
     # with the upper lip, and only the newly opened space below it becomes cavity.
     lift = _JAW_FOLLOW[geo.UPPER_LIP_INNER_MID] * opening * ey
@@ -255,27 +131,6 @@ def warp_mouth(
     warped = _paint_cavity(warped, shifted, new_inner, old_inner, opening, scale)
     alpha = feathered_alpha([hull], roi, 0.05 * scale)
     return blend_patch(frame, warped, alpha, roi)
-
-
-def _piecewise_affine(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Backward-map every pixel through the triangle of the destination mesh it falls in."""
-    h, w = image.shape[:2]
-    # The map is piecewise linear: computing it on a coarser grid loses nothing visible.
-    step = max(2, max(h, w) // 100)
-    gy, gx = np.mgrid[0:h:step, 0:w:step]
-    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
-    tri = Delaunay(dst)
-    simplex = tri.find_simplex(grid)
-    inside = simplex >= 0
-    mapped = grid.copy()
-    t = tri.transform[simplex[inside]]
-    bary2 = np.einsum("nij,nj->ni", t[:, :2], grid[inside] - t[:, 2])
-    bary = np.column_stack([bary2, 1.0 - bary2.sum(1)])
-    verts = tri.simplices[simplex[inside]]
-    mapped[inside] = np.einsum("ni,nij->nj", bary, src[verts])
-    map_x = cv2.resize(mapped[:, 0].reshape(gx.shape).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    map_y = cv2.resize(mapped[:, 1].reshape(gx.shape).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
 
 
 def _inner_polygon(points: np.ndarray) -> np.ndarray:
