@@ -26,15 +26,7 @@ def piecewise_affine(
     step = max(2, max(h, w) // 100)
     gy, gx = np.mgrid[0 : h + step : step, 0 : w + step : step]
     grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
-    tri = Delaunay(dst)
-    simplex = tri.find_simplex(grid)
-    inside = simplex >= 0
-    mapped = grid.copy()
-    t = tri.transform[simplex[inside]]
-    bary2 = np.einsum("nij,nj->ni", t[:, :2], grid[inside] - t[:, 2])
-    bary = np.column_stack([bary2, 1.0 - bary2.sum(1)])
-    verts = tri.simplices[simplex[inside]]
-    mapped[inside] = np.einsum("ni,nij->nj", bary, src[verts])
+    mapped = _coarse_map(grid, src, dst, step, gx.shape)
     # Upsampling the coarse map: pixel (x, y) sits at (x / step, y / step) on the grid.
     xs = (np.arange(w, dtype=np.float32) / step)[None, :].repeat(h, 0)
     ys = (np.arange(h, dtype=np.float32) / step)[:, None].repeat(w, 1)
@@ -45,3 +37,30 @@ def piecewise_affine(
     return cv2.remap(np.asarray(image), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(
         np.float32
     )
+
+
+def _coarse_map(grid: np.ndarray, src: np.ndarray, dst: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """Source position of each grid point: through its dst triangle's affine map (identity outside).
+
+    Triangles are rasterised onto the grid (cheap) rather than located point by point.
+    """
+    simplices = Delaunay(dst).simplices
+    # Each triangle's affine map dst -> src in closed form (2x2 inverses; batched LAPACK costs more).
+    d0, s0 = dst[simplices[:, 0]], src[simplices[:, 0]]
+    e = np.stack([dst[simplices[:, 1]] - d0, dst[simplices[:, 2]] - d0], axis=2)  # columns: edges
+    f = np.stack([src[simplices[:, 1]] - s0, src[simplices[:, 2]] - s0], axis=2)
+    det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
+    ok = np.abs(det) > 1e-9
+    safe = np.where(ok, det, 1.0)
+    e_inv = np.stack([np.stack([e[:, 1, 1], -e[:, 0, 1]], 1), np.stack([-e[:, 1, 0], e[:, 0, 0]], 1)], 1) / safe[:, None, None]
+    linear = f @ e_inv  # (T, 2, 2): x -> src, about d0
+    label = np.zeros(shape, dtype=np.int32)
+    for t in np.flatnonzero(ok):
+        corners = np.round(dst[simplices[t]] / step * 16).astype(np.int32)
+        cv2.fillConvexPoly(label, corners, int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    label = label.ravel()
+    mapped = grid.copy()
+    inside = label > 0
+    t = label[inside] - 1
+    mapped[inside] = s0[t] + np.einsum("nij,nj->ni", linear[t], grid[inside] - d0[t])
+    return mapped

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from koubo.engines.blend import hull_distance, lower_face_hull, match_colour, multiband_blend, roi_around
@@ -194,7 +195,7 @@ def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, so
         return frame
     # The ROI's corners follow the similarity alone: outside the face the two frames agree on it.
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
-    inverse = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    inverse = cv2.invertAffineTransform(m)
     src = np.vstack([source_lm[_MESH_POINTS, :2], geo.apply_affine(inverse, corners)])
     dst = np.vstack([dst_points, corners]) - (x0, y0)
     patch = piecewise_affine(source, src, dst, (x1 - x0, y1 - y0))
