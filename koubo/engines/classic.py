@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from koubo.engines.base import RenderInput
@@ -96,16 +97,19 @@ _CORNER_DROP = 0.2  # the corners sink a little as the jaw opens
 _UPPER_LIFT = 0.12  # the upper lip rises a little, most in the middle
 
 
-def _lip_moves(landmarks: np.ndarray, opening: float, spread: float, ex: np.ndarray, ey: np.ndarray) -> dict:
+def _lip_moves(
+    landmarks: np.ndarray, opening: float, spread: float, width: float, ex: np.ndarray, ey: np.ndarray
+) -> dict:
     """Where each moving point goes: lips open along an almond profile that meets in the corners
     (a rounded mouth opens rounder, a spread one flatter), the jaw follows the opening."""
     centre = 0.5 * (landmarks[geo.MOUTH_LEFT, :2] + landmarks[geo.MOUTH_RIGHT, :2])
     half = max(1.0, 0.5 * float(np.linalg.norm(landmarks[geo.MOUTH_RIGHT, :2] - landmarks[geo.MOUTH_LEFT, :2])))
-    exponent = 0.6 - 0.25 * np.clip(spread, -1.0, 1.0)
+    # Flat across the middle (the lower lip drops with the jaw), closing in toward the corners.
+    power = 4.0 + 1.5 * float(np.clip(width, -1.0, 1.0))
     moves = {}
     for p in _UPPER_LIPS + _LOWER_LIPS + list(_LIP_CORNERS):
         t = float(np.clip((landmarks[p, :2] - centre) @ ex / half, -1.0, 1.0))
-        profile = (1.0 - t * t) ** exponent
+        profile = (1.0 - abs(t) ** power) ** 0.5
         if p in _LIP_CORNERS:
             down = _CORNER_DROP
         elif p in _LOWER_LIPS:
@@ -150,7 +154,7 @@ def warp_mouth(
     if x1 - x0 < 8 or y1 - y0 < 8:
         return frame
 
-    moves = _lip_moves(landmarks, opening, spread, ex, ey)
+    moves = _lip_moves(landmarks, opening, spread, width, ex, ey)
     ids = list(moves)
     src = landmarks[ids, :2].astype(np.float64)
     dst = src + np.array([moves[p] for p in ids])
@@ -182,5 +186,20 @@ def warp_mouth(
             scale=scale,
             colours=colours,
         )
+        warped = _keep_own_interior(warped, region, local, moves[geo.UPPER_LIP_INNER_MID], scale)
     alpha = feathered_alpha([hull], roi, 0.05 * scale)
     return blend_patch(frame, warped, alpha, roi)
+
+
+def _keep_own_interior(warped: np.ndarray, region: np.ndarray, local: np.ndarray, lift: np.ndarray, scale: float):
+    """What showed between the lips before (the teeth of a smile) belongs to the upper jaw: it
+    moves with the upper lip and covers the painted mouth, which fills only the new space."""
+    old_inner = np.vstack([local[geo.LIPS_INNER_UPPER], local[geo.LIPS_INNER_LOWER[::-1]]]) + lift
+    mask = np.zeros(region.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(old_inner).astype(np.int32)], 255)
+    if not mask.any():
+        return warped
+    shift = np.float32([[1, 0, lift[0]], [0, 1, lift[1]]])
+    kept = cv2.warpAffine(region, shift, region.shape[1::-1], borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.6, 0.004 * scale))[..., None]
+    return warped * (1.0 - soft) + kept * soft

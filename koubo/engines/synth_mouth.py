@@ -110,12 +110,12 @@ def paint_mouth(
 
     # Throat: the lips' own colour, very dark, a little less so near the rim where light enters.
     rim = np.exp(-np.clip(np.minimum(depth, height), 0, None) / max(1.5, 0.18 * max_gap))
-    mouth = lips[None, None, :] * (0.24 + 0.18 * rim[..., None] + 0.06 * arch[..., None])
+    mouth = lips[None, None, :] * (0.12 + 0.1 * rim[..., None] + 0.04 * arch[..., None])
 
     # Tongue: a low rounded back across the lower part of the opening, lit from the front.
-    tongue_h = 0.55 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
+    tongue_h = 0.4 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
     tongue = np.clip((tongue_h - height) / np.maximum(1.5, 0.3 * tongue_h), 0.0, 1.0) * (tongue_h > 0.5)
-    tongue_rgb = lips * np.array([1.0, 0.72, 0.72])
+    tongue_rgb = lips * np.array([0.85, 0.58, 0.6])
     toward_front = np.clip(1.0 - (tongue_h - height) / np.maximum(tongue_h, 1.0), 0.0, 1.0)
     tongue_shade = (0.5 + 0.4 * toward_front) * (0.6 + 0.4 * arch)
     mouth += tongue[..., None] * (tongue_rgb[None, None, :] * tongue_shade[..., None] - mouth)
