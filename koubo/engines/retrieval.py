@@ -177,9 +177,21 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
     return path
 
 
-def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
-    """Put the lower face of `source` onto `frame`: lips and chin as the donor has them, aligned on
-    skull-fixed points; jaw line and cheeks on the frame's own landmarks."""
+@dataclass(frozen=True)
+class DonorPatch:
+    """A donor's lower face warped into the edited frame's ROI, and where it may go."""
+
+    patch: np.ndarray  # (h, w, 3) float32 over roi
+    hull: np.ndarray  # outline the blend must stay inside, frame coordinates
+    roi: tuple[int, int, int, int]
+    radius: float  # feather radius, pixels
+
+
+def donor_patch(
+    frame_shape: tuple[int, ...], target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray
+) -> DonorPatch | None:
+    """Warp the lower face of `source` into the frame: lips and chin as the donor has them, aligned
+    on skull-fixed points; jaw line and cheeks on the frame's own landmarks (None if too small)."""
     m = geo.similarity_transform(source_lm[geo.STABLE], target_lm[geo.STABLE])
     aligned = geo.apply_affine(m, source_lm[:, :2])
     share = np.array([_DONOR_SHARE.get(p, 0.0) for p in _MESH_POINTS])[:, None]
@@ -188,18 +200,26 @@ def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, so
     moved[_MESH_POINTS] = dst_points
     hull = lower_face_hull(moved)
     scale = float(geo.face_scale(target_lm))
-    radius = 0.08 * scale
-    roi = roi_around(np.vstack([hull, dst_points]), 0.05 * scale, frame.shape[:2])
+    roi = roi_around(np.vstack([hull, dst_points]), 0.05 * scale, frame_shape[:2])
     x0, y0, x1, y1 = roi
     if x1 - x0 < 8 or y1 - y0 < 8:
-        return frame
+        return None
     # The ROI's corners follow the similarity alone: outside the face the two frames agree on it.
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
-    inverse = cv2.invertAffineTransform(m)
-    src = np.vstack([source_lm[_MESH_POINTS, :2], geo.apply_affine(inverse, corners)])
+    src = np.vstack([source_lm[_MESH_POINTS, :2], geo.apply_affine(cv2.invertAffineTransform(m), corners)])
     dst = np.vstack([dst_points, corners]) - (x0, y0)
     patch = piecewise_affine(source, src, dst, (x1 - x0, y1 - y0))
-    distance = hull_distance([hull], roi)
-    alpha = np.clip(distance / radius, 0.0, 1.0)
-    patch = match_colour(patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
-    return multiband_blend(frame, patch, distance, radius, roi)
+    return DonorPatch(patch=patch, hull=hull, roi=roi, radius=0.08 * scale)
+
+
+def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
+    """Put the lower face of `source` onto `frame` (donor_patch), colour-matched and blended band
+    by band, so neither an outline nor a colour step shows where it ends."""
+    donor = donor_patch(frame.shape, target_lm, source, source_lm)
+    if donor is None:
+        return frame
+    x0, y0, x1, y1 = donor.roi
+    distance = hull_distance([donor.hull], donor.roi)
+    alpha = np.clip(distance / donor.radius, 0.0, 1.0)
+    patch = match_colour(donor.patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
+    return multiband_blend(frame, patch, distance, donor.radius, donor.roi)
