@@ -40,6 +40,9 @@ from koubo.face import geometry as geo
 WARP_FULL_APERTURE = 0.24
 # Spread/rounding at width target ±1, in face-scale units per lip corner.
 WARP_FULL_WIDTH = 0.05
+# A resting mouth parted wider than this (face-scale units) shows its own teeth, worth keeping;
+# a narrower gap is only the dark line between closed lips, which the painted mouth replaces.
+OWN_TEETH_APERTURE = 0.05
 
 
 class ClassicEngine:
@@ -105,11 +108,11 @@ def _lip_moves(
     centre = 0.5 * (landmarks[geo.MOUTH_LEFT, :2] + landmarks[geo.MOUTH_RIGHT, :2])
     half = max(1.0, 0.5 * float(np.linalg.norm(landmarks[geo.MOUTH_RIGHT, :2] - landmarks[geo.MOUTH_LEFT, :2])))
     # Flat across the middle (the lower lip drops with the jaw), closing in toward the corners.
-    power = 4.0 + 1.5 * float(np.clip(width, -1.0, 1.0))
+    power = 2.5 + float(np.clip(width, -1.0, 1.0))
     moves = {}
     for p in _UPPER_LIPS + _LOWER_LIPS + list(_LIP_CORNERS):
         t = float(np.clip((landmarks[p, :2] - centre) @ ex / half, -1.0, 1.0))
-        profile = (1.0 - abs(t) ** power) ** 0.5
+        profile = (1.0 - abs(t) ** power) ** 0.6
         if p in _LIP_CORNERS:
             down = _CORNER_DROP
         elif p in _LOWER_LIPS:
@@ -149,7 +152,7 @@ def warp_mouth(
     ey = np.array([-ex[1], ex[0]])  # "down" in the face's own frame
 
     hull = lower_face_hull(landmarks)
-    roi = roi_around(hull, 0.02 * scale, frame.shape[:2])
+    roi = roi_around(hull, 0.1 * scale, frame.shape[:2])
     x0, y0, x1, y1 = roi
     if x1 - x0 < 8 or y1 - y0 < 8:
         return frame
@@ -158,9 +161,12 @@ def warp_mouth(
     ids = list(moves)
     src = landmarks[ids, :2].astype(np.float64)
     dst = src + np.array([moves[p] for p in ids])
-    # The hull and the ROI corners stay put: the warp fades to nothing at the mask's edge.
+    # The ROI corners and a ring just outside the hull stay put: the warp fades to nothing at the
+    # mask's edge. Anchors on the hull itself would sit in the path of the dropping chin and fold
+    # the mesh (a crease on the chin).
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
-    anchors = np.vstack([hull, corners])
+    middle = hull.mean(0)
+    anchors = np.vstack([middle + (hull - middle) * 1.12, corners])
     src_all = np.vstack([src, anchors]) - (x0, y0)
     dst_all = np.vstack([dst, anchors]) - (x0, y0)
 
@@ -186,7 +192,8 @@ def warp_mouth(
             scale=scale,
             colours=colours,
         )
-        warped = _keep_own_interior(warped, region, local, moves[geo.UPPER_LIP_INNER_MID], scale)
+        if own_aperture > OWN_TEETH_APERTURE:
+            warped = _keep_own_interior(warped, region, local, moves[geo.UPPER_LIP_INNER_MID], scale)
     alpha = feathered_alpha([hull], roi, 0.05 * scale)
     return blend_patch(frame, warped, alpha, roi)
 

@@ -110,7 +110,7 @@ def paint_mouth(
 
     # Throat: the lips' own colour, very dark, a little less so near the rim where light enters.
     rim = np.exp(-np.clip(np.minimum(depth, height), 0, None) / max(1.5, 0.18 * max_gap))
-    mouth = lips[None, None, :] * (0.12 + 0.1 * rim[..., None] + 0.04 * arch[..., None])
+    mouth = lips[None, None, :] * (0.15 + 0.1 * rim[..., None] + 0.04 * arch[..., None])
 
     # Tongue: a low rounded back across the lower part of the opening, lit from the front.
     tongue_h = 0.4 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
