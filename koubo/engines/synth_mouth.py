@@ -134,9 +134,10 @@ def paint_mouth(
     mouth += upper_teeth[..., None] * (teeth_rgb[None, None, :] * tooth_shade[..., None] - mouth)
 
     # Lower teeth: a thinner, shadowed edge above the lower lip when the mouth is wide and spread.
-    l_height = 0.4 * t_height * np.clip(0.3 + 0.7 * spread, 0.0, 1.0) * np.clip(max_gap / (0.1 * scale) - 0.5, 0, 1)
+    l_height = 0.3 * t_height * np.clip(0.3 + 0.7 * spread, 0.0, 1.0) * np.clip(max_gap / (0.1 * scale) - 0.5, 0, 1)
     lower_teeth = np.clip(l_height - height + 0.5, 0.0, 1.0) * (l_height > 0.5)
-    mouth += lower_teeth[..., None] * (teeth_rgb[None, None, :] * (0.5 * tooth_shade)[..., None] - mouth)
+    lower_shade = 0.55 * (0.5 + 0.5 * teeth_u)  # in the lower lip's shadow, no visible gaps
+    mouth += lower_teeth[..., None] * (teeth_rgb[None, None, :] * lower_shade[..., None] - mouth)
 
     # A touch of softness, as a camera and the codec give every real edge.
     blur = max(0.5, 0.0035 * scale)
