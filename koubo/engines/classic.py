@@ -26,6 +26,7 @@ from koubo.engines.blend import blend_patch, feathered_alpha, lower_face_hull, r
 from koubo.engines.mesh import piecewise_affine
 from koubo.engines.retrieval import (  # noqa: F401 (MouthBank, mouth_bank: the engine's public names)
     MouthBank,
+    aligned_landmarks,
     mouth_bank,
     paste_mouth,
     plan_retrieval,
@@ -77,10 +78,17 @@ class ClassicEngine:
 
 
 def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray) -> np.ndarray:
-    """Frame i with the mouth the plan chose. Never a dissolve of two mouths: the plan cuts only
-    where the mouths agree, and a dissolve of two different ones shows two sets of lips."""
+    """Frame i with the mouth the plan chose. Never a dissolve of two mouths (it shows two sets of
+    lips): the plan cuts where the mouths agree, and at a cut the new mouth's lips are warped
+    halfway to the shape the previous run would have shown next."""
     track, s, j = job.track, int(job.source_index[i]), int(plan[i])
-    return frame if j == s else paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j])
+    previous = int(plan[i - 1]) if i > 0 else j
+    continued = previous + 1
+    cut = j not in (previous, continued) and continued < len(track.present) and track.present[continued]
+    if j == s and not cut:
+        return frame
+    shape_from = aligned_landmarks(track.landmarks[continued], track.landmarks[s]) if cut else None
+    return paste_mouth(frame, track.landmarks[s], job.frames[j], track.landmarks[j], shape_from)
 
 
 # --- warp ----------------------------------------------------------------------------------------

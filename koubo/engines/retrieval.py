@@ -187,13 +187,30 @@ class DonorPatch:
     radius: float  # feather radius, pixels
 
 
+def aligned_landmarks(landmarks: np.ndarray, target_lm: np.ndarray) -> np.ndarray:
+    """`landmarks` moved onto the target frame by a similarity on skull-fixed points."""
+    m = geo.similarity_transform(landmarks[geo.STABLE], target_lm[geo.STABLE])
+    return geo.apply_affine(m, landmarks[:, :2])
+
+
 def donor_patch(
-    frame_shape: tuple[int, ...], target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray
+    frame_shape: tuple[int, ...],
+    target_lm: np.ndarray,
+    source: np.ndarray,
+    source_lm: np.ndarray,
+    shape_from: np.ndarray | None = None,
 ) -> DonorPatch | None:
     """Warp the lower face of `source` into the frame: lips and chin as the donor has them, aligned
-    on skull-fixed points; jaw line and cheeks on the frame's own landmarks (None if too small)."""
+    on skull-fixed points; jaw line and cheeks on the frame's own landmarks (None if too small).
+
+    `shape_from` (aligned landmarks of another mouth) moves the lips halfway to that mouth's shape:
+    at a cut, the new mouth's texture takes a step toward the old one's shape instead of a dissolve.
+    """
     m = geo.similarity_transform(source_lm[geo.STABLE], target_lm[geo.STABLE])
     aligned = geo.apply_affine(m, source_lm[:, :2])
+    if shape_from is not None:
+        aligned = aligned.copy()
+        aligned[_DONOR_LIPS] = 0.5 * (aligned[_DONOR_LIPS] + shape_from[_DONOR_LIPS])
     share = np.array([_DONOR_SHARE.get(p, 0.0) for p in _MESH_POINTS])[:, None]
     dst_points = share * aligned[_MESH_POINTS] + (1.0 - share) * target_lm[_MESH_POINTS, :2]
     moved = target_lm[:, :2].copy()
@@ -212,10 +229,16 @@ def donor_patch(
     return DonorPatch(patch=patch, hull=hull, roi=roi, radius=0.08 * scale)
 
 
-def paste_mouth(frame: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray) -> np.ndarray:
+def paste_mouth(
+    frame: np.ndarray,
+    target_lm: np.ndarray,
+    source: np.ndarray,
+    source_lm: np.ndarray,
+    shape_from: np.ndarray | None = None,
+) -> np.ndarray:
     """Put the lower face of `source` onto `frame` (donor_patch), colour-matched and blended band
     by band, so neither an outline nor a colour step shows where it ends."""
-    donor = donor_patch(frame.shape, target_lm, source, source_lm)
+    donor = donor_patch(frame.shape, target_lm, source, source_lm, shape_from)
     if donor is None:
         return frame
     x0, y0, x1, y1 = donor.roi
