@@ -31,6 +31,7 @@ COST_JUMP = 0.25  # cutting to a non-consecutive source frame
 COST_CUT_MISMATCH = 2.0  # per unit of shape difference between the mouth cut to and the one cut from
 WEIGHT_WIDTH = 0.25
 WEIGHT_VELOCITY = 1.0
+WEIGHT_POSE = 0.25  # the mesh fits the donor to the frame's jaw, so pose may differ more than a similarity allowed
 OWN_FRAME_BONUS = 0.05  # the frame's own mouth needs no alignment at all
 
 # Lips and chin keep the donor's shape (that is the mouth we borrow); the rest of the lower face
@@ -141,7 +142,7 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
     shape_cost = ((bank_shape[None, :, :] - target[:, None, :]) ** 2).sum(-1)
     pose_d = np.linalg.norm(bank.pose[candidates_all][None, :, :] - bank.pose[src][:, None, :], axis=-1)
     pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
-    unary = shape_cost + 0.5 * (pose_d / pose_scale) ** 2
+    unary = shape_cost + WEIGHT_POSE * (pose_d / pose_scale) ** 2
     unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[:, None])
 
     k = min(CANDIDATES, len(candidates_all))
