@@ -2,14 +2,14 @@
 
 Two ways to give a frame the mouth the speech asks for:
 
-- **Retrieval** (the Video Rewrite idea): a template that shows the person talking already holds
-  real mouths at every opening, teeth and lips included. For each output frame we choose a
-  template frame whose mouth matches the target and whose head pose is close, align its lower face
-  to the current frame on skull-fixed points and blend it in. The whole sequence of choices is made
-  at once (Viterbi), preferring runs of consecutive template frames, so the mouth does not twitch.
-- **Warp**: a template that never opens its mouth (a presenter at rest, one photo) has nothing to
-  retrieve. Lips and jaw are then moved by a piecewise-affine warp of a triangulated lower-face mesh
-  and the opening is filled with a synthesized cavity and teeth.
+- **Retrieval** (retrieval.py, the Video Rewrite idea): a template that shows the person talking
+  already holds real mouths at every opening, teeth and lips included. The whole sequence of
+  source mouths is chosen at once on shape, motion and head pose, cutting only where two mouths
+  agree; each is warped onto the frame's own jaw and cheeks (mesh.py) and blended band by band
+  (blend.py). Never a cross-dissolve: two mouths dissolved show two sets of lips.
+- **Warp** (here): a template that never opens its mouth (a presenter at rest, one photo) has
+  nothing to retrieve. Lips and jaw are moved by a piecewise-affine warp of a triangulated
+  lower-face mesh into a smooth almond opening, and synth_mouth.py paints its inside.
 
 Either way, only a feathered lower-face region changes: outside it, pixels are the template's own.
 """
