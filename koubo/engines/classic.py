@@ -37,8 +37,9 @@ from koubo.engines.synth_mouth import mouth_colours, paint_mouth
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 
-# Synthesized opening at target 1.0, in face-scale units (a wide but natural speaking mouth).
-WARP_FULL_APERTURE = 0.24
+# Synthesized opening at target 1.0, in face-scale units (a wide but natural speaking mouth; the
+# painted teeth cover part of it, as real ones do).
+WARP_FULL_APERTURE = 0.26
 # Spread/rounding at width target ±1, in face-scale units per lip corner.
 WARP_FULL_WIDTH = 0.05
 # A resting mouth parted wider than this (face-scale units) shows its own teeth, worth keeping;

@@ -113,11 +113,11 @@ def paint_mouth(
     mouth = lips[None, None, :] * (0.15 + 0.1 * rim[..., None] + 0.04 * arch[..., None])
 
     # Tongue: a low rounded back across the lower part of the opening, lit from the front.
-    tongue_h = 0.4 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
+    tongue_h = 0.3 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
     tongue = np.clip((tongue_h - height) / np.maximum(1.5, 0.3 * tongue_h), 0.0, 1.0) * (tongue_h > 0.5)
     tongue_rgb = lips * np.array([0.85, 0.58, 0.6])
     toward_front = np.clip(1.0 - (tongue_h - height) / np.maximum(tongue_h, 1.0), 0.0, 1.0)
-    tongue_shade = (0.5 + 0.4 * toward_front) * (0.6 + 0.4 * arch)
+    tongue_shade = (0.35 + 0.35 * toward_front) * (0.6 + 0.4 * arch)
     mouth += tongue[..., None] * (tongue_rgb[None, None, :] * tongue_shade[..., None] - mouth)
 
     # Upper teeth: hang from the upper lip, recede (and darken) toward the corners.
