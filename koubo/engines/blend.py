@@ -90,25 +90,24 @@ def multiband_blend(
 ) -> np.ndarray:
     """Blend `patch` into `frame` band by band (a Laplacian-pyramid blend of their difference).
 
-    `distance` is hull_distance for the ROI; every band's weight is exactly 0 outside the hull, so
-    pixels outside it stay the frame's own.
+    `distance` is hull_distance for the ROI. Each band is weighted at its own resolution (the
+    pyramid costs about one full-size pass), and the result is clipped to the hull, so pixels
+    outside it stay the frame's own.
     """
     x0, y0, x1, y1 = roi
     out = frame.copy()
     base = frame[y0:y1, x0:x1].astype(np.float32)
-    diff = patch - base
-    h, w = diff.shape[:2]
-    levels = [diff]
-    for _ in range(len(MULTIBAND_RADII) - 1):
-        small = levels[-1]
-        if min(small.shape[:2]) < 4:
-            break
-        levels.append(cv2.pyrDown(small))
-    low = [cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR) if k else level for k, level in enumerate(levels)]
-    result = base.copy()
-    for k, level in enumerate(low):
-        band = level - low[k + 1] if k + 1 < len(low) else level
-        weight = _smoothstep(distance / (MULTIBAND_RADII[k] * radius))
-        result += weight[..., None] * band
-    out[y0:y1, x0:x1] = np.clip(result, 0, 255).astype(np.uint8)
+    gaussian = [patch - base]
+    while len(gaussian) < len(MULTIBAND_RADII) and min(gaussian[-1].shape[:2]) >= 8:
+        gaussian.append(cv2.pyrDown(gaussian[-1]))
+    blended = None
+    for k in range(len(gaussian) - 1, -1, -1):
+        level = gaussian[k]
+        size = level.shape[1::-1]
+        band = level if k == len(gaussian) - 1 else level - cv2.pyrUp(gaussian[k + 1], dstsize=size)
+        near = distance if k == 0 else cv2.resize(distance, size, interpolation=cv2.INTER_AREA)
+        weighted = _smoothstep(near / (MULTIBAND_RADII[k] * radius))[..., None] * band
+        blended = weighted if blended is None else cv2.pyrUp(blended, dstsize=size) + weighted
+    inside = (distance > 0)[..., None]
+    out[y0:y1, x0:x1] = np.clip(base + inside * blended, 0, 255).astype(np.uint8)
     return out
