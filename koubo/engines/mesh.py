@@ -22,24 +22,22 @@ def piecewise_affine(
     output (add its corners as control points).
     """
     w, h = out_size or image.shape[1::-1]
-    # The map is piecewise linear: computing it on a coarser grid loses nothing visible.
+    # The map is piecewise linear: computing it on a coarser grid loses nothing visible. Grid
+    # points sit at cell centres, so a plain resize by `step` puts every value back where it
+    # belongs (resize samples at (x + 0.5) / step - 0.5).
     step = max(2, max(h, w) // 100)
-    gy, gx = np.mgrid[0 : h + step : step, 0 : w + step : step]
-    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
+    gh, gw = -(-h // step), -(-w // step)
+    gy, gx = np.mgrid[0:gh, 0:gw].astype(np.float64) * step + (step - 1) / 2
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
     mapped = _coarse_map(grid, src, dst, step, gx.shape)
-    # Upsampling the coarse map: pixel (x, y) sits at (x / step, y / step) on the grid.
-    xs = (np.arange(w, dtype=np.float32) / step)[None, :].repeat(h, 0)
-    ys = (np.arange(h, dtype=np.float32) / step)[:, None].repeat(w, 1)
     # Where neighbouring triangles turn differently the map has a kink, which shows as a crease in
     # skin texture; a one-cell blur of the displacement rounds it off.
-    shift = cv2.GaussianBlur((mapped - grid).reshape(*gx.shape, 2).astype(np.float32), (0, 0), 1.0)
-    coarse_x = gx.astype(np.float32) + shift[..., 0]
-    coarse_y = gy.astype(np.float32) + shift[..., 1]
-    map_x = cv2.remap(coarse_x, xs, ys, cv2.INTER_LINEAR)
-    map_y = cv2.remap(coarse_y, xs, ys, cv2.INTER_LINEAR)
-    return cv2.remap(np.asarray(image), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(
-        np.float32
-    )
+    shift = cv2.GaussianBlur((mapped - grid).reshape(gh, gw, 2).astype(np.float32), (0, 0), 1.0)
+    coarse = np.dstack([gx, gy]).astype(np.float32) + shift
+    full = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return cv2.remap(
+        np.asarray(image), full[..., 0].copy(), full[..., 1].copy(), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    ).astype(np.float32)
 
 
 def _coarse_map(grid: np.ndarray, src: np.ndarray, dst: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
@@ -55,10 +53,12 @@ def _coarse_map(grid: np.ndarray, src: np.ndarray, dst: np.ndarray, step: int, s
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
     ok = np.abs(det) > 1e-9
     safe = np.where(ok, det, 1.0)
-    e_inv = np.stack([np.stack([e[:, 1, 1], -e[:, 0, 1]], 1), np.stack([-e[:, 1, 0], e[:, 0, 0]], 1)], 1) / safe[:, None, None]
+    adjugate = np.stack([np.stack([e[:, 1, 1], -e[:, 0, 1]], 1), np.stack([-e[:, 1, 0], e[:, 0, 0]], 1)], 1)
+    e_inv = adjugate / safe[:, None, None]
     linear = f @ e_inv  # (T, 2, 2): x -> src, about d0
     label = np.zeros(shape, dtype=np.int32)
-    corners = np.round(dst[simplices] / step * 16).astype(np.int32)  # 4 fractional bits (shift=4)
+    cells = (dst - (step - 1) / 2) / step  # grid index coordinates
+    corners = np.round(cells[simplices] * 16).astype(np.int32)  # 4 fractional bits (shift=4)
     for t in np.flatnonzero(ok).tolist():
         cv2.fillConvexPoly(label, corners[t], t + 1, lineType=cv2.LINE_8, shift=4)
     label = label.ravel()

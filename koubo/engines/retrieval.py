@@ -243,7 +243,7 @@ def paste_mouth(
     if donor is None:
         return frame
     x0, y0, x1, y1 = donor.roi
-    distance = hull_distance([donor.hull], donor.roi)
+    distance = hull_distance([donor.hull], donor.roi, donor.radius)
     alpha = np.clip(distance / donor.radius, 0.0, 1.0)
     patch = match_colour(donor.patch, frame[y0:y1, x0:x1].astype(np.float32), alpha)
     return multiband_blend(frame, patch, distance, donor.radius, donor.roi)
