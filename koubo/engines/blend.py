@@ -124,3 +124,62 @@ def match_colour(patch: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.n
         return patch
     offset = base[::step, ::step][band].mean(0) - patch[::step, ::step][band].mean(0)
     return patch + offset.astype(np.float32)
+
+
+def hull_distance(hull_list: list[np.ndarray], roi: tuple[int, int, int, int], radius: float) -> np.ndarray:
+    """Distance in pixels from each ROI pixel to the outline of the hulls' union (0 outside).
+
+    Only needed to ease weights in over `radius` or more, so it is measured on a grid a few times
+    coarser than the pixels; the outline itself stays exact.
+    """
+    x0, y0, x1, y1 = roi
+    w, h = x1 - x0, y1 - y0
+    f = max(1, int(radius // 8))
+    small = np.zeros((-(-h // f), -(-w // f)), dtype=np.uint8)
+    hard = np.zeros((h, w), dtype=np.uint8)
+    for hull in hull_list:
+        local = hull - (x0, y0)
+        cv2.fillConvexPoly(small, np.round(local / f).astype(np.int32), 255)
+        cv2.fillConvexPoly(hard, np.round(local).astype(np.int32), 255)
+    distance = cv2.distanceTransform(small, cv2.DIST_L2, 3) * f
+    distance = cv2.resize(distance, (w, h), interpolation=cv2.INTER_LINEAR)
+    distance[hard == 0] = 0.0
+    return distance
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+# Band k of the difference (k = 0 finest) eases in over MULTIBAND_RADII[k] x the feather radius:
+# fine detail switches over a short distance (no blurred rim), lighting over a long one (no step).
+MULTIBAND_RADII = (0.35, 0.7, 1.4, 2.8)
+
+
+def multiband_blend(
+    frame: np.ndarray, patch: np.ndarray, distance: np.ndarray, radius: float, roi: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Blend `patch` into `frame` band by band (a Laplacian-pyramid blend of their difference).
+
+    `distance` is hull_distance for the ROI. Each band is weighted at its own resolution (the
+    pyramid costs about one full-size pass), and the result is clipped to the hull, so pixels
+    outside it stay the frame's own.
+    """
+    x0, y0, x1, y1 = roi
+    out = frame.copy()
+    base = frame[y0:y1, x0:x1].astype(np.float32)
+    gaussian = [patch - base]
+    while len(gaussian) < len(MULTIBAND_RADII) and min(gaussian[-1].shape[:2]) >= 8:
+        gaussian.append(cv2.pyrDown(gaussian[-1]))
+    blended = None
+    for k in range(len(gaussian) - 1, -1, -1):
+        level = gaussian[k]
+        size = level.shape[1::-1]
+        band = level if k == len(gaussian) - 1 else level - cv2.pyrUp(gaussian[k + 1], dstsize=size)
+        near = distance if k == 0 else cv2.resize(distance, size, interpolation=cv2.INTER_AREA)
+        weighted = _smoothstep(near / (MULTIBAND_RADII[k] * radius))[..., None] * band
+        blended = weighted if blended is None else cv2.pyrUp(blended, dstsize=size) + weighted
+    inside = (distance > 0)[..., None]
+    out[y0:y1, x0:x1] = np.clip(base + inside * blended, 0, 255).astype(np.uint8)
+    return out

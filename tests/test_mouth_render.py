@@ -1,0 +1,168 @@
+"""What the classic engine's mouths look like, measured on encoded output of generated faces.
+
+Targets are written by hand (no audio analysis in the way), the engine renders them, the frames
+go through H.264, and MediaPipe measures the mouth on what a viewer would see.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from koubo.engines.base import RenderInput
+from koubo.engines.classic import ClassicEngine, warp_mouth
+from koubo.face import geometry as geo
+from koubo.face.tracker import FaceTrack, track_faces
+from koubo.features import compute_audio_features
+from koubo.features.mouth import MouthTargets
+from koubo.media.video import Mp4Writer
+from koubo.samples import synth_speech, talking_frame, write_sample_speech
+
+FPS = 25.0
+SIZE = (320, 320)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mouth-render")
+
+
+@pytest.fixture(scope="module")
+def speech(work) -> Path:
+    return write_sample_speech(work / "speech.wav", seconds=3.0)
+
+
+@pytest.fixture(scope="module")
+def features():
+    samples, _ = synth_speech(1.0)
+    return compute_audio_features(samples, "synth")
+
+
+@pytest.fixture(scope="module")
+def still_face():
+    """A face that never opens its mouth: the engine must take the warp path."""
+    frames = np.stack([talking_frame(i / FPS, SIZE) for i in range(40)])
+    return frames, track_faces(frames, fps=FPS)
+
+
+@pytest.fixture(scope="module")
+def talking_face(still_face):
+    """A face that talks: its mouth opens and closes in a few different rhythms, so retrieval has
+    real (rendered) open mouths to borrow and must cut between them."""
+    frames, track = still_face
+    n = 80
+    opening = 0.5 + 0.5 * np.sin(np.arange(n) / 2.3) * np.cos(np.arange(n) / 7.1)
+    rest = np.nan_to_num(geo.mouth_aperture(track.landmarks))
+    talking = np.stack(
+        [
+            warp_mouth(frames[i % 40], track.landmarks[i % 40], aperture=a, width=0.0, own_aperture=rest[i % 40])
+            for i, a in enumerate(opening)
+        ]
+    )
+    return talking, track_faces(talking, fps=FPS)
+
+
+def targets(n: int, aperture, *, width=0.0, rounding=None, closure=None) -> MouthTargets:
+    def channel(value):
+        return None if value is None else np.broadcast_to(np.asarray(value, np.float32), (n,)).copy()
+
+    return MouthTargets(
+        FPS,
+        channel(aperture),
+        channel(width),
+        np.ones(n, bool),
+        rounding=channel(rounding),
+        closure=channel(closure),
+    )
+
+
+def render_encoded(frames, track, features, wanted: MouthTargets, speech: Path, path: Path) -> np.ndarray:
+    """Render `wanted` over the template, encode it as H.264, and decode what was written."""
+    n = len(wanted.aperture)
+    job = RenderInput(
+        frames=frames,
+        fps=FPS,
+        track=track,
+        audio=features,
+        targets=wanted,
+        source_index=np.arange(n) % len(frames),
+    )
+    h, w = frames.shape[1:3]
+    with Mp4Writer(path, width=w, height=h, fps=Fraction(int(FPS)), audio_path=speech, duration=n / FPS) as out:
+        for frame in ClassicEngine().render(job):
+            out.write(frame)
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])[:n]
+
+
+def measured(frames: np.ndarray) -> FaceTrack:
+    track = track_faces(frames, fps=FPS)
+    assert track.present.all()
+    return track
+
+
+def test_a_bilabial_closes_the_rendered_lips(still_face, features, speech, work):
+    frames, track = still_face
+    n = 30
+    closure = np.zeros(n)
+    closure[10:20] = 1.0  # /m/ in the middle of an open vowel: lips pressed together
+    out = render_encoded(frames, track, features, targets(n, 0.8, closure=closure), speech, work / "bilabial.mp4")
+    aperture = geo.mouth_aperture(measured(out).landmarks)
+    rest = float(np.median(geo.mouth_aperture(track.landmarks)))
+    # The tracker smooths in time: judge the middle of each stretch.
+    closed = float(aperture[13:17].max())
+    # This face rests with parted lips (a smile): pressed together, they are closer than at rest.
+    assert closed < rest - 0.01
+    assert min(np.median(aperture[:7]), np.median(aperture[23:])) > closed + 0.03
+
+
+def test_a_rounded_target_narrows_the_rendered_mouth(still_face, features, speech, work):
+    frames, track = still_face
+    n = 12
+
+    def width_of(name: str, **shape) -> float:
+        out = render_encoded(frames, track, features, targets(n, 0.5, **shape), speech, work / f"{name}.mp4")
+        return float(np.median(geo.mouth_width(measured(out).landmarks)[3:]))
+
+    rounded = width_of("rounded", rounding=1.0)  # /u/: rounding without a width cue
+    neutral = width_of("neutral")
+    spread = width_of("spread", width=1.0)  # /i/
+    assert rounded < neutral - 0.02
+    assert spread > neutral + 0.02
+
+
+def lip_edge_counts(frames: np.ndarray, track: FaceTrack) -> np.ndarray:
+    """Strong horizontal edges down the middle of the mouth, per frame.
+
+    A luminance profile is taken down the central third of the mouth, from the nose to the chin;
+    an edge is a local maximum of its vertical gradient above a fixed contrast. One mouth gives
+    its own few (lip rims, teeth); two mouths dissolved into each other give more.
+    """
+    counts = []
+    for frame, lm in zip(frames, track.landmarks):
+        left, right = lm[geo.MOUTH_LEFT, :2], lm[geo.MOUTH_RIGHT, :2]
+        centre_x = 0.5 * (left[0] + right[0])
+        third = abs(right[0] - left[0]) / 6
+        top, bottom = lm[2, 1], lm[152, 1]  # under the nose, the chin
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        column = grey[int(top) : int(bottom), int(centre_x - third) : int(centre_x + third)].mean(1)
+        gradient = np.abs(np.diff(cv2.GaussianBlur(column[:, None], (1, 0), 1.0).ravel()))
+        peaks = (gradient[1:-1] > gradient[:-2]) & (gradient[1:-1] >= gradient[2:]) & (gradient[1:-1] > 6.0)
+        counts.append(int(peaks.sum()))
+    return np.array(counts)
+
+
+def test_consecutive_frames_never_show_two_sets_of_lips(talking_face, features, speech, work):
+    frames, track = talking_face
+    n = 60
+    # Jumps in the wanted opening force the plan to cut between different source mouths.
+    wanted = np.where((np.arange(n) // 5) % 2 == 0, 0.9, 0.15) * (0.8 + 0.2 * np.cos(np.arange(n)))
+    out = render_encoded(frames, track, features, targets(n, wanted), speech, work / "cuts.mp4")
+    single = lip_edge_counts(frames, track)
+    rendered = lip_edge_counts(out, measured(out))
+    assert rendered.max() <= single.max()
