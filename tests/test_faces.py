@@ -215,7 +215,8 @@ def test_frames_with_a_hand_over_the_mouth_pass_through_and_the_rest_is_synced(o
     edited = change[[i for i in far if i not in OCCLUDED]]
     assert (edited > 0.3).all()
     # The edit fades out towards the hand and back in after it: no frame jumps from full to nothing.
-    before = change[OCCLUDED.start - 6 : OCCLUDED.start + 1]
+    # (Frames at full strength differ by the mouth each shows; the fade's own frames only shrink.)
+    before = change[OCCLUDED.start - 5 : OCCLUDED.start + 1]
     assert (np.diff(before) <= 1e-9).all() and before[-2] < 0.75 * before[0]
 
 
