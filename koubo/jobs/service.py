@@ -240,25 +240,55 @@ class JobService:
         ensure_free_space(self.outputs_dir, self.settings.min_free_bytes)
 
     def submit(
-        self, audio_id: str, video_id: str, params: dict[str, Any] | None = None, priority: Lane = Lane.normal
+        self,
+        audio_id: str,
+        video_id: str,
+        params: dict[str, Any] | None = None,
+        priority: Lane = Lane.normal,
+        client_token: str | None = None,
     ) -> JobView:
-        """One job; a high-priority one (the UI's single job) waits in the fast lane (see run_order)."""
+        """One job; a high-priority one (the UI's single job) waits in the fast lane (see run_order).
+
+        A `client_token` makes the submission idempotent: the same token again (a double click, a
+        resent request) gets the job it made the first time, as long as that job is kept.
+        """
+        if client_token and (earlier := self._job_by_token(client_token)):
+            return earlier
         self.ensure_free_space()
         values = self._job_params(params)
-        with self._db.session() as session:
-            audio, video = self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video")
-            job = new_job(audio, video, values, lane=priority)
-            session.add(job)
+        try:
+            with self._db.session() as session:
+                audio, video = self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video")
+                job = new_job(audio, video, values, lane=priority)
+                job.client_token = client_token
+                session.add(job)
+        except IntegrityError:
+            # The same token committed by a concurrent request a moment ago: that one's job.
+            if client_token and (earlier := self._job_by_token(client_token)):
+                return earlier
+            raise
         self._queue.wake(job.id)
         with job_context(job.id):
             log.info("queued: %s", job.output_name)
         return self.get(job.id)
 
+    def _job_by_token(self, client_token: str) -> JobView | None:
+        with self._db.session() as session:
+            job_id = session.scalars(select(Job.id).where(Job.client_token == client_token)).one_or_none()
+        return self.get(job_id) if job_id else None
+
     def submit_batch(
-        self, audio_ids: list[str], video_ids: list[str], params: dict[str, Any] | None = None
+        self,
+        audio_ids: list[str],
+        video_ids: list[str],
+        params: dict[str, Any] | None = None,
+        client_token: str | None = None,
     ) -> BatchView:
         """One audio with many videos, or many audios with one video: one job per pair, in that
-        order. The shared side's features are computed once (the caches are keyed by content)."""
+        order. The shared side's features are computed once (the caches are keyed by content).
+        The same `client_token` again gets the batch it made the first time (see submit)."""
+        if client_token and (earlier := self._batch_by_token(client_token)):
+            return earlier
         if not audio_ids or not video_ids:
             raise errors.invalid_params(
                 "a batch needs at least one audio and one video", "批量任务至少需要一个音频和一个视频"
@@ -270,18 +300,28 @@ class JobService:
             )
         self.ensure_free_space()
         values = self._job_params(params)
-        with self._db.session() as session:
-            audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
-            videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
-            batch = Batch(id=new_id())
-            session.add(batch)
-            pairs = [(audio, video) for audio in audios for video in videos]
-            jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
-            session.add_all(jobs)
+        try:
+            with self._db.session() as session:
+                audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
+                videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
+                batch = Batch(id=new_id(), client_token=client_token)
+                session.add(batch)
+                pairs = [(audio, video) for audio in audios for video in videos]
+                jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
+                session.add_all(jobs)
+        except IntegrityError:
+            if client_token and (earlier := self._batch_by_token(client_token)):
+                return earlier
+            raise
         for job in jobs:
             self._queue.wake(job.id)
         log.info("batch %s queued: %d job(s)", batch.id, len(jobs))
         return self.get_batch(batch.id)
+
+    def _batch_by_token(self, client_token: str) -> BatchView | None:
+        with self._db.session() as session:
+            batch_id = session.scalars(select(Batch.id).where(Batch.client_token == client_token)).one_or_none()
+        return self.get_batch(batch_id) if batch_id else None
 
     def _job_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """`params` checked and completed with the configured defaults."""

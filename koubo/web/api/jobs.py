@@ -17,7 +17,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("", status_code=201, response_model=JobOut, summary="Queue one audio + one template video")
 def create_job(body: JobCreate, service: ServiceDep) -> JobOut:
-    return JobOut.model_validate(service.submit(body.audio_id, body.video_id, body.params.as_options(), body.priority))
+    return JobOut.model_validate(
+        service.submit(
+            body.audio_id, body.video_id, body.params.as_options(), body.priority, body.client_token
+        )
+    )
 
 
 @router.get("", response_model=JobPage, summary="Jobs, newest first")
