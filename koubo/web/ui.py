@@ -39,7 +39,9 @@ from koubo.web.i18n import (
 from koubo.web.ui_render import (
     ACTIONS_JS,
     ACTIVE,
+    CLICK_TOKEN_JS,
     FINISHED,
+    LOG_FOLLOW_JS,
     PANEL_CSS,
     SIZE_GUARD_JS,
     batch_panel,
@@ -175,49 +177,43 @@ class Handlers:
         expressiveness: float,
         quality: str,
         denoise: str,
+        client_token: str,
     ) -> tuple[Any, ...]:
-        """Returns (job id, progress card, result, timer, cancel button)."""
+        """Returns (job id, progress card, result, timer, cancel button, generate button).
+
+        `client_token` is the click's (see CLICK_TOKEN_JS): a double click submits one job."""
+        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
         if not audio or not video:
             message = message_panel(t("error.need_audio" if not audio else "error.need_video", lang), error=True)
-            return None, message, "", gr.Timer(active=False), gr.update(visible=False)
+            return None, message, "", *idle
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
             params = self.params(engine, expressiveness, quality, denoise)
             # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
-            job = self.service.submit(audio_asset.id, video_asset.id, params, Lane.high)
-        except KouboError as error:
-            return (
-                None,
-                message_panel(error_text(error, lang), error=True),
-                "",
-                gr.Timer(active=False),
-                gr.update(visible=False),
+            job = self.service.submit(
+                audio_asset.id, video_asset.id, params, Lane.high, client_token=client_token or None
             )
-        return job.id, progress_panel(job, lang), "", gr.Timer(active=True), gr.update(visible=True)
+        except KouboError as error:
+            return None, message_panel(error_text(error, lang), error=True), "", *idle
+        busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
+        return job.id, progress_panel(job, lang), "", *busy
 
     def poll_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
-        """One timer tick: (progress card, result, timer, cancel button). The result is written once,
-        on the tick that sees the job finish, so a playing video is never reloaded."""
+        """One timer tick: (progress card, result, timer, cancel button, generate button). The result
+        is written once, on the tick that sees the job finish, so a playing video is never reloaded.
+        Generate stays disabled while the job it made is queued or running."""
+        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
         if not job_id:
-            return gr.skip(), gr.skip(), gr.Timer(active=False), gr.update(visible=False)
+            return gr.skip(), gr.skip(), *idle
         try:
             job = self.service.get(job_id)
         except KouboError as error:
-            return (
-                message_panel(error_text(error, lang), error=True),
-                "",
-                gr.Timer(active=False),
-                gr.update(visible=False),
-            )
+            return message_panel(error_text(error, lang), error=True), "", *idle
         if job.status in ACTIVE:
-            return progress_panel(job, lang), gr.skip(), gr.Timer(active=True), gr.update(visible=True)
-        return (
-            progress_panel(job, lang),
-            result_panel(job, lang, self._link(job)),
-            gr.Timer(active=False),
-            gr.update(visible=False),
-        )
+            busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
+            return progress_panel(job, lang), gr.skip(), *busy
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job)), *idle
 
     def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         """(progress card, result) in `lang`, after a language switch."""
@@ -249,8 +245,9 @@ class Handlers:
         expressiveness: float,
         quality: str,
         denoise: str,
+        client_token: str,
     ) -> tuple[Any, ...]:
-        """Returns (batch id, batch panel, preview, timer)."""
+        """Returns (batch id, batch panel, preview, timer); a double click submits one batch."""
         audios, videos = audios or [], videos or []
         if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
             return None, message_panel(t("error.batch_shape", lang), error=True), "", gr.Timer(active=False)
@@ -258,7 +255,10 @@ class Handlers:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
             video_ids = [self.stage_upload(path, "video").id for path in videos]
             batch = self.service.submit_batch(
-                audio_ids, video_ids, self.params(engine, expressiveness, quality, denoise)
+                audio_ids,
+                video_ids,
+                self.params(engine, expressiveness, quality, denoise),
+                client_token=client_token or None,
             )
         except KouboError as error:
             return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
@@ -351,6 +351,31 @@ class Handlers:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
         return None
 
+    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
+        """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
+        timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
+        tab = tab if tab in ("single", "batch", "queue", "logs") else "single"
+        job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
+        batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
+        queue_timer, log_timer = _polling_for(tab)(follow)
+        return (
+            gr.Tabs(selected=tab),
+            job_id,
+            batch_id,
+            gr.Timer(active=job_id is not None),
+            gr.Timer(active=batch_id is not None),
+            queue_timer,
+            log_timer,
+        )
+
+    @staticmethod
+    def _exists(read: Callable[[], object]) -> bool:
+        try:
+            read()
+        except KouboError:
+            return False
+        return True
+
     def refuse_large_file(self, lang: Lang, event: gr.EventData) -> None:
         """The page stopped a file over the upload limit before sending it; say so as a toast."""
         name = str(getattr(event, "name", ""))
@@ -422,6 +447,11 @@ def _actions_panel(value: str = "", **kwargs: Any) -> gr.HTML:
     return gr.HTML(value, css_template=PANEL_CSS, js_on_load=ACTIONS_JS, **kwargs)
 
 
+def _preview_panel(elem_id: str) -> gr.HTML:
+    """A panel that shows a job chosen in a table, brought into view when it opens (see ACTIONS_JS)."""
+    return gr.HTML("", css_template=PANEL_CSS, js_on_load=ACTIONS_JS, elem_id=elem_id, elem_classes=["koubo-preview"])
+
+
 def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
     """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
 
@@ -457,8 +487,13 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # The language someone picked, kept in the browser; unset: the browser's own preference.
         # A fixed secret: the choice is not confidential, and it should survive a server restart.
         saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
+        # What the page was showing, so a reload (or Gradio's own reload after a server restart)
+        # comes back to the same tab, following the same job and batch.
+        saved_tab = gr.BrowserState("single", storage_key="koubo-tab", secret="koubo-ui-following")
+        saved_job = gr.BrowserState(None, storage_key="koubo-job", secret="koubo-ui-following")
+        saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
-        with gr.Tabs():
+        with gr.Tabs(selected="single") as tabs:
             # --- single ---
             with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
                 with gr.Row():
@@ -494,6 +529,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 single_progress = _panel(elem_id="single-progress")
                 single_result = _actions_panel(elem_id="single-result")  # its copy-link button
                 single_job = gr.State(None)
+                single_token = gr.Textbox(visible=False)  # the click's token, set in the page
                 single_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
             # --- batch ---
@@ -525,8 +561,9 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     "button.generate_batch",
                 )
                 batch_view = _actions_panel(elem_id="batch-panel")
-                batch_preview = _actions_panel(elem_id="batch-preview")  # its copy-link button
+                batch_preview = _preview_panel("batch-preview")  # its copy-link button
                 batch_id = gr.State(None)
+                batch_token = gr.Textbox(visible=False)
                 batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
             # --- queue and history ---
@@ -564,7 +601,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                         gr.Button(t("button.refresh", DEFAULT_LANG), size="sm", scale=0, min_width=100),
                         "button.refresh",
                     )
-                history_preview = _actions_panel(elem_id="history-preview")  # its copy-link button
+                history_preview = _preview_panel("history-preview")  # its copy-link button
                 page = gr.State(0)
                 queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
 
@@ -586,7 +623,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     "logs.path",
                     path=settings.log_path,
                 )
-                log_view = _panel(elem_id="log-view", autoscroll=True, max_height=560)
+                log_view = gr.HTML("", css_template=PANEL_CSS, js_on_load=LOG_FOLLOW_JS, elem_id="log-view")
                 log_timer = gr.Timer(LOG_POLL_SECONDS, active=False)
 
         # --- events: language ---
@@ -609,16 +646,18 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
 
         # --- events: single ---
+        single_poll_outputs = [single_progress, single_result, single_timer, cancel, generate]
         generate.click(
-            handlers.submit_single,
-            [lang, audio, video, *single_options.inputs],
-            [single_job, single_progress, single_result, single_timer, cancel],
+            lambda token, *values: handlers.submit_single(*values, token),
+            [single_token, lang, audio, video, *single_options.inputs],
+            [single_job, *single_poll_outputs],
+            js=CLICK_TOKEN_JS % "single",
             concurrency_limit=None,
-        )
+        ).then(lambda job: job, [single_job], [saved_job], show_progress="hidden")
         single_timer.tick(
             handlers.poll_single,
             [lang, single_job],
-            [single_progress, single_result, single_timer, cancel],
+            single_poll_outputs,
             show_progress="hidden",
             concurrency_limit=None,
         )
@@ -626,11 +665,12 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- events: batch ---
         generate_batch.click(
-            handlers.submit_batch,
-            [lang, batch_audios, batch_videos, *batch_options.inputs],
+            lambda token, *values: handlers.submit_batch(*values, token),
+            [batch_token, lang, batch_audios, batch_videos, *batch_options.inputs],
             [batch_id, batch_view, batch_preview, batch_timer],
+            js=CLICK_TOKEN_JS % "batch",
             concurrency_limit=None,
-        )
+        ).then(lambda batch: batch, [batch_id], [saved_batch], show_progress="hidden")
         batch_timer.tick(
             handlers.poll_batch,
             [lang, batch_id],
@@ -666,6 +706,21 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single_tab, "single"), (batch_tab, "batch"), (queue_tab, "queue"), (logs_tab, "logs")):
             tab.select(_polling_for(name), [log_follow], [queue_timer, log_timer], show_progress="hidden")
+            tab.select(lambda name=name: name, None, [saved_tab], show_progress="hidden")
+
+        # --- a reload: back to the tab, the job and the batch the page was showing ---
+        (
+            blocks.load(
+                handlers.restore,
+                [saved_tab, saved_job, saved_batch, log_follow],
+                [tabs, single_job, batch_id, single_timer, batch_timer, queue_timer, log_timer],
+                show_progress="hidden",
+            )
+            .then(handlers.poll_single, [lang, single_job], single_poll_outputs, show_progress="hidden")
+            .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
+            .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+            .then(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+        )
         queue_tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
         logs_tab.select(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
 

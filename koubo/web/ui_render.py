@@ -53,6 +53,7 @@ PANEL_CSS = """
 a.koubo-button.primary { background: var(--button-primary-background-fill);
   color: var(--button-primary-text-color); border-color: transparent; padding: 6px 14px; font-size: 1em; }
 .koubo-log { font-family: var(--font-mono); font-size: 12px; line-height: 1.45; margin: 0; padding: 8px 10px;
+  max-height: 560px; overflow-y: auto;
   white-space: pre-wrap; overflow-wrap: anywhere; background: var(--background-fill-secondary);
   border-radius: var(--radius-lg); border: 1px solid var(--border-color-primary); }
 .koubo-log .lvl-ERROR, .koubo-log .lvl-CRITICAL { color: #d92d20; }
@@ -102,8 +103,45 @@ element.addEventListener('click', async (event) => {
     return;
   }
   if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  // The preview it opens may land far below (after a long table): bring it into view when it comes.
+  if (action === 'preview') window.kouboRevealPreview = true;
   trigger('job_action', {action: action, job: button.dataset.job});
 });
+if (element.closest('.koubo-preview')) {
+  new MutationObserver(() => {
+    const preview = element.querySelector('[data-testid=preview], [data-testid=job-result]');
+    if (!window.kouboRevealPreview || !preview) return;
+    window.kouboRevealPreview = false;
+    preview.scrollIntoView({block: 'start', behavior: 'instant'});
+  }).observe(element, {childList: true, subtree: true});
+}
+"""
+
+# The Generate buttons' js (run in the page before the click is sent): the click's token, which
+# the server honours (JobService.submit), in the first input. A second click within a moment of the
+# first (a double click) is the same click and sends the same token, so it cannot make a second job.
+CLICK_TOKEN_JS = """
+(...values) => {
+  const clicks = window.kouboClicks || (window.kouboClicks = {});
+  const button = '%s';
+  const now = Date.now();
+  if (!clicks[button] || now - clicks[button].at > 3000) {
+    // crypto.randomUUID needs a secure context; the page is often served over plain http on a LAN.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    clicks[button] = {at: now, token: Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')};
+  }
+  values[0] = clicks[button].token;
+  return values;
+}
+"""
+
+# The log view: with "follow" ticked it is re-rendered every second; each render scrolls the log
+# box to its newest line (the last one), where new lines land.
+LOG_FOLLOW_JS = """
+new MutationObserver(() => {
+  const log = element.querySelector('.koubo-log');
+  if (log) log.scrollTop = log.scrollHeight;
+}).observe(element, {childList: true, subtree: true});
 """
 
 # Refuses a file over the upload limit as it is picked or dropped, before any byte is sent, and
