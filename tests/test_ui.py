@@ -421,3 +421,88 @@ def test_history_delete_button_removes_the_job_after_confirmation(
     expect(page.get_by_text(t("job.deleted", "zh", id=job_id[:8]))).to_be_visible()
     expect(row).to_have_count(0)
     assert job_id not in {job["id"] for job in _api_jobs(server)}
+
+
+@needs_browser
+def test_double_click_on_generate_makes_one_job_and_the_button_waits_for_it(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    template = make_talking_video(tmp_path / "双击 double.mp4", seconds=1.0, size=(144, 144))
+    session = visit("en-US")
+    page = session.page
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", template)
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").dblclick()
+    # Disabled while its job is queued or running, enabled again once it has finished.
+    expect(page.locator("#generate")).to_be_disabled()
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "done", card.inner_text()
+    expect(page.locator("#generate")).to_be_enabled()
+    assert len([job for job in _api_jobs(server) if job["video"]["name"] == template.name]) == 1
+
+
+@needs_browser
+def test_reload_comes_back_to_the_tab_language_and_job_it_was_following(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    template = make_talking_video(tmp_path / "reload.mp4", seconds=1.0, size=(144, 144))
+    session = visit("zh-CN")
+    page = session.page
+    page.locator("#koubo-lang").get_by_text("English").click()
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", template)
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").click()
+    page.locator("#single-progress [data-testid=job-progress]").wait_for()
+    (job,) = [job for job in _api_jobs(server) if job["video"]["name"] == template.name]
+
+    page.reload()
+    # The same language, and the job's card again, live until the job has finished.
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    expect(page.locator("#single-progress")).to_contain_text(t("job.id", "en", id=job["id"][:8]))
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "done"
+    page.locator("#single-result video").wait_for()
+
+    page.get_by_role("tab", name=t("tab.queue", "en")).click()
+    page.locator(f"#history-table tr[data-job='{job['id']}']").wait_for()
+    page.reload()
+    expect(page.get_by_role("tab", name=t("tab.queue", "en"))).to_have_attribute("aria-selected", "true")
+    expect(page.locator(f"#history-table tr[data-job='{job['id']}']")).to_be_visible()
+
+
+@needs_browser
+def test_the_log_view_follows_the_newest_line(server: Server, visit: Callable[[str], Visit]) -> None:
+    log = server.data_dir / "logs" / "koubo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as file:
+        file.writelines(f"2026-01-01 00:00:00 INFO koubo.test: filler line {index}\n" for index in range(300))
+    page = visit("en-US").page
+    page.get_by_role("tab", name=t("tab.logs", "en")).click()
+    page.locator("#log-view [data-testid=log]", has_text="filler line 299").wait_for()
+    view = page.locator("#log-view .koubo-log")
+    # Longer than its box (200 lines): it scrolls, and sits at the bottom, at the newest line.
+    assert view.evaluate("box => box.scrollHeight > box.clientHeight + 100")
+    expect(page.get_by_text("filler line 299")).to_be_in_viewport()
+    with log.open("a", encoding="utf-8") as file:
+        file.write("2026-01-01 00:00:01 INFO koubo.test: the newest line\n")
+    expect(page.get_by_text("the newest line")).to_be_in_viewport()
+    assert view.evaluate("box => box.scrollTop + box.clientHeight >= box.scrollHeight - 2")
+
+
+@needs_browser
+def test_history_details_open_in_view_below_a_full_page(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    # A full page of history (cancelled at once, so nothing runs): the details land far below it.
+    jobs = [_submit_by_api(server, media["speech"], media["template2"]) for _ in range(21)]
+    for job_id in jobs:
+        httpx.post(f"{server.url}api/jobs/{job_id}/cancel", timeout=30)
+    page = visit("en-US").page
+    page.get_by_role("tab", name=t("tab.queue", "en")).click()
+    row = page.locator(f"#history-table tr[data-job='{jobs[-1]}']")
+    row.locator("button[data-action=preview]").click()
+    preview = page.locator(f"#history-preview [data-testid=preview][data-job='{jobs[-1]}']")
+    expect(preview).to_be_in_viewport()

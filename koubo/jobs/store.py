@@ -393,7 +393,8 @@ class Database:
 
         Without `routing`, any job (a single machine that offers everything)."""
         servable = _servable(routing)
-        values: dict[str, Any] = {"status": JobStatus.running, "worker": worker}
+        # "starting" until the pipeline reports its first stage: the seconds spent loading models.
+        values: dict[str, Any] = {"status": JobStatus.running, "worker": worker, "stage": "starting"}
         if routing is not None:
             values["worker_name"] = routing.name
         while True:

@@ -86,6 +86,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.timed_out": ("超时", "Timed out"),
     "status.expired": ("已过期", "Expired"),
     "status.all": ("全部", "All"),
+    "stage.starting": ("启动中：加载模型", "Starting: loading models"),
     "stage.features": ("分析语音", "Analysing speech"),
     "stage.decode": ("读取模板", "Reading template"),
     "stage.face": ("跟踪人脸", "Tracking the face"),
@@ -164,6 +165,23 @@ TEXT: dict[str, tuple[str, str]] = {
         "Object storage link: share it with anyone; the bucket serves the download",
     ),
     "link.zip_title": ("整批 ZIP 直链", "Direct link to the whole batch as a ZIP"),
+    "link.local_title": ("直链（仅限本机）", "Direct link (this machine only)"),
+    "link.local_only": (
+        (
+            "未设置 links_base_url，这个链接指向 {base}，只能在运行 koubo 的这台电脑上打开，转发给别人或用手机扫码都打不开。"
+            "请在 koubo.toml 中设置 links_base_url（或环境变量 KOUBO_LINKS_BASE_URL）为别人能访问的地址，例如 "
+            "http://192.168.1.20:7861。"
+        ),
+        (
+            "links_base_url is not set, so this link points at {base} and only works on the machine running koubo; "
+            "forwarded or scanned with a phone it will not open. Set links_base_url in koubo.toml (or "
+            "KOUBO_LINKS_BASE_URL) to an address others can reach, for example http://192.168.1.20:7861."
+        ),
+    ),
+    "option.engine.missing": (
+        "wav2lip 不可用：没有找到模型文件 {path}。把 wav2lip_gan.pth 放到那里后重启即可使用。",
+        "wav2lip is not available: no checkpoint at {path}. Put wav2lip_gan.pth there and restart to use it.",
+    ),
     "link.copy": ("复制直链", "Copy link"),
     "link.expires": ("有效期至 {when}", "Valid until {when}"),
     "link.never": ("永久有效", "Never expires"),

@@ -20,6 +20,7 @@ import gradio as gr
 
 from koubo.config import Settings
 from koubo.engines import ENGINES
+from koubo.engines.checkpoint import checkpoint_path
 from koubo.errors import KouboError
 from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView, Lane
 from koubo.links.handout import LinkMaker
@@ -91,9 +92,9 @@ class Labels:
         self._updates.append(update)
         return component
 
-    def label(self, component: Component, key: str, info: str | None = None) -> Component:
+    def label(self, component: Component, key: str, info: str | None = None, **values: object) -> Component:
         def update(lang: Lang) -> dict[str, Any]:
-            return gr.update(label=t(key, lang), **({"info": t(info, lang)} if info else {}))
+            return gr.update(label=t(key, lang), **({"info": t(info, lang, **values)} if info else {}))
 
         return self._add(component, update)
 
@@ -213,7 +214,7 @@ class Handlers:
         if job.status in ACTIVE:
             busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
             return progress_panel(job, lang), gr.skip(), *busy
-        return progress_panel(job, lang), result_panel(job, lang, self._link(job)), *idle
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base), *idle
 
     def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         """(progress card, result) in `lang`, after a language switch."""
@@ -223,7 +224,7 @@ class Handlers:
             job = self.service.get(job_id)
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), ""
-        return progress_panel(job, lang), result_panel(job, lang, self._link(job))
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base)
 
     def cancel_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
@@ -266,7 +267,14 @@ class Handlers:
 
     def _batch_panel(self, batch: BatchView, lang: Lang) -> str:
         zip_link = signed_batch_link(self.settings, batch.id, batch_zip_name(batch.id))
-        return batch_panel(batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link)
+        return batch_panel(
+            batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link, local_base=self._local_base
+        )
+
+    @property
+    def _local_base(self) -> str | None:
+        """The link server's address while links_base_url is unset: links then work on this machine only."""
+        return None if self.settings.links_base_url else self.settings.links_base
 
     def _link(self, job: JobView) -> SignedLink | None:
         """The link of a finished job to hand out (a bucket link once uploaded); None before it is done."""
@@ -333,7 +341,7 @@ class Handlers:
         try:
             if action == "preview":
                 job = self.service.get(job_id)
-                return preview_panel(job, lang, self._link(job))
+                return preview_panel(job, lang, self._link(job), self._local_base)
             title = t("toast.info", lang)
             if action == "retry":
                 self.service.retry(job_id)
@@ -394,10 +402,22 @@ class Handlers:
 
 
 def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
-    engines = list(dict.fromkeys([*ENGINES, settings.engine]))
+    # wav2lip without its checkpoint would queue, run and fail: it is not offered, and the menu says why.
+    checkpoint = checkpoint_path(settings)
+    engines = [name for name in ENGINES if name != "wav2lip" or checkpoint.is_file()]
+    info = None if "wav2lip" in engines else "option.engine.missing"
     with labels.label(gr.Accordion(t("options", DEFAULT_LANG), open=True), "options"), gr.Row():
         engine = labels.label(
-            gr.Dropdown(engines, value=settings.engine, label=t("option.engine", DEFAULT_LANG)), "option.engine"
+            gr.Dropdown(
+                engines,
+                value=settings.engine if settings.engine in engines else engines[0],
+                label=t("option.engine", DEFAULT_LANG),
+                info=t(info, DEFAULT_LANG, path=checkpoint) if info else None,
+                elem_classes=["koubo-engine"],
+            ),
+            "option.engine",
+            info=info,
+            path=checkpoint,
         )
         expressiveness = labels.label(
             gr.Slider(

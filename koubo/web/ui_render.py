@@ -222,9 +222,20 @@ def _state_line(job: JobView, lang: Lang) -> str:
     if job.status is JobStatus.queued and job.queue_position:
         return f'<div class="koubo-muted">{escape(t("job.position", lang, position=job.queue_position))}</div>'
     if job.status is JobStatus.running:
-        text = f"{stage_text(job.stage, lang)} {job.progress * 100:.0f}%".strip()
-        return f'<div class="koubo-muted">{escape(text)}</div>'
+        return f'<div class="koubo-muted">{escape(_running_text(job, lang))}</div>'
     return _error_line(job, lang)
+
+
+def _running_text(job: JobView, lang: Lang) -> str:
+    """The stage a running job is in and how long it has run ("Starting: loading models · 4.2 s"),
+    with its percent once the pipeline has reported one."""
+    parts = [stage_text(job.stage or "starting", lang)]
+    if job.progress > 0:
+        parts.append(f"{job.progress * 100:.0f}%")
+    elapsed = _elapsed(job)
+    if elapsed is not None:
+        parts.append(human_duration(elapsed))
+    return " · ".join(parts)
 
 
 def _error_line(job: JobView, lang: Lang) -> str:
@@ -252,8 +263,8 @@ def progress_panel(job: JobView, lang: Lang) -> str:
         _badge(job, lang),
     ]
     if job.status is JobStatus.running:
-        parts.append(f"<span>{escape(stage_text(job.stage, lang))}</span>")
-    if job.status in (JobStatus.running, JobStatus.done):
+        parts.append(f'<span data-testid="stage">{escape(stage_text(job.stage or "starting", lang))}</span>')
+    if job.status is JobStatus.done or (job.status is JobStatus.running and job.progress > 0):
         parts.append(f"<strong>{fraction * 100:.0f}%</strong>")
     parts.append("</div>")
     if job.status in (JobStatus.running, JobStatus.done, JobStatus.queued):
@@ -284,11 +295,17 @@ def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
     )
 
 
-def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> str:
-    """A signed link to hand out: the URL, a copy button and a QR code for phones."""
+def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title", local_base: str | None = None) -> str:
+    """A signed link to hand out: the URL, a copy button and a QR code for phones.
+
+    `local_base`: the link server's address when links_base_url is unset; the link is then said to
+    work on this machine only (and how to change that), not offered as one to forward."""
     qr = segno.make(link.url, error="m").svg_data_uri(scale=4, border=4)
+    local = local_base is not None and link.kind == "direct"
     if link.kind == "bucket":
         title_key = "link.bucket_title"
+    elif local and title_key == "link.title":
+        title_key = "link.local_title"
     if link.expires_at is None:
         expiry = t("link.never", lang)
     else:
@@ -302,11 +319,17 @@ def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> 
         '<div class="koubo-actions">'
         f'<button type="button" data-action="copy" data-href="{escape(link.url)}" data-copied="{copied}">'
         f"{escape(t('link.copy', lang))}</button></div>"
-        f'<div class="koubo-muted">{escape(expiry)}</div></div></div>'
+        f'<div class="koubo-muted">{escape(expiry)}</div>'
+        + (
+            f'<div class="koubo-error" data-testid="link-local">{escape(t("link.local_only", lang, base=local_base))}</div>'
+            if local
+            else ""
+        )
+        + "</div></div>"
     )
 
 
-def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
+def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None, local_base: str | None = None) -> str:
     """The finished video in an HTML5 player (streamed with Range requests), its download link and,
     given one, its signed direct link with a QR code."""
     if job.status is not JobStatus.done:
@@ -334,7 +357,7 @@ def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> st
             f'<span class="koubo-muted">{escape(" · ".join(fact for fact in facts if fact))}</span>',
             "</div>",
             f'<div class="koubo-muted" style="margin-top: 6px">{escape(_report_line(job.report, lang))}</div>',
-            direct_link(link, lang) if link else "",
+            direct_link(link, lang, local_base=local_base) if link else "",
             "</div>",
         ]
     )
@@ -474,7 +497,14 @@ def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
     )
 
 
-def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None, zip_link: SignedLink | None = None) -> str:
+def batch_panel(
+    batch: BatchView,
+    lang: Lang,
+    *,
+    zip_url: str | None,
+    zip_link: SignedLink | None = None,
+    local_base: str | None = None,
+) -> str:
     """A batch's counts by status, its ZIP links once every item has finished, and a row per item."""
     counts = " · ".join(f"{status_text(status, lang)} {count}" for status, count in batch.counts.items() if count)
     head = [
@@ -487,7 +517,7 @@ def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None, zip_link: 
         head.append(f'<a class="koubo-button" href="{escape(zip_url)}" download>{escape(t("batch.zip", lang))}</a>')
     head.append("</div>")
     if zip_link and batch.jobs and all(job.status in FINISHED for job in batch.jobs):
-        head.append(direct_link(zip_link, lang, "link.zip_title"))
+        head.append(direct_link(zip_link, lang, "link.zip_title", local_base))
     done = sum(1.0 if job.status in FINISHED else job.progress for job in batch.jobs)
     head.append(_bar(done / len(batch.jobs) if batch.jobs else 0.0))
     table = job_table(
@@ -516,13 +546,13 @@ def _details(job: JobView, lang: Lang) -> str:
     return f'<dl class="koubo-details">{body}</dl>'
 
 
-def preview_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
+def preview_panel(job: JobView, lang: Lang, link: SignedLink | None = None, local_base: str | None = None) -> str:
     """A chosen job from the history or a batch: its player and download link when done, else why not."""
     title = (
         f"<h3 style='margin: 0 0 8px'>{escape(t('preview.title', lang, name=job.output_name or job.video.name))}</h3>"
     )
     if job.status is JobStatus.done:
-        body = result_panel(job, lang, link)
+        body = result_panel(job, lang, link, local_base)
     else:
         body = message_panel(t("preview.not_done", lang, status=status_text(job.status.value, lang)))
     return f'<div data-testid="preview" data-job="{job.id}">{title}{body}{_details(job, lang)}</div>'
