@@ -42,6 +42,7 @@ from koubo.jobs.store import (
     utcnow,
 )
 from koubo.jobs.workers import WorkerView, view_workers
+from koubo.media.poster import write_poster
 from koubo.media.probe import MediaInfo, probe
 from koubo.ops.diskspace import ensure_free_space
 from koubo.ops.logs import job_context
@@ -405,6 +406,19 @@ class JobService:
             summary[status.value] = count
         summary["workers"] = self.settings.max_concurrent
         return summary
+
+    def poster(self, job_id: str) -> Path:
+        """A small JPEG that identifies the job in a list: its output's frame once done and kept
+        here, else its template's. Made once per source and kept in the cache folder."""
+        job = self.get(job_id)
+        if job.status is JobStatus.done and self.has_local_output(job):
+            source, key = _output_of(job)[0], f"{job.id}-output"
+        else:
+            with self._db.session() as session:
+                stored = session.scalars(select(Asset.stored_name).where(Asset.id == job.video.id)).one()
+            source, key = self.uploads_dir / stored, f"{job.video.sha256}-template"
+        target = self.settings.cache_dir / "posters" / f"{key}.jpg"
+        return target if target.is_file() else write_poster(source, target)
 
     def output_file(self, job_id: str) -> tuple[Path, str]:
         """The finished video's path (inside outputs_dir) and its download name."""

@@ -113,6 +113,7 @@ TEXT: dict[str, tuple[str, str]] = {
     ),
     # Tables
     "col.created": ("提交时间", "Submitted"),
+    "col.job": ("任务 · 引擎", "Job · engine"),
     "col.template": ("模板", "Template"),
     "col.audio": ("语音", "Speech"),
     "col.status": ("状态", "Status"),

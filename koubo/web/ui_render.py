@@ -43,6 +43,20 @@ PANEL_CSS = """
   border-bottom: 1px solid var(--border-color-primary); }
 .koubo-table th { color: var(--body-text-color-subdued); font-weight: 600; white-space: nowrap; }
 .koubo-table td.name { max-width: 220px; overflow-wrap: anywhere; }
+/* Lists of jobs: one line per row however long a name or an error; the full text is in the title and
+   in the job's details. */
+.koubo-table.jobs td { white-space: nowrap; vertical-align: middle; }
+.koubo-table.jobs td.name, .koubo-table.jobs .koubo-clip { max-width: 180px; overflow: hidden;
+  text-overflow: ellipsis; overflow-wrap: normal; }
+.koubo-table.jobs .koubo-clip { display: inline-block; vertical-align: middle; max-width: 220px; }
+.koubo-table.jobs .koubo-actions { flex-wrap: nowrap; }
+.koubo-table.jobs .koubo-bar { display: inline-block; width: 60px; min-width: 60px; margin: 0 6px;
+  vertical-align: middle; }
+.koubo-table.jobs .koubo-state { display: inline; margin-left: 6px; }
+.koubo-table.jobs .koubo-state.koubo-error { margin-top: 0; white-space: nowrap; }
+.koubo-thumb { height: 36px; width: auto; max-width: 64px; border-radius: 4px; background: #000; display: block;
+  object-fit: cover; }
+.koubo-id { font-family: var(--font-mono); font-size: 0.9em; }
 .koubo-actions { display: flex; flex-wrap: wrap; gap: 4px; }
 .koubo-actions button, .koubo-actions a, a.koubo-button { font: inherit; font-size: 0.9em; padding: 2px 8px;
   border-radius: var(--radius-md); border: 1px solid var(--border-color-primary);
@@ -387,9 +401,44 @@ def _action_buttons(job: JobView, lang: Lang, *, allow: Iterable[str]) -> str:
     return f'<div class="koubo-actions">{"".join(buttons)}</div>'
 
 
+ERROR_CHARS_IN_ROWS = 40
+
+
 def _status_cell(job: JobView, lang: Lang) -> str:
+    """A row's status on one line: badge, then the queue position, the running stage, or the error
+    shortened (all of it in the tooltip and the details)."""
     bar = _bar(job.progress) if job.status is JobStatus.running else ""
-    return _badge(job, lang) + bar + _state_line(job, lang)
+    if job.status is JobStatus.queued and job.queue_position:
+        text, css = t("job.position", lang, position=job.queue_position), "koubo-muted"
+    elif job.status is JobStatus.running:
+        text, css = _running_text(job, lang), "koubo-muted"
+    elif job.error:
+        text = error_text(job.error, lang)
+        css = "koubo-muted" if job.status is JobStatus.cancelled else "koubo-error"
+    else:
+        text, css = "", ""
+    short = text if len(text) <= ERROR_CHARS_IN_ROWS else text[: ERROR_CHARS_IN_ROWS - 1] + "…"
+    state = f'<span class="koubo-state koubo-clip {css}" title="{escape(text)}">{escape(short)}</span>' if text else ""
+    return _badge(job, lang) + bar + state
+
+
+def poster_url(job: JobView) -> str:
+    # The output's frame once done, the template's before: the URL names which, so caches stay right.
+    return f"api/jobs/{job.id}/poster.jpg?v={'output' if job.status is JobStatus.done else 'template'}"
+
+
+def _identity_cells(job: JobView) -> str:
+    """What tells rows apart at a glance: a poster frame, the job's short id and its engine."""
+    engine = escape(str((job.params or {}).get("engine", "")))
+    return (
+        f'<td><img class="koubo-thumb" alt="" loading="lazy" src="{escape(poster_url(job))}" data-testid="thumb"></td>'
+        f'<td><span class="koubo-id" title="{job.id}">{job.id[:8]}</span>'
+        f' <span class="koubo-muted" data-testid="engine">{engine}</span></td>'
+    )
+
+
+def _name_cell(name: str) -> str:
+    return f'<td class="name" title="{escape(name)}">{escape(name)}</td>'
 
 
 def _output_cell(job: JobView) -> str:
@@ -408,6 +457,8 @@ def job_table(
         return f'<div class="koubo-empty">{escape(t(empty_key, lang))}</div>'
     allowed = tuple(actions)
     head = [
+        "",
+        t("col.job", lang),
         t("col.template", lang),
         t("col.audio", lang),
         t("col.status", lang),
@@ -415,23 +466,24 @@ def job_table(
         t("col.output", lang),
     ]
     if show_created:
-        head.insert(0, t("col.created", lang))
+        head.insert(2, t("col.created", lang))
     head.append(t("col.actions", lang))
     rows = []
     for job in jobs:
         cells = [
-            f'<td class="name">{escape(job.video.name)}</td>',
-            f'<td class="name">{escape(job.audio.name)}</td>',
+            _name_cell(job.video.name),
+            _name_cell(job.audio.name),
             f"<td>{_status_cell(job, lang)}</td>",
             f'<td class="koubo-muted" data-testid="worker">{escape(job.worker_name or "")}</td>',
             f"<td>{_output_cell(job)}</td>",
         ]
         if show_created:
             cells.insert(0, f'<td class="koubo-muted">{escape(local_time(job.created_at))}</td>')
+        cells.insert(0, _identity_cells(job))
         cells.append(f"<td>{_action_buttons(job, lang, allow=allowed)}</td>")
         rows.append(f'<tr data-job="{job.id}" data-status="{job.status.value}">{"".join(cells)}</tr>')
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    return f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<table class="koubo-table jobs"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def page_label(page: int, pages: int, total: int, lang: Lang) -> str:
@@ -448,20 +500,30 @@ def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) ->
     ordered = sorted(
         jobs, key=lambda job: (job.status is not JobStatus.running, job.queue_position or 0, job.created_at)
     )
-    head = [t("col.position", lang), t("col.template", lang), t("col.audio", lang), t("col.progress", lang), ""]
+    head = [
+        t("col.position", lang),
+        "",
+        t("col.job", lang),
+        t("col.created", lang),
+        t("col.template", lang),
+        t("col.audio", lang),
+        t("col.progress", lang),
+        "",
+    ]
     rows = []
     for job in ordered:
         position = str(job.queue_position) if job.queue_position else "▶"
         rows.append(
             f'<tr data-job="{job.id}" data-status="{job.status.value}">'
             f"<td><strong>{position}</strong></td>"
-            f'<td class="name">{escape(job.video.name)}</td>'
-            f'<td class="name">{escape(job.audio.name)}</td>'
+            f"{_identity_cells(job)}"
+            f'<td class="koubo-muted">{escape(local_time(job.created_at))}</td>'
+            f"{_name_cell(job.video.name)}{_name_cell(job.audio.name)}"
             f"<td>{_status_cell(job, lang)}</td>"
             f"<td>{_action_buttons(job, lang, allow=('cancel',))}</td></tr>"
         )
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    table = f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    table = f'<table class="koubo-table jobs"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     return line + table
 
 

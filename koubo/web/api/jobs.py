@@ -83,6 +83,17 @@ def download_output(
     )
 
 
+@router.get(
+    "/{job_id}/poster.jpg",
+    response_class=FileResponse,
+    summary="A small poster frame of the job's video (its template's until the output exists)",
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def job_poster(job_id: str, service: ServiceDep) -> Response:
+    # The URL names what it shows (?v=done or queued): a poster never changes under one URL.
+    return FileResponse(service.poster(job_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/{job_id}/link", response_model=LinkOut, summary="A signed direct link to the finished video")
 def job_link(
     job_id: str,
