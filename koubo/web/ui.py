@@ -294,10 +294,20 @@ class Handlers:
         return self._batch_panel(batch, lang), gr.Timer(active=running)
 
     def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> tuple[Any, ...]:
-        """A batch row's button: (batch panel, preview, timer)."""
-        preview = self._job_action(lang, event)
+        """A batch row's button: (batch panel, preview, previewed job, timer)."""
+        preview, shown = self._job_action(lang, event)
         panel, timer = self.poll_batch(lang, batch_id)
-        return panel, gr.skip() if preview is None else preview, timer
+        return panel, gr.skip() if preview is None else preview, shown, timer
+
+    def render_preview(self, lang: Lang, job_id: str | None) -> Any:
+        """The open preview again in `lang`, after a language switch."""
+        if not job_id:
+            return gr.skip()
+        try:
+            job = self.service.get(job_id)
+        except KouboError:
+            return ""
+        return preview_panel(job, lang, self._link(job), self._local_base)
 
     # --- queue and history --------------------------------------------------------------------------------
 
@@ -330,18 +340,18 @@ class Handlers:
         return self.refresh_queue(lang, status_filter, page + 1)
 
     def history_action(self, lang: Lang, status_filter: str, page: int, event: gr.EventData) -> tuple[Any, ...]:
-        """A queue or history row's button: (preview, queue, history, page label, page)."""
-        preview = self._job_action(lang, event)
-        return (gr.skip() if preview is None else preview, *self.refresh_queue(lang, status_filter, page))
+        """A queue or history row's button: (preview, previewed job, queue, history, page label, page)."""
+        preview, shown = self._job_action(lang, event)
+        return (gr.skip() if preview is None else preview, shown, *self.refresh_queue(lang, status_filter, page))
 
-    def _job_action(self, lang: Lang, event: gr.EventData) -> str | None:
+    def _job_action(self, lang: Lang, event: gr.EventData) -> tuple[str | None, Any]:
         """Do what a row's button asks and say how it went in a toast; returns the preview panel's
-        new content, or None where it stays as it is."""
+        new content (None where it stays as it is) and the job it shows (gr.skip() if unchanged)."""
         action, job_id = str(getattr(event, "action", "")), str(getattr(event, "job", ""))
         try:
             if action == "preview":
                 job = self.service.get(job_id)
-                return preview_panel(job, lang, self._link(job), self._local_base)
+                return preview_panel(job, lang, self._link(job), self._local_base), job.id
             title = t("toast.info", lang)
             if action == "retry":
                 self.service.retry(job_id)
@@ -354,10 +364,10 @@ class Handlers:
                 self.service.delete(job_id)
                 gr.Info(t("job.deleted", lang, id=job_id[:8]), title=title)
                 # The preview may be showing the video that is now gone.
-                return ""
+                return "", None
         except KouboError as error:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
-        return None
+        return None, gr.skip()
 
     def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
         """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
@@ -583,6 +593,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 batch_view = _actions_panel(elem_id="batch-panel")
                 batch_preview = _preview_panel("batch-preview")  # its copy-link button
                 batch_id = gr.State(None)
+                batch_preview_job = gr.State(None)
                 batch_token = gr.Textbox(visible=False)
                 batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
@@ -623,6 +634,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     )
                 history_preview = _preview_panel("history-preview")  # its copy-link button
                 page = gr.State(0)
+                history_preview_job = gr.State(None)
                 queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
 
             # --- logs ---
@@ -661,6 +673,8 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             .then(handlers.render_single, [lang, single_job], [single_progress, single_result], show_progress="hidden")
             .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
             .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+            .then(handlers.render_preview, [lang, batch_preview_job], [batch_preview], show_progress="hidden")
+            .then(handlers.render_preview, [lang, history_preview_job], [history_preview], show_progress="hidden")
         )
 
         title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
@@ -699,11 +713,14 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             concurrency_limit=None,
         )
         batch_view.job_action(
-            handlers.batch_action, [lang, batch_id], [batch_view, batch_preview, batch_timer], show_progress="hidden"
+            handlers.batch_action,
+            [lang, batch_id],
+            [batch_view, batch_preview, batch_preview_job, batch_timer],
+            show_progress="hidden",
         )
 
         # --- events: queue and history (polled only while the tab is open) ---
-        history_action_outputs = [history_preview, *queue_outputs]
+        history_action_outputs = [history_preview, history_preview_job, *queue_outputs]
         for table in (queue_view, history_view):
             table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
         queue_timer.tick(
