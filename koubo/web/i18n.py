@@ -131,6 +131,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "action.cancel": ("取消", "Cancel"),
     "action.delete": ("删除", "Delete"),
     "action.delete_confirm": ("删除这个任务和它的视频？", "Delete this job and its video?"),
+    "action.cancel_confirm": (
+        "取消这个正在生成的任务？已完成的部分会丢弃。",
+        "Cancel this running job? The work done so far is discarded.",
+    ),
     "queue.title": ("当前队列", "Queue"),
     "queue.summary": (
         "排队 {queued} · 生成中 {running} · 已完成 {done} · 失败 {failed} · 同时生成 {workers} 个",

@@ -396,7 +396,9 @@ def _action_buttons(job: JobView, lang: Lang, *, allow: Iterable[str]) -> str:
     if job.status in RETRYABLE:
         button("retry")
     if job.status in ACTIVE:
-        button("cancel")
+        # A running job loses its work so far: asked first, like Delete.
+        confirm = escape(t("action.cancel_confirm", lang)) if job.status is JobStatus.running else ""
+        button("cancel", f' data-confirm="{confirm}"' if confirm else "")
     button("delete", f' data-confirm="{escape(t("action.delete_confirm", lang))}"')
     return f'<div class="koubo-actions">{"".join(buttons)}</div>'
 
