@@ -41,6 +41,8 @@ from koubo.web.ui_render import (
     ACTIONS_JS,
     ACTIVE,
     CLICK_TOKEN_JS,
+    TAB_MEMORY_JS,
+    TAB_RECALL_JS,
     FINISHED,
     LOG_FOLLOW_JS,
     PANEL_CSS,
@@ -402,8 +404,8 @@ class Handlers:
 
     # --- logs ---------------------------------------------------------------------------------------------
 
-    def read_log(self, lang: Lang, lines: int, job_filter: str) -> str:
-        wanted = job_filter.strip()
+    def read_log(self, lang: Lang, lines: int, job_filter: str | None) -> str:
+        wanted = (job_filter or "").strip()
         # A filter looks further back, so a job's lines are found among other jobs' lines.
         tail = tail_log(self.settings.log_path, int(lines) * (10 if wanted else 1))
         if wanted:
@@ -519,7 +521,9 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
         # What the page was showing, so a reload (or Gradio's own reload after a server restart)
         # comes back to the same tab, following the same job and batch.
-        saved_tab = gr.BrowserState("single", storage_key="koubo-tab", secret="koubo-ui-following")
+        # The tab is kept by the page itself as it is clicked (TAB_MEMORY_JS): a reload a moment
+        # later must not race a round trip to the server.
+        saved_tab = gr.Textbox("single", visible=False)
         saved_job = gr.BrowserState(None, storage_key="koubo-job", secret="koubo-ui-following")
         saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
@@ -743,7 +747,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single_tab, "single"), (batch_tab, "batch"), (queue_tab, "queue"), (logs_tab, "logs")):
             tab.select(_polling_for(name), [log_follow], [queue_timer, log_timer], show_progress="hidden")
-            tab.select(lambda name=name: name, None, [saved_tab], show_progress="hidden")
+            tab.select(None, None, None, js=TAB_MEMORY_JS % name)
 
         # --- a reload: back to the tab, the job and the batch the page was showing ---
         (
@@ -751,6 +755,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 handlers.restore,
                 [saved_tab, saved_job, saved_batch, log_follow],
                 [tabs, single_job, batch_id, single_timer, batch_timer, queue_timer, log_timer],
+                js=TAB_RECALL_JS,
                 show_progress="hidden",
             )
             .then(handlers.poll_single, [lang, single_job], single_poll_outputs, show_progress="hidden")
