@@ -638,3 +638,24 @@ def test_cancelling_a_running_job_from_a_row_asks_first() -> None:
     )  # fmt: skip
     row = job_table([running], "en", actions=("cancel",), empty_key="history.empty")
     assert f'data-action="cancel" data-job="{running.id}" data-confirm="{t("action.cancel_confirm", "en")}"' in row
+
+
+def test_a_running_job_asked_to_stop_says_cancelling_until_it_has() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from koubo.jobs.service import AssetView, JobStatus, JobView, Lane
+    from koubo.web.ui_render import job_table, progress_panel
+
+    now = datetime.now(UTC)
+    asset = AssetView("a", "audio", "speech.wav", 1, 1.0, "0" * 64, now)
+    running = JobView(
+        "d" * 32, None, JobStatus.running, "render", 0.5, None, Lane.high, asset, asset, {"engine": "classic"}, now,
+        now, None, None, None, None, None, None, 1, None, None, None, None, None, None,
+    )  # fmt: skip
+    stopping = replace(running, cancel_requested=True)
+    for lang in ("zh", "en"):
+        assert t("job.stopping", lang) in progress_panel(stopping, lang)
+        row = job_table([stopping], lang, actions=("cancel",), empty_key="history.empty")
+        assert t("job.stopping", lang) in row and 'data-action="cancel"' not in row
+        assert t("job.stopping", lang) not in progress_panel(running, lang)

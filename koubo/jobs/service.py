@@ -117,6 +117,7 @@ class JobView:
     storage_state: str | None  # a StorageState: the video's upload to object storage, if any
     storage_key: str | None  # its object key once uploaded
     storage_error: str | None  # why the last upload attempt failed
+    cancel_requested: bool = False  # a running job asked to stop, until it has
 
 
 @dataclass(frozen=True)
@@ -474,6 +475,7 @@ class JobService:
             storage_state=job.storage_state,
             storage_key=job.storage_key if job.storage_state == StorageState.uploaded else None,
             storage_error=job.storage_error,
+            cancel_requested=bool(job.cancel_requested),
         )
 
     # --- changing -----------------------------------------------------------------------------------

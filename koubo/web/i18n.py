@@ -102,6 +102,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "job.retried": ("任务 {id} 已重新排队。", "Job {id} is queued again."),
     "job.deleted": ("任务 {id} 已删除。", "Job {id} was deleted."),
     "job.cancelling": ("任务 {id} 已请求取消。", "Job {id}: cancel requested."),
+    "job.stopping": ("正在取消…", "Cancelling…"),
     "result.download": ("下载视频", "Download"),
     "report.sync": (
         "口型同步：偏移 {offset} 帧，置信度 {confidence}，{coverage} 的画面检测到人脸",

@@ -214,7 +214,8 @@ class Handlers:
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), "", *idle
         if job.status in ACTIVE:
-            busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
+            cancel = gr.update(visible=not job.cancel_requested)  # "cancelling…" shows in the card
+            busy = (gr.Timer(active=True), cancel, gr.update(interactive=False))
             return progress_panel(job, lang), gr.skip(), *busy
         return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base), *idle
 
@@ -235,7 +236,7 @@ class Handlers:
             job = self.service.cancel(job_id)
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), gr.update(visible=False)
-        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE)
+        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE and not job.cancel_requested)
 
     # --- batch -------------------------------------------------------------------------------------------
 

@@ -247,6 +247,8 @@ def _state_line(job: JobView, lang: Lang) -> str:
 def _running_text(job: JobView, lang: Lang) -> str:
     """The stage a running job is in and how long it has run ("Starting: loading models · 4.2 s"),
     with its percent once the pipeline has reported one."""
+    if job.cancel_requested:
+        return t("job.stopping", lang)
     parts = [stage_text(job.stage or "starting", lang)]
     if job.progress > 0:
         parts.append(f"{job.progress * 100:.0f}%")
@@ -281,7 +283,8 @@ def progress_panel(job: JobView, lang: Lang) -> str:
         _badge(job, lang),
     ]
     if job.status is JobStatus.running:
-        parts.append(f'<span data-testid="stage">{escape(stage_text(job.stage or "starting", lang))}</span>')
+        stage = t("job.stopping", lang) if job.cancel_requested else stage_text(job.stage or "starting", lang)
+        parts.append(f'<span data-testid="stage">{escape(stage)}</span>')
     if job.status is JobStatus.done or (job.status is JobStatus.running and job.progress > 0):
         parts.append(f"<strong>{fraction * 100:.0f}%</strong>")
     parts.append("</div>")
@@ -399,7 +402,7 @@ def _action_buttons(job: JobView, lang: Lang, *, allow: Iterable[str]) -> str:
         button("copy", f' data-href="{link}" data-copied="{escape(t("action.copied", lang))}"')
     if job.status in RETRYABLE:
         button("retry")
-    if job.status in ACTIVE:
+    if job.status in ACTIVE and not job.cancel_requested:
         # A running job loses its work so far: asked first, like Delete.
         confirm = escape(t("action.cancel_confirm", lang)) if job.status is JobStatus.running else ""
         button("cancel", f' data-confirm="{confirm}"' if confirm else "")
