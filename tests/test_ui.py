@@ -7,6 +7,7 @@ operator starts them. Screenshots of each tab are written to /tmp/koubo-ui-*.png
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import string
@@ -224,6 +225,8 @@ def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
         "video => video.play().then(() => new Promise(r => setTimeout(() => r(video.currentTime), 400)))"
     )
     assert played > 0
+    # The sync picture: the mouth measured on the output against the loudness, silences shaded.
+    expect(page.locator("#single-result [data-testid=sync-picture] svg polyline").first).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "koubo-ui-single.png"), full_page=True)
 
     # The download link serves exactly the output file the job wrote.
@@ -659,3 +662,22 @@ def test_a_running_job_asked_to_stop_says_cancelling_until_it_has() -> None:
         row = job_table([stopping], lang, actions=("cancel",), empty_key="history.empty")
         assert t("job.stopping", lang) in row and 'data-action="cancel"' not in row
         assert t("job.stopping", lang) not in progress_panel(running, lang)
+
+
+def test_the_sync_picture_draws_mouth_and_loudness_with_silences_marked() -> None:
+    from koubo.quality import SyncTrace
+    from koubo.web.ui_render import sync_picture
+
+    fps, frames = 25.0, 100
+    loudness = np.full(frames, -80.0)
+    loudness[20:60] = -20.0  # speech from 0.8 s to 2.4 s, silence around it
+    aperture = np.where(loudness > -50, 0.3, 0.02)
+    present = np.ones(frames, dtype=bool)
+    present[70:75] = False
+    trace = SyncTrace.thin(aperture, present, loudness, fps)
+    svg = sync_picture({"trace": dataclasses.asdict(trace)}, "zh")
+    assert t("sync.mouth", "zh") in svg and t("sync.loudness", "zh") in svg
+    # Two silences (before and after the speech), and the mouth line broken where no face was found.
+    assert svg.count('data-testid="silence"') == 2
+    assert svg.count("<polyline") == 3
+    assert sync_picture({}, "en") == "" and sync_picture(None, "en") == ""

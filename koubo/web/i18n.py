@@ -108,6 +108,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "口型同步：偏移 {offset} 帧，置信度 {confidence}，{coverage} 的画面检测到人脸",
         "Lip sync: offset {offset} frames, confidence {confidence}, face in {coverage} of frames",
     ),
+    "sync.title": ("口型同步图", "Lip-sync picture"),
+    "sync.mouth": ("嘴的张开度（从输出视频测得）", "Mouth opening (measured on the output)"),
+    "sync.loudness": ("语音响度", "Speech loudness"),
+    "sync.silence": ("静音", "Silence"),
     "report.sync_unknown": (
         "口型同步：无法测量（画面中人脸太少）",
         "Lip sync: not measurable (too few frames with a face)",

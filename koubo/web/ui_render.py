@@ -57,6 +57,9 @@ PANEL_CSS = """
 .koubo-thumb { height: 36px; width: auto; max-width: 64px; border-radius: 4px; background: #000; display: block;
   object-fit: cover; }
 .koubo-id { font-family: var(--font-mono); font-size: 0.9em; }
+.koubo-sync { margin-top: 8px; }
+.koubo-sync svg { width: 100%; height: 90px; display: block; background: var(--background-fill-primary);
+  border: 1px solid var(--border-color-primary); border-radius: var(--radius-md); }
 .koubo-actions { display: flex; flex-wrap: wrap; gap: 4px; }
 .koubo-actions button, .koubo-actions a, a.koubo-button { font: inherit; font-size: 0.9em; padding: 2px 8px;
   border-radius: var(--radius-md); border: 1px solid var(--border-color-primary);
@@ -316,6 +319,65 @@ def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
     )
 
 
+SYNC_WIDTH, SYNC_HEIGHT = 600, 90
+
+
+def sync_picture(report: dict[str, Any] | None, lang: Lang) -> str:
+    """The quality report's sync trace as a small inline SVG: the mouth opening measured on the
+    output against the speech loudness over time, silences shaded. In sync, the two rise together."""
+    trace = (report or {}).get("trace")
+    if not trace or len(trace.get("seconds", [])) < 2:
+        return ""
+    seconds, silence = trace["seconds"], float(trace["silence_db"])
+    end = seconds[-1] or 1.0
+    peak = max(trace["loudness_db"])
+    loud = [max(0.0, min(1.0, (db - silence) / max(peak - silence, 1e-6))) for db in trace["loudness_db"]]
+    opened = [value for value in trace["aperture"] if value is not None]
+    widest = max(opened, default=0.0) or 1.0
+
+    def x(second: float) -> float:
+        return SYNC_WIDTH * second / end
+
+    def y(level: float) -> float:
+        return SYNC_HEIGHT - 4 - (SYNC_HEIGHT - 8) * level
+
+    shades, start = [], None
+    for index, db in enumerate([*trace["loudness_db"], peak]):  # the sentinel closes a final silence
+        if db < silence and start is None:
+            start = index
+        elif db >= silence and start is not None:
+            right = seconds[min(index, len(seconds) - 1)]
+            shades.append(
+                f'<rect x="{x(seconds[start]):.1f}" y="0" width="{max(1.0, x(right) - x(seconds[start])):.1f}" '
+                f'height="{SYNC_HEIGHT}" fill="#98a2b3" fill-opacity="0.25" data-testid="silence"/>'
+            )
+            start = None
+    loud_line = " ".join(f"{x(s):.1f},{y(level):.1f}" for s, level in zip(seconds, loud, strict=True))
+    mouth_runs: list[list[str]] = [[]]
+    for second, value in zip(seconds, trace["aperture"], strict=True):
+        if value is None:  # no face here: the line breaks
+            mouth_runs.append([])
+        else:
+            mouth_runs[-1].append(f"{x(second):.1f},{y(value / widest):.1f}")
+    mouth_lines = "".join(
+        f'<polyline points="{" ".join(run)}" fill="none" stroke="#d92d20" stroke-width="1.6"/>'
+        for run in mouth_runs
+        if len(run) > 1
+    )
+    legend = (
+        f'<span style="color: #d92d20">━ {escape(t("sync.mouth", lang))}</span> '
+        f'<span style="color: #2e90fa">━ {escape(t("sync.loudness", lang))}</span> '
+        f'<span style="color: #667085">▮ {escape(t("sync.silence", lang))}</span>'
+    )
+    return (
+        f'<div class="koubo-sync" data-testid="sync-picture"><div class="koubo-muted">{escape(t("sync.title", lang))}'
+        f" · {legend}</div>"
+        f'<svg viewBox="0 0 {SYNC_WIDTH} {SYNC_HEIGHT}" preserveAspectRatio="none" role="img" '
+        f'aria-label="{escape(t("sync.title", lang))}">{"".join(shades)}'
+        f'<polyline points="{loud_line}" fill="none" stroke="#2e90fa" stroke-width="1.2"/>{mouth_lines}</svg></div>'
+    )
+
+
 def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title", local_base: str | None = None) -> str:
     """A signed link to hand out: the URL, a copy button and a QR code for phones.
 
@@ -378,6 +440,7 @@ def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None, local
             f'<span class="koubo-muted">{escape(" · ".join(fact for fact in facts if fact))}</span>',
             "</div>",
             f'<div class="koubo-muted" style="margin-top: 6px">{escape(_report_line(job.report, lang))}</div>',
+            sync_picture(job.report, lang),
             direct_link(link, lang, local_base=local_base) if link else "",
             "</div>",
         ]
