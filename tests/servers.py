@@ -66,11 +66,18 @@ class Server:
 
 
 def launch(
-    work: Path, *args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1", wait: bool = True
+    work: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    wait: bool = True,
+    ports: tuple[int, int] | None = None,
 ) -> Server:
-    """Start `python -m koubo.cli serve` with its own data dir and a free port; wait for /api/health."""
+    """Start `python -m koubo.cli serve` with its own data dir and a free port; wait for /api/health.
+
+    `ports` (web, links): those instead, to start a stopped server again where its pages look for it."""
     data_dir = work / "data"
-    port, links_port = free_port(host), free_port(host)
+    port, links_port = ports or (free_port(host), free_port(host))
     base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
     full_env = {
         **base,

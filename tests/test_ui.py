@@ -615,8 +615,7 @@ def test_after_a_server_restart_the_open_page_catches_up_by_itself(
     finally:
         first.stop()
     # The same server again, same data and ports: the page reconnects, reloads and follows the job.
-    ports = {"KOUBO_PORT": str(first.port), "KOUBO_LINKS_PORT": str(first.links_port)}
-    second = launch(tmp_path, env=env | ports)
+    second = launch(tmp_path, env=env, ports=(first.port, first.links_port))
     try:
         card = _wait_until_finished(page)
         assert card.get_attribute("data-status") == "done", card.inner_text()
