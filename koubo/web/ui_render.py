@@ -238,15 +238,6 @@ def _bar(fraction: float) -> str:
     return f'<div class="koubo-bar"><span style="width: {percent:.1f}%"></span></div>'
 
 
-def _state_line(job: JobView, lang: Lang) -> str:
-    """What the job is doing now, in words: its queue position, its stage and percent, or its error."""
-    if job.status is JobStatus.queued and job.queue_position:
-        return f'<div class="koubo-muted">{escape(t("job.position", lang, position=job.queue_position))}</div>'
-    if job.status is JobStatus.running:
-        return f'<div class="koubo-muted">{escape(_running_text(job, lang))}</div>'
-    return _error_line(job, lang)
-
-
 def _running_text(job: JobView, lang: Lang) -> str:
     """The stage a running job is in and how long it has run ("Starting: loading models · 4.2 s"),
     with its percent once the pipeline has reported one."""
