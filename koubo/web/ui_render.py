@@ -395,7 +395,8 @@ def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title", loc
         f"{escape(t('link.copy', lang))}</button></div>"
         f'<div class="koubo-muted">{escape(expiry)}</div>'
         + (
-            f'<div class="koubo-error" data-testid="link-local">{escape(t("link.local_only", lang, base=local_base))}</div>'
+            f'<div class="koubo-error" data-testid="link-local">'
+            f"{escape(t('link.local_only', lang, base=local_base))}</div>"
             if local
             else ""
         )
