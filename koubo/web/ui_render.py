@@ -46,9 +46,10 @@ PANEL_CSS = """
 /* Lists of jobs: one line per row however long a name or an error; the full text is in the title and
    in the job's details. */
 .koubo-table.jobs td { white-space: nowrap; vertical-align: middle; }
-.koubo-table.jobs td.name, .koubo-table.jobs .koubo-clip { max-width: 180px; overflow: hidden;
+.koubo-table.jobs td.name, .koubo-table.jobs .koubo-clip { max-width: 140px; overflow: hidden;
   text-overflow: ellipsis; overflow-wrap: normal; }
-.koubo-table.jobs .koubo-clip { display: inline-block; vertical-align: middle; max-width: 220px; }
+.koubo-table.jobs .koubo-clip { display: inline-block; vertical-align: middle; max-width: 180px; }
+.koubo-scroll { overflow-x: auto; }
 .koubo-table.jobs .koubo-actions { flex-wrap: nowrap; }
 .koubo-table.jobs .koubo-bar { display: inline-block; width: 60px; min-width: 60px; margin: 0 6px;
   vertical-align: middle; }
@@ -547,7 +548,11 @@ def job_table(
         cells.append(f"<td>{_action_buttons(job, lang, allow=allowed)}</td>")
         rows.append(f'<tr data-job="{job.id}" data-status="{job.status.value}">{"".join(cells)}</tr>')
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    return f'<table class="koubo-table jobs"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    # On a narrow window the table scrolls sideways rather than wrapping its rows.
+    return (
+        f'<div class="koubo-scroll"><table class="koubo-table jobs"><thead><tr>{header}</tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
+    )
 
 
 def page_label(page: int, pages: int, total: int, lang: Lang) -> str:
@@ -588,7 +593,7 @@ def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) ->
         )
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
     table = f'<table class="koubo-table jobs"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    return line + table
+    return f'{line}<div class="koubo-scroll">{table}</div>'
 
 
 def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
