@@ -681,3 +681,10 @@ def test_the_sync_picture_draws_mouth_and_loudness_with_silences_marked() -> Non
     assert svg.count('data-testid="silence"') == 2
     assert svg.count("<polyline") == 3
     assert sync_picture({}, "en") == "" and sync_picture(None, "en") == ""
+
+
+def test_the_chinese_not_retryable_message_names_the_status_in_chinese() -> None:
+    from koubo import errors
+
+    refused = errors.not_retryable("done")
+    assert "已完成" in refused.zh and "done" not in refused.zh and "done" in refused.en
