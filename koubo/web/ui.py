@@ -46,6 +46,7 @@ from koubo.web.ui_render import (
     FINISHED,
     LOG_FOLLOW_JS,
     PANEL_CSS,
+    RECONNECT_JS,
     SIZE_GUARD_JS,
     batch_panel,
     human_size,
@@ -508,7 +509,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             with gr.Column(scale=4):
                 title = gr.HTML(
                     "<h1 style='margin: 0'>koubo 口播</h1>",
-                    js_on_load=SIZE_GUARD_JS,
+                    js_on_load=SIZE_GUARD_JS + RECONNECT_JS,
                     max_bytes=settings.upload_max_bytes,
                 )
                 labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")

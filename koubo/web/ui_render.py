@@ -188,6 +188,24 @@ if (!window.kouboSizeGuard) {
 }
 """
 
+# After a server restart the page reloads itself once /api/health answers again, so its restore
+# (saved tab, job, batch) shows the live state; Gradio's own reconnect does not always reload.
+RECONNECT_JS = """
+if (!window.kouboReconnect) {
+  window.kouboReconnect = true;
+  let lost = false;
+  setInterval(async () => {
+    try {
+      const response = await fetch(new URL('api/health', document.baseURI), {cache: 'no-store'});
+      if (response.ok && lost) window.location.reload();
+      lost = !response.ok;
+    } catch (error) {
+      lost = true;
+    }
+  }, 3000);
+}
+"""
+
 ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
 
 
