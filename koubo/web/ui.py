@@ -486,6 +486,11 @@ def _preview_panel(elem_id: str) -> gr.HTML:
     return gr.HTML("", css_template=PANEL_CSS, js_on_load=ACTIONS_JS, elem_id=elem_id, elem_classes=["koubo-preview"])
 
 
+def _kept(outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A submit's outputs with its first one (the job or batch id) twice: for the page and for the browser."""
+    return (outputs[0], *outputs)
+
+
 def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
     """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
 
@@ -687,13 +692,14 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- events: single ---
         single_poll_outputs = [single_progress, single_result, single_timer, cancel, generate]
+        # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
         generate.click(
-            lambda token, *values: handlers.submit_single(*values, token),
+            lambda token, *values: _kept(handlers.submit_single(*values, token)),
             [single_token, lang, audio, video, *single_options.inputs],
-            [single_job, *single_poll_outputs],
+            [single_job, saved_job, *single_poll_outputs],
             js=CLICK_TOKEN_JS % "single",
             concurrency_limit=None,
-        ).then(lambda job: job, [single_job], [saved_job], show_progress="hidden")
+        )
         single_timer.tick(
             handlers.poll_single,
             [lang, single_job],
@@ -705,12 +711,12 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- events: batch ---
         generate_batch.click(
-            lambda token, *values: handlers.submit_batch(*values, token),
+            lambda token, *values: _kept(handlers.submit_batch(*values, token)),
             [batch_token, lang, batch_audios, batch_videos, *batch_options.inputs],
-            [batch_id, batch_view, batch_preview, batch_timer],
+            [batch_id, saved_batch, batch_view, batch_preview, batch_timer],
             js=CLICK_TOKEN_JS % "batch",
             concurrency_limit=None,
-        ).then(lambda batch: batch, [batch_id], [saved_batch], show_progress="hidden")
+        )
         batch_timer.tick(
             handlers.poll_batch,
             [lang, batch_id],
