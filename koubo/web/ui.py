@@ -376,12 +376,13 @@ class Handlers:
     def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
         """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
         timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
-        tab = tab if tab in ("single", "batch", "queue", "logs") else "single"
+        # Nothing kept: the tab is left alone (someone may have clicked one while the page loaded).
+        tab = tab if tab in ("single", "batch", "queue", "logs") else None
         job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
         batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
-        queue_timer, log_timer = _polling_for(tab)(follow)
+        queue_timer, log_timer = _polling_for(tab)(follow) if tab else (gr.skip(), gr.skip())
         return (
-            gr.Tabs(selected=tab),
+            gr.Tabs(selected=tab) if tab else gr.skip(),
             job_id,
             batch_id,
             gr.Timer(active=job_id is not None),

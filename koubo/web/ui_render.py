@@ -155,7 +155,7 @@ CLICK_TOKEN_JS = """
 
 # The open tab, kept in the browser as it is clicked, and read back (as the first input) on load.
 TAB_MEMORY_JS = "() => { localStorage.setItem('koubo-tab', '%s'); }"
-TAB_RECALL_JS = "(tab, ...rest) => [localStorage.getItem('koubo-tab') || tab, ...rest]"
+TAB_RECALL_JS = "(tab, ...rest) => [localStorage.getItem('koubo-tab') || '', ...rest]"
 
 # The log view: with "follow" ticked it is re-rendered every second; each render scrolls the log
 # box to its newest line (the last one), where new lines land.
