@@ -12,6 +12,7 @@ PY=${PYTHON:-python3}
 system_packages() {
   # libgl1: OpenCV (pulled by MediaPipe) links libGL. espeak-ng: real speech for tests;
   # chromium: the real browser the UI tests drive through Playwright (never a downloaded one).
+  # fonts-noto-cjk: so the Chinese UI screenshots the tests take are readable.
   # redis-server, postgresql: the multi-machine tests; nginx: the link server behind nginx;
   # apache2-utils: the real htpasswd tool, to make password files in every format it writes.
   local wanted=(libgl1 libglib2.0-0 "$@") missing=()
@@ -44,7 +45,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    system_packages espeak-ng chromium redis-server postgresql nginx apache2-utils
+    system_packages espeak-ng chromium fonts-noto-cjk redis-server postgresql nginx apache2-utils
     python_packages ".[test,wav2lip]"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

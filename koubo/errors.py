@@ -187,11 +187,23 @@ def too_many_attempts(seconds: int) -> KouboError:
     )
 
 
+# A job's status as the Chinese messages name it (the English ones use the status itself).
+_STATUS_ZH = {
+    "queued": "排队中",
+    "running": "生成中",
+    "done": "已完成",
+    "failed": "失败",
+    "cancelled": "已取消",
+    "timed_out": "超时",
+    "expired": "已过期",
+}
+
+
 def not_retryable(status: str) -> KouboError:
     return KouboError(
         "not_retryable",
         f"Only a failed, cancelled or timed-out job can be retried; this one is {status}.",
-        f"只有失败、已取消或超时的任务可以重试；此任务状态为 {status}。",
+        f"只有失败、已取消或超时的任务可以重试；此任务状态为“{_STATUS_ZH.get(status, status)}”。",
     )
 
 

@@ -27,6 +27,30 @@ MAX_LAG = 10
 # Loudness below this many dB under the recording's peak counts as silence: the mouth's position
 # in a pause says nothing about sync, and the noise floor's wobble would only add noise.
 LOUDNESS_RANGE_DB = 45.0
+# The sync picture's curves (see SyncTrace) keep at most this many points: enough for a small chart.
+TRACE_POINTS = 120
+
+
+@dataclass(frozen=True)
+class SyncTrace:
+    """What the sync was measured on, thinned for a picture: the output's mouth opening and its
+    loudness over time, and the level under which the sound counts as silence."""
+
+    seconds: list[float]
+    aperture: list[float | None]  # None: no face in that frame
+    loudness_db: list[float]
+    silence_db: float  # loudness below this is silence (LOUDNESS_RANGE_DB under the peak)
+
+    @classmethod
+    def thin(cls, aperture: np.ndarray, present: np.ndarray, loudness: np.ndarray, fps: float) -> SyncTrace:
+        step = max(1, -(-len(aperture) // TRACE_POINTS))
+        picked = np.arange(0, len(aperture), step)
+        return cls(
+            seconds=[round(float(index) / fps, 2) for index in picked],
+            aperture=[round(float(aperture[i]), 3) if present[i] else None for i in picked],
+            loudness_db=[round(float(loudness[i]), 1) for i in picked],
+            silence_db=round(float(np.max(loudness)) - LOUDNESS_RANGE_DB, 2),
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,7 @@ class QualityReport:
     fps: float
     synced_frames: int | None = None  # output frames the engine edited; None: not known (a file alone)
     skipped_frames: dict[str, int] = field(default_factory=dict)  # passed through, by reason
+    trace: SyncTrace | None = None  # for the UI's sync picture; None without an audio track
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -121,4 +146,5 @@ def check_video(
         audio_duration=audio.duration,
         frames=len(video.frames),
         fps=fps,
+        trace=SyncTrace.thin(aperture, track.present, loudness, fps),
     )

@@ -8,6 +8,7 @@ import secrets
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,32 @@ def test_batch_of_one_audio_and_two_videos_finishes_both(
     assert sorted(archive.read(name) for name in archive.namelist()) == sorted(
         output_file(server, job).read_bytes() for job in final["jobs"]
     )
+
+
+def test_the_same_client_token_submits_once_even_when_sent_together(
+    server: Server, client: httpx.Client, assets: dict[str, dict[str, Any]]
+) -> None:
+    pair = {"audio_id": assets["audio"]["id"], "video_id": assets["video2"]["id"]}
+    batch = {"audio_ids": [assets["audio"]["id"]], "video_ids": [assets["video"]["id"], assets["video2"]["id"]]}
+    total_before = client.get("/api/jobs", params={"limit": 1}).json()["total"]
+
+    def send(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with server.client() as own:  # a connection per request, as two clicks of a browser would
+            response = own.post(path, json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    job_token, batch_token = secrets.token_hex(16), secrets.token_hex(16)
+    with ThreadPoolExecutor(4) as pool:
+        jobs = list(pool.map(lambda _: send("/api/jobs", pair | {"client_token": job_token}), range(4)))
+        batches = list(pool.map(lambda _: send("/api/batches", batch | {"client_token": batch_token}), range(4)))
+    assert {job["id"] for job in jobs} == {jobs[0]["id"]}
+    assert {made["id"] for made in batches} == {batches[0]["id"]}
+    # One job and one batch of two were made; no token, no idempotency: a new job each time.
+    assert client.get("/api/jobs", params={"limit": 1}).json()["total"] == total_before + 3
+    assert send("/api/jobs", pair)["id"] != send("/api/jobs", pair)["id"]
+    for job in client.get("/api/jobs", params={"status": "queued", "limit": 200}).json()["items"]:
+        client.post(f"/api/jobs/{job['id']}/cancel")
 
 
 def test_queue_summary_matches_the_job_list(client: httpx.Client, done_job: dict[str, Any]) -> None:

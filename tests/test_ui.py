@@ -7,6 +7,7 @@ operator starts them. Screenshots of each tab are written to /tmp/koubo-ui-*.png
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import string
@@ -44,6 +45,7 @@ SCREENSHOTS = Path("/tmp")
 SPEECH_SECONDS = 1.5
 # A tiny job renders in seconds here; the margin is for a 2-core machine shared with other work.
 JOB_TIMEOUT_MS = 240_000
+RELOAD_TIMEOUT_MS = 60_000
 # Small enough to exceed with a generated file, far above every fixture (tens of KiB).
 UPLOAD_LIMIT = 1024 * 1024
 
@@ -223,6 +225,8 @@ def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
         "video => video.play().then(() => new Promise(r => setTimeout(() => r(video.currentTime), 400)))"
     )
     assert played > 0
+    # The sync picture: the mouth measured on the output against the loudness, silences shaded.
+    expect(page.locator("#single-result [data-testid=sync-picture] svg polyline").first).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "koubo-ui-single.png"), full_page=True)
 
     # The download link serves exactly the output file the job wrote.
@@ -240,6 +244,10 @@ def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
 
     # The signed direct link, for people without an account: it downloads from the link server,
     # and its QR code, as the browser draws it, reads back as the same link.
+    # links_base_url is unset here: the link says it only opens on this machine, and how to change that.
+    expect(page.locator("#single-result [data-testid=link-local]")).to_have_text(
+        t("link.local_only", "zh", base=f"http://127.0.0.1:{server.links_port}")
+    )
     direct = page.locator("#single-result [data-testid=link-url]").input_value()
     assert direct.startswith(f"http://127.0.0.1:{server.links_port}/d/{job['id']}/")
     assert page.request.get(direct).body() == output.read_bytes()
@@ -421,3 +429,262 @@ def test_history_delete_button_removes_the_job_after_confirmation(
     expect(page.get_by_text(t("job.deleted", "zh", id=job_id[:8]))).to_be_visible()
     expect(row).to_have_count(0)
     assert job_id not in {job["id"] for job in _api_jobs(server)}
+
+
+@needs_browser
+def test_double_click_on_generate_makes_one_job_and_the_button_waits_for_it(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    template = make_talking_video(tmp_path / "双击 double.mp4", seconds=1.0, size=(144, 144))
+    session = visit("en-US")
+    page = session.page
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", template)
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").dblclick()
+    # Disabled while its job is queued or running, enabled again once it has finished.
+    expect(page.locator("#generate")).to_be_disabled()
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "done", card.inner_text()
+    expect(page.locator("#generate")).to_be_enabled()
+    assert len([job for job in _api_jobs(server) if job["video"]["name"] == template.name]) == 1
+
+
+@needs_browser
+def test_reload_comes_back_to_the_tab_language_and_job_it_was_following(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    # Its own bytes: an upload with the bytes of an earlier one is that asset, under its first name.
+    template = make_talking_video(tmp_path / "reload.mp4", seconds=1.0, size=(152, 152))
+    session = visit("en-US")
+    page = session.page
+    # Chosen against the browser's preference (once the page has applied that one).
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    page.locator("#koubo-lang").get_by_text("中文").click()
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "zh"))
+    session.upload("#single-audio", media["speech"])
+    session.upload("#single-video", template)
+    page.locator("#single-video video").wait_for()
+    page.locator("#generate").click()
+    page.locator("#single-progress [data-testid=job-progress]").wait_for()
+    (job,) = [job for job in _api_jobs(server) if job["video"]["name"] == template.name]
+
+    page.reload()
+    # The same language, and the job's card again, live until the job has finished. (A reloaded
+    # page runs its load events on a busy machine: the margin is for that.)
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "zh"), timeout=RELOAD_TIMEOUT_MS)
+    expect(page.locator("#single-progress")).to_contain_text(
+        t("job.id", "zh", id=job["id"][:8]), timeout=RELOAD_TIMEOUT_MS
+    )
+    card = _wait_until_finished(page)
+    assert card.get_attribute("data-status") == "done"
+    page.locator("#single-result video").wait_for()
+
+    page.get_by_role("tab", name=t("tab.queue", "zh")).click()
+    page.locator(f"#history-table tr[data-job='{job['id']}']").wait_for()
+    page.reload()
+    expect(page.get_by_role("tab", name=t("tab.queue", "zh"))).to_have_attribute(
+        "aria-selected", "true", timeout=RELOAD_TIMEOUT_MS
+    )
+    expect(page.locator(f"#history-table tr[data-job='{job['id']}']")).to_be_visible(timeout=RELOAD_TIMEOUT_MS)
+
+
+@needs_browser
+def test_the_log_view_follows_the_newest_line(server: Server, visit: Callable[[str], Visit]) -> None:
+    log = server.data_dir / "logs" / "koubo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as file:
+        file.writelines(f"2026-01-01 00:00:00 INFO koubo.test: filler line {index}\n" for index in range(300))
+    page = visit("en-US").page
+    page.get_by_role("tab", name=t("tab.logs", "en")).click()
+    page.locator("#log-view [data-testid=log]", has_text="filler line 299").wait_for()
+    view = page.locator("#log-view .koubo-log")
+    # Longer than its box (200 lines): it scrolls, and sits at the bottom, at the newest line.
+    assert view.evaluate("box => box.scrollHeight > box.clientHeight + 100")
+    expect(page.get_by_text("filler line 299")).to_be_in_viewport()
+    with log.open("a", encoding="utf-8") as file:
+        file.write("2026-01-01 00:00:01 INFO koubo.test: the newest line\n")
+    expect(page.get_by_text("the newest line")).to_be_in_viewport()
+    assert view.evaluate("box => box.scrollTop + box.clientHeight >= box.scrollHeight - 2")
+
+
+@needs_browser
+def test_history_details_open_in_view_below_a_full_page(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path]
+) -> None:
+    # A full page of history (cancelled at once, so nothing runs): the details land far below it.
+    jobs = [_submit_by_api(server, media["speech"], media["template2"]) for _ in range(21)]
+    for job_id in jobs:
+        httpx.post(f"{server.url}api/jobs/{job_id}/cancel", timeout=30)
+    page = visit("en-US").page
+    page.get_by_role("tab", name=t("tab.queue", "en")).click()
+    row = page.locator(f"#history-table tr[data-job='{jobs[-1]}']")
+    row.locator("button[data-action=preview]").click()
+    preview = page.locator(f"#history-preview [data-testid=preview][data-job='{jobs[-1]}']")
+    expect(preview).to_be_in_viewport()
+    expect(preview).to_contain_text(t("preview.not_done", "en", status=t("status.cancelled", "en")))
+    # The open preview follows a language switch.
+    page.locator("#koubo-lang").get_by_text("中文").click()
+    expect(preview).to_contain_text(
+        t("preview.not_done", "zh", status=t("status.cancelled", "zh")), timeout=RELOAD_TIMEOUT_MS
+    )
+
+
+@needs_browser
+def test_wav2lip_without_its_checkpoint_cannot_be_chosen(server: Server, visit: Callable[[str], Visit]) -> None:
+    page = visit("en-US").page
+    engine = page.locator(".koubo-engine").first
+    engine.locator("input").click()
+    options = page.get_by_role("option")
+    expect(options.first).to_be_visible()
+    assert [text.strip("✓ \n") for text in options.all_inner_texts()] == ["classic"]
+    page.keyboard.press("Escape")
+    # The menu says why, and where the checkpoint belongs.
+    expect(engine).to_contain_text(str(server.data_dir / "models" / "wav2lip_gan.pth"))
+
+
+@needs_browser
+def test_a_long_error_and_long_names_keep_history_rows_one_line(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    long_name = tmp_path / ("一个非常长的模板文件名 with a long English tail to wrap " * 3 + ".mp4")
+    long_name.write_bytes(media["faceless"].read_bytes())
+    failed = _submit_by_api(server, media["speech"], long_name)
+    done = _submit_by_api(server, media["speech"], media["template"])
+    deadline = time.monotonic() + 2 * JOB_TIMEOUT_MS / 1000
+    while {httpx.get(f"{server.url}api/jobs/{job}", timeout=10).json()["status"] for job in (failed, done)} != {
+        "failed",
+        "done",
+    }:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    page = visit("zh-CN").page
+    page.get_by_role("tab", name=t("tab.queue", "zh")).click()
+    failed_row = page.locator(f"#history-table tr[data-job='{failed}']")
+    done_row = page.locator(f"#history-table tr[data-job='{done}']")
+    expect(failed_row).to_have_attribute("data-status", "failed")
+    # Both rows as high as each other, one line each: the error is shortened, whole in its tooltip.
+    failed_height, done_height = failed_row.bounding_box()["height"], done_row.bounding_box()["height"]
+    assert abs(failed_height - done_height) <= 2, (failed_height, done_height)
+    assert failed_height < 60
+    error = httpx.get(f"{server.url}api/jobs/{failed}", timeout=10).json()["error"]["message_zh"]
+    assert failed_row.locator(".koubo-error").get_attribute("title") == error
+    # What tells rows apart: a poster frame (the output's, the template's for one without), id, engine.
+    for row, job in ((failed_row, failed), (done_row, done)):
+        expect(row).to_contain_text(job[:8])
+        expect(row.get_by_test_id("engine")).to_have_text("classic")
+        row.get_by_test_id("thumb").evaluate(
+            "img => img.complete ? null : new Promise(r => img.addEventListener('load', r, {once: true}))"
+        )
+        assert row.get_by_test_id("thumb").evaluate("img => img.naturalHeight") > 0
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-history-long.png"), full_page=True)
+
+
+def test_a_job_started_but_not_yet_reporting_shows_that_it_is_starting_not_0_percent() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from koubo.jobs.service import AssetView, JobStatus, JobView, Lane
+    from koubo.web.ui_render import job_table, progress_panel
+
+    now = datetime.now(UTC)
+    asset = AssetView("a", "audio", "speech.wav", 1, 1.0, "0" * 64, now)
+    job = JobView(
+        "f" * 32, None, JobStatus.running, None, 0.0, None, Lane.high, asset, asset, {"engine": "classic"}, now,
+        now - timedelta(seconds=4), None, None, None, None, None, None, 1, None, None, None, None, None, None,
+    )  # fmt: skip
+    for lang in ("zh", "en"):
+        card = progress_panel(job, lang)
+        assert t("stage.starting", lang) in card and ">0%<" not in card
+        row = job_table([job], lang, actions=(), empty_key="history.empty")
+        assert t("stage.starting", lang) in row and " 0%" not in row and "4." in row  # its time: 4.x s
+
+
+@needs_browser
+def test_after_a_server_restart_the_open_page_catches_up_by_itself(
+    browser: Browser, media: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {"GRADIO_ANALYTICS_ENABLED": "False"}
+    first = launch(tmp_path, env=env)
+    try:
+        session = Visit(browser, Server(first.url + "/", first.data_dir, first.links_port), "en-US")
+        page = session.page
+        session.upload("#single-audio", media["speech"])
+        session.upload("#single-video", media["template2"])
+        page.locator("#single-video video").wait_for()
+        page.locator("#generate").click()
+        page.locator("#single-progress [data-testid=job-progress]").wait_for()
+    finally:
+        first.stop()
+    # The same server again, same data and ports: the page reconnects, reloads and follows the job.
+    second = launch(tmp_path, env=env, ports=(first.port, first.links_port))
+    try:
+        card = _wait_until_finished(page)
+        assert card.get_attribute("data-status") == "done", card.inner_text()
+        expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+        page.locator("#single-result video").wait_for()
+        session.close()
+    finally:
+        second.stop()
+
+
+def test_cancelling_a_running_job_from_a_row_asks_first() -> None:
+    from datetime import UTC, datetime
+
+    from koubo.jobs.service import AssetView, JobStatus, JobView, Lane
+    from koubo.web.ui_render import job_table
+
+    now = datetime.now(UTC)
+    asset = AssetView("a", "audio", "speech.wav", 1, 1.0, "0" * 64, now)
+    running = JobView(
+        "e" * 32, None, JobStatus.running, "render", 0.5, None, Lane.high, asset, asset, {"engine": "classic"}, now,
+        now, None, None, None, None, None, None, 1, None, None, None, None, None, None,
+    )  # fmt: skip
+    row = job_table([running], "en", actions=("cancel",), empty_key="history.empty")
+    assert f'data-action="cancel" data-job="{running.id}" data-confirm="{t("action.cancel_confirm", "en")}"' in row
+
+
+def test_a_running_job_asked_to_stop_says_cancelling_until_it_has() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from koubo.jobs.service import AssetView, JobStatus, JobView, Lane
+    from koubo.web.ui_render import job_table, progress_panel
+
+    now = datetime.now(UTC)
+    asset = AssetView("a", "audio", "speech.wav", 1, 1.0, "0" * 64, now)
+    running = JobView(
+        "d" * 32, None, JobStatus.running, "render", 0.5, None, Lane.high, asset, asset, {"engine": "classic"}, now,
+        now, None, None, None, None, None, None, 1, None, None, None, None, None, None,
+    )  # fmt: skip
+    stopping = replace(running, cancel_requested=True)
+    for lang in ("zh", "en"):
+        assert t("job.stopping", lang) in progress_panel(stopping, lang)
+        row = job_table([stopping], lang, actions=("cancel",), empty_key="history.empty")
+        assert t("job.stopping", lang) in row and 'data-action="cancel"' not in row
+        assert t("job.stopping", lang) not in progress_panel(running, lang)
+
+
+def test_the_sync_picture_draws_mouth_and_loudness_with_silences_marked() -> None:
+    from koubo.quality import SyncTrace
+    from koubo.web.ui_render import sync_picture
+
+    fps, frames = 25.0, 100
+    loudness = np.full(frames, -80.0)
+    loudness[20:60] = -20.0  # speech from 0.8 s to 2.4 s, silence around it
+    aperture = np.where(loudness > -50, 0.3, 0.02)
+    present = np.ones(frames, dtype=bool)
+    present[70:75] = False
+    trace = SyncTrace.thin(aperture, present, loudness, fps)
+    svg = sync_picture({"trace": dataclasses.asdict(trace)}, "zh")
+    assert t("sync.mouth", "zh") in svg and t("sync.loudness", "zh") in svg
+    # Two silences (before and after the speech), and the mouth line broken where no face was found.
+    assert svg.count('data-testid="silence"') == 2
+    assert svg.count("<polyline") == 3
+    assert sync_picture({}, "en") == "" and sync_picture(None, "en") == ""
+
+
+def test_the_chinese_not_retryable_message_names_the_status_in_chinese() -> None:
+    from koubo import errors
+
+    refused = errors.not_retryable("done")
+    assert "已完成" in refused.zh and "done" not in refused.zh and "done" in refused.en

@@ -43,6 +43,7 @@ from koubo.jobs.store import (
     utcnow,
 )
 from koubo.jobs.workers import WorkerView, view_workers
+from koubo.media.poster import write_poster
 from koubo.media.probe import FrameBudget, MediaInfo, probe
 from koubo.naming import output_name
 from koubo.ops.diskspace import ensure_free_space
@@ -117,6 +118,7 @@ class JobView:
     storage_state: str | None  # a StorageState: the video's upload to object storage, if any
     storage_key: str | None  # its object key once uploaded
     storage_error: str | None  # why the last upload attempt failed
+    cancel_requested: bool = False  # a running job asked to stop, until it has
 
 
 @dataclass(frozen=True)
@@ -244,25 +246,55 @@ class JobService:
         ensure_free_space(self.outputs_dir, self.settings.min_free_bytes)
 
     def submit(
-        self, audio_id: str, video_id: str, params: dict[str, Any] | None = None, priority: Lane = Lane.normal
+        self,
+        audio_id: str,
+        video_id: str,
+        params: dict[str, Any] | None = None,
+        priority: Lane = Lane.normal,
+        client_token: str | None = None,
     ) -> JobView:
-        """One job; a high-priority one (the UI's single job) waits in the fast lane (see run_order)."""
+        """One job; a high-priority one (the UI's single job) waits in the fast lane (see run_order).
+
+        A `client_token` makes the submission idempotent: the same token again (a double click, a
+        resent request) gets the job it made the first time, as long as that job is kept.
+        """
+        if client_token and (earlier := self._job_by_token(client_token)):
+            return earlier
         self.ensure_free_space()
         values = self._job_params(params)
-        with self._db.session() as session:
-            audio, video = self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video")
-            job = new_job(audio, video, values, lane=priority)
-            session.add(job)
+        try:
+            with self._db.session() as session:
+                audio, video = self._asset(session, audio_id, "audio"), self._asset(session, video_id, "video")
+                job = new_job(audio, video, values, lane=priority)
+                job.client_token = client_token
+                session.add(job)
+        except IntegrityError:
+            # The same token committed by a concurrent request a moment ago: that one's job.
+            if client_token and (earlier := self._job_by_token(client_token)):
+                return earlier
+            raise
         self._queue.wake(job.id)
         with job_context(job.id):
             log.info("queued: %s", job.output_name)
         return self.get(job.id)
 
+    def _job_by_token(self, client_token: str) -> JobView | None:
+        with self._db.session() as session:
+            job_id = session.scalars(select(Job.id).where(Job.client_token == client_token)).one_or_none()
+        return self.get(job_id) if job_id else None
+
     def submit_batch(
-        self, audio_ids: list[str], video_ids: list[str], params: dict[str, Any] | None = None
+        self,
+        audio_ids: list[str],
+        video_ids: list[str],
+        params: dict[str, Any] | None = None,
+        client_token: str | None = None,
     ) -> BatchView:
         """One audio with many videos, or many audios with one video: one job per pair, in that
-        order. The shared side's features are computed once (the caches are keyed by content)."""
+        order. The shared side's features are computed once (the caches are keyed by content).
+        The same `client_token` again gets the batch it made the first time (see submit)."""
+        if client_token and (earlier := self._batch_by_token(client_token)):
+            return earlier
         if not audio_ids or not video_ids:
             raise errors.invalid_params(
                 "a batch needs at least one audio and one video", "批量任务至少需要一个音频和一个视频"
@@ -274,18 +306,28 @@ class JobService:
             )
         self.ensure_free_space()
         values = self._job_params(params)
-        with self._db.session() as session:
-            audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
-            videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
-            batch = Batch(id=new_id())
-            session.add(batch)
-            pairs = [(audio, video) for audio in audios for video in videos]
-            jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
-            session.add_all(jobs)
+        try:
+            with self._db.session() as session:
+                audios = [self._asset(session, asset_id, "audio") for asset_id in audio_ids]
+                videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
+                batch = Batch(id=new_id(), client_token=client_token)
+                session.add(batch)
+                pairs = [(audio, video) for audio in audios for video in videos]
+                jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
+                session.add_all(jobs)
+        except IntegrityError:
+            if client_token and (earlier := self._batch_by_token(client_token)):
+                return earlier
+            raise
         for job in jobs:
             self._queue.wake(job.id)
         log.info("batch %s queued: %d job(s)", batch.id, len(jobs))
         return self.get_batch(batch.id)
+
+    def _batch_by_token(self, client_token: str) -> BatchView | None:
+        with self._db.session() as session:
+            batch_id = session.scalars(select(Batch.id).where(Batch.client_token == client_token)).one_or_none()
+        return self.get_batch(batch_id) if batch_id else None
 
     def _job_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """`params` checked and completed with the configured defaults."""
@@ -371,6 +413,19 @@ class JobService:
         summary["workers"] = self.settings.max_concurrent
         return summary
 
+    def poster(self, job_id: str) -> Path:
+        """A small JPEG that identifies the job in a list: its output's frame once done and kept
+        here, else its template's. Made once per source and kept in the cache folder."""
+        job = self.get(job_id)
+        if job.status is JobStatus.done and self.has_local_output(job):
+            source, key = _output_of(job)[0], f"{job.id}-output"
+        else:
+            with self._db.session() as session:
+                stored = session.scalars(select(Asset.stored_name).where(Asset.id == job.video.id)).one()
+            source, key = self.uploads_dir / stored, f"{job.video.sha256}-template"
+        target = self.settings.cache_dir / "posters" / f"{key}.jpg"
+        return target if target.is_file() else write_poster(source, target)
+
     def output_file(self, job_id: str) -> tuple[Path, str]:
         """The finished video's path (inside outputs_dir) and its download name."""
         return _output_of(self.get(job_id))
@@ -425,6 +480,7 @@ class JobService:
             storage_state=job.storage_state,
             storage_key=job.storage_key if job.storage_state == StorageState.uploaded else None,
             storage_error=job.storage_error,
+            cancel_requested=bool(job.cancel_requested),
         )
 
     # --- changing -----------------------------------------------------------------------------------

@@ -139,6 +139,8 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The submitter's token for this submission (see JobService.submit_batch): a repeat gets this batch.
+    client_token: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
 
 
 class Job(Base):
@@ -178,6 +180,8 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(8))  # "cpu" or "cuda"; None: any
     lane: Mapped[str | None] = mapped_column(String(8))  # a Lane; None (jobs from before lanes): normal
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # The submitter's token for this submission (see JobService.submit): a repeat gets this job.
+    client_token: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)  # the queue is FIFO by (queued_at, seq)
@@ -389,7 +393,8 @@ class Database:
 
         Without `routing`, any job (a single machine that offers everything)."""
         servable = _servable(routing)
-        values: dict[str, Any] = {"status": JobStatus.running, "worker": worker}
+        # "starting" until the pipeline reports its first stage: the seconds spent loading models.
+        values: dict[str, Any] = {"status": JobStatus.running, "worker": worker, "stage": "starting"}
         if routing is not None:
             values["worker_name"] = routing.name
         while True:

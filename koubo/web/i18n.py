@@ -86,6 +86,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.timed_out": ("超时", "Timed out"),
     "status.expired": ("已过期", "Expired"),
     "status.all": ("全部", "All"),
+    "stage.starting": ("启动中：加载模型", "Starting: loading models"),
     "stage.features": ("分析语音", "Analysing speech"),
     "stage.decode": ("读取模板", "Reading template"),
     "stage.face": ("跟踪人脸", "Tracking the face"),
@@ -101,17 +102,23 @@ TEXT: dict[str, tuple[str, str]] = {
     "job.retried": ("任务 {id} 已重新排队。", "Job {id} is queued again."),
     "job.deleted": ("任务 {id} 已删除。", "Job {id} was deleted."),
     "job.cancelling": ("任务 {id} 已请求取消。", "Job {id}: cancel requested."),
+    "job.stopping": ("正在取消…", "Cancelling…"),
     "result.download": ("下载视频", "Download"),
     "report.sync": (
         "口型同步：偏移 {offset} 帧，置信度 {confidence}，{coverage} 的画面检测到人脸",
         "Lip sync: offset {offset} frames, confidence {confidence}, face in {coverage} of frames",
     ),
+    "sync.title": ("口型同步图", "Lip-sync picture"),
+    "sync.mouth": ("嘴的张开度（从输出视频测得）", "Mouth opening (measured on the output)"),
+    "sync.loudness": ("语音响度", "Speech loudness"),
+    "sync.silence": ("静音", "Silence"),
     "report.sync_unknown": (
         "口型同步：无法测量（画面中人脸太少）",
         "Lip sync: not measurable (too few frames with a face)",
     ),
     # Tables
     "col.created": ("提交时间", "Submitted"),
+    "col.job": ("任务 · 引擎", "Job · engine"),
     "col.template": ("模板", "Template"),
     "col.audio": ("语音", "Speech"),
     "col.status": ("状态", "Status"),
@@ -129,6 +136,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "action.cancel": ("取消", "Cancel"),
     "action.delete": ("删除", "Delete"),
     "action.delete_confirm": ("删除这个任务和它的视频？", "Delete this job and its video?"),
+    "action.cancel_confirm": (
+        "取消这个正在生成的任务？已完成的部分会丢弃。",
+        "Cancel this running job? The work done so far is discarded.",
+    ),
     "queue.title": ("当前队列", "Queue"),
     "queue.summary": (
         "排队 {queued} · 生成中 {running} · 已完成 {done} · 失败 {failed} · 同时生成 {workers} 个",
@@ -164,6 +175,23 @@ TEXT: dict[str, tuple[str, str]] = {
         "Object storage link: share it with anyone; the bucket serves the download",
     ),
     "link.zip_title": ("整批 ZIP 直链", "Direct link to the whole batch as a ZIP"),
+    "link.local_title": ("直链（仅限本机）", "Direct link (this machine only)"),
+    "link.local_only": (
+        (
+            "未设置 links_base_url，这个链接指向 {base}，只能在运行 koubo 的这台电脑上打开，转发给别人或用手机扫码都打不开。"
+            "请在 koubo.toml 中设置 links_base_url（或环境变量 KOUBO_LINKS_BASE_URL）为别人能访问的地址，例如 "
+            "http://192.168.1.20:7861。"
+        ),
+        (
+            "links_base_url is not set, so this link points at {base} and only works on the machine running koubo; "
+            "forwarded or scanned with a phone it will not open. Set links_base_url in koubo.toml (or "
+            "KOUBO_LINKS_BASE_URL) to an address others can reach, for example http://192.168.1.20:7861."
+        ),
+    ),
+    "option.engine.missing": (
+        "wav2lip 不可用：没有找到模型文件 {path}。把 wav2lip_gan.pth 放到那里后重启即可使用。",
+        "wav2lip is not available: no checkpoint at {path}. Put wav2lip_gan.pth there and restart to use it.",
+    ),
     "link.copy": ("复制直链", "Copy link"),
     "link.expires": ("有效期至 {when}", "Valid until {when}"),
     "link.never": ("永久有效", "Never expires"),

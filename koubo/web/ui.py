@@ -21,6 +21,7 @@ import gradio as gr
 from koubo import errors
 from koubo.config import Settings
 from koubo.engines import ENGINES
+from koubo.engines.checkpoint import checkpoint_path
 from koubo.errors import KouboError
 from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView, Lane
 from koubo.links.handout import LinkMaker
@@ -40,8 +41,13 @@ from koubo.web.i18n import (
 from koubo.web.ui_render import (
     ACTIONS_JS,
     ACTIVE,
+    CLICK_TOKEN_JS,
+    TAB_MEMORY_JS,
+    TAB_RECALL_JS,
     FINISHED,
+    LOG_FOLLOW_JS,
     PANEL_CSS,
+    RECONNECT_JS,
     SIZE_GUARD_JS,
     batch_panel,
     human_size,
@@ -90,9 +96,9 @@ class Labels:
         self._updates.append(update)
         return component
 
-    def label(self, component: Component, key: str, info: str | None = None) -> Component:
+    def label(self, component: Component, key: str, info: str | None = None, **values: object) -> Component:
         def update(lang: Lang) -> dict[str, Any]:
-            return gr.update(label=t(key, lang), **({"info": t(info, lang)} if info else {}))
+            return gr.update(label=t(key, lang), **({"info": t(info, lang, **values)} if info else {}))
 
         return self._add(component, update)
 
@@ -180,49 +186,44 @@ class Handlers:
         expressiveness: float,
         quality: str,
         denoise: str,
+        client_token: str,
     ) -> tuple[Any, ...]:
-        """Returns (job id, progress card, result, timer, cancel button)."""
+        """Returns (job id, progress card, result, timer, cancel button, generate button).
+
+        `client_token` is the click's (see CLICK_TOKEN_JS): a double click submits one job."""
+        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
         if not audio or not video:
             message = message_panel(t("error.need_audio" if not audio else "error.need_video", lang), error=True)
-            return None, message, "", gr.Timer(active=False), gr.update(visible=False)
+            return None, message, "", *idle
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
             params = self.params(engine, expressiveness, quality, denoise)
             # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
-            job = self.service.submit(audio_asset.id, video_asset.id, params, Lane.high)
-        except KouboError as error:
-            return (
-                None,
-                message_panel(error_text(error, lang), error=True),
-                "",
-                gr.Timer(active=False),
-                gr.update(visible=False),
+            job = self.service.submit(
+                audio_asset.id, video_asset.id, params, Lane.high, client_token=client_token or None
             )
-        return job.id, progress_panel(job, lang), "", gr.Timer(active=True), gr.update(visible=True)
+        except KouboError as error:
+            return None, message_panel(error_text(error, lang), error=True), "", *idle
+        busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
+        return job.id, progress_panel(job, lang), "", *busy
 
     def poll_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
-        """One timer tick: (progress card, result, timer, cancel button). The result is written once,
-        on the tick that sees the job finish, so a playing video is never reloaded."""
+        """One timer tick: (progress card, result, timer, cancel button, generate button). The result
+        is written once, on the tick that sees the job finish, so a playing video is never reloaded.
+        Generate stays disabled while the job it made is queued or running."""
+        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
         if not job_id:
-            return gr.skip(), gr.skip(), gr.Timer(active=False), gr.update(visible=False)
+            return gr.skip(), gr.skip(), *idle
         try:
             job = self.service.get(job_id)
         except KouboError as error:
-            return (
-                message_panel(error_text(error, lang), error=True),
-                "",
-                gr.Timer(active=False),
-                gr.update(visible=False),
-            )
+            return message_panel(error_text(error, lang), error=True), "", *idle
         if job.status in ACTIVE:
-            return progress_panel(job, lang), gr.skip(), gr.Timer(active=True), gr.update(visible=True)
-        return (
-            progress_panel(job, lang),
-            result_panel(job, lang, self._link(job)),
-            gr.Timer(active=False),
-            gr.update(visible=False),
-        )
+            cancel = gr.update(visible=not job.cancel_requested)  # "cancelling…" shows in the card
+            busy = (gr.Timer(active=True), cancel, gr.update(interactive=False))
+            return progress_panel(job, lang), gr.skip(), *busy
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base), *idle
 
     def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         """(progress card, result) in `lang`, after a language switch."""
@@ -232,7 +233,7 @@ class Handlers:
             job = self.service.get(job_id)
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), ""
-        return progress_panel(job, lang), result_panel(job, lang, self._link(job))
+        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base)
 
     def cancel_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
@@ -241,7 +242,7 @@ class Handlers:
             job = self.service.cancel(job_id)
         except KouboError as error:
             return message_panel(error_text(error, lang), error=True), gr.update(visible=False)
-        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE)
+        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE and not job.cancel_requested)
 
     # --- batch -------------------------------------------------------------------------------------------
 
@@ -254,8 +255,9 @@ class Handlers:
         expressiveness: float,
         quality: str,
         denoise: str,
+        client_token: str,
     ) -> tuple[Any, ...]:
-        """Returns (batch id, batch panel, preview, timer)."""
+        """Returns (batch id, batch panel, preview, timer); a double click submits one batch."""
         audios, videos = audios or [], videos or []
         if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
             return None, message_panel(t("error.batch_shape", lang), error=True), "", gr.Timer(active=False)
@@ -263,7 +265,10 @@ class Handlers:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
             video_ids = [self.stage_upload(path, "video").id for path in videos]
             batch = self.service.submit_batch(
-                audio_ids, video_ids, self.params(engine, expressiveness, quality, denoise)
+                audio_ids,
+                video_ids,
+                self.params(engine, expressiveness, quality, denoise),
+                client_token=client_token or None,
             )
         except KouboError as error:
             return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
@@ -271,7 +276,14 @@ class Handlers:
 
     def _batch_panel(self, batch: BatchView, lang: Lang) -> str:
         zip_link = signed_batch_link(self.settings, batch.id, batch_zip_name(batch.id))
-        return batch_panel(batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link)
+        return batch_panel(
+            batch, lang, zip_url=f"api/batches/{batch.id}/zip", zip_link=zip_link, local_base=self._local_base
+        )
+
+    @property
+    def _local_base(self) -> str | None:
+        """The link server's address while links_base_url is unset: links then work on this machine only."""
+        return None if self.settings.links_base_url else self.settings.links_base
 
     def _link(self, job: JobView) -> SignedLink | None:
         """The link of a finished job to hand out (a bucket link once uploaded); None before it is done."""
@@ -291,10 +303,20 @@ class Handlers:
         return self._batch_panel(batch, lang), gr.Timer(active=running)
 
     def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> tuple[Any, ...]:
-        """A batch row's button: (batch panel, preview, timer)."""
-        preview = self._job_action(lang, event)
+        """A batch row's button: (batch panel, preview, previewed job, timer)."""
+        preview, shown = self._job_action(lang, event)
         panel, timer = self.poll_batch(lang, batch_id)
-        return panel, gr.skip() if preview is None else preview, timer
+        return panel, gr.skip() if preview is None else preview, shown, timer
+
+    def render_preview(self, lang: Lang, job_id: str | None) -> Any:
+        """The open preview again in `lang`, after a language switch."""
+        if not job_id:
+            return gr.skip()
+        try:
+            job = self.service.get(job_id)
+        except KouboError:
+            return ""
+        return preview_panel(job, lang, self._link(job), self._local_base)
 
     # --- queue and history --------------------------------------------------------------------------------
 
@@ -327,18 +349,18 @@ class Handlers:
         return self.refresh_queue(lang, status_filter, page + 1)
 
     def history_action(self, lang: Lang, status_filter: str, page: int, event: gr.EventData) -> tuple[Any, ...]:
-        """A queue or history row's button: (preview, queue, history, page label, page)."""
-        preview = self._job_action(lang, event)
-        return (gr.skip() if preview is None else preview, *self.refresh_queue(lang, status_filter, page))
+        """A queue or history row's button: (preview, previewed job, queue, history, page label, page)."""
+        preview, shown = self._job_action(lang, event)
+        return (gr.skip() if preview is None else preview, shown, *self.refresh_queue(lang, status_filter, page))
 
-    def _job_action(self, lang: Lang, event: gr.EventData) -> str | None:
+    def _job_action(self, lang: Lang, event: gr.EventData) -> tuple[str | None, Any]:
         """Do what a row's button asks and say how it went in a toast; returns the preview panel's
-        new content, or None where it stays as it is."""
+        new content (None where it stays as it is) and the job it shows (gr.skip() if unchanged)."""
         action, job_id = str(getattr(event, "action", "")), str(getattr(event, "job", ""))
         try:
             if action == "preview":
                 job = self.service.get(job_id)
-                return preview_panel(job, lang, self._link(job))
+                return preview_panel(job, lang, self._link(job), self._local_base), job.id
             title = t("toast.info", lang)
             if action == "retry":
                 self.service.retry(job_id)
@@ -351,10 +373,36 @@ class Handlers:
                 self.service.delete(job_id)
                 gr.Info(t("job.deleted", lang, id=job_id[:8]), title=title)
                 # The preview may be showing the video that is now gone.
-                return ""
+                return "", None
         except KouboError as error:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
-        return None
+        return None, gr.skip()
+
+    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
+        """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
+        timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
+        # Nothing kept: the tab is left alone (someone may have clicked one while the page loaded).
+        tab = tab if tab in ("single", "batch", "queue", "logs") else None
+        job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
+        batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
+        queue_timer, log_timer = _polling_for(tab)(follow) if tab else (gr.skip(), gr.skip())
+        return (
+            gr.Tabs(selected=tab) if tab else gr.skip(),
+            job_id,
+            batch_id,
+            gr.Timer(active=job_id is not None),
+            gr.Timer(active=batch_id is not None),
+            queue_timer,
+            log_timer,
+        )
+
+    @staticmethod
+    def _exists(read: Callable[[], object]) -> bool:
+        try:
+            read()
+        except KouboError:
+            return False
+        return True
 
     def refuse_large_file(self, lang: Lang, event: gr.EventData) -> None:
         """The page stopped a file over the upload limit before sending it; say so as a toast."""
@@ -364,8 +412,8 @@ class Handlers:
 
     # --- logs ---------------------------------------------------------------------------------------------
 
-    def read_log(self, lang: Lang, lines: int, job_filter: str) -> str:
-        wanted = job_filter.strip()
+    def read_log(self, lang: Lang, lines: int, job_filter: str | None) -> str:
+        wanted = (job_filter or "").strip()
         # A filter looks further back, so a job's lines are found among other jobs' lines.
         tail = tail_log(self.settings.log_path, int(lines) * (10 if wanted else 1))
         if wanted:
@@ -374,10 +422,22 @@ class Handlers:
 
 
 def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
-    engines = list(dict.fromkeys([*ENGINES, settings.engine]))
+    # wav2lip without its checkpoint would queue, run and fail: it is not offered, and the menu says why.
+    checkpoint = checkpoint_path(settings)
+    engines = [name for name in ENGINES if name != "wav2lip" or checkpoint.is_file()]
+    info = None if "wav2lip" in engines else "option.engine.missing"
     with labels.label(gr.Accordion(t("options", DEFAULT_LANG), open=True), "options"), gr.Row():
         engine = labels.label(
-            gr.Dropdown(engines, value=settings.engine, label=t("option.engine", DEFAULT_LANG)), "option.engine"
+            gr.Dropdown(
+                engines,
+                value=settings.engine if settings.engine in engines else engines[0],
+                label=t("option.engine", DEFAULT_LANG),
+                info=t(info, DEFAULT_LANG, path=checkpoint) if info else None,
+                elem_classes=["koubo-engine"],
+            ),
+            "option.engine",
+            info=info,
+            path=checkpoint,
         )
         expressiveness = labels.label(
             gr.Slider(
@@ -427,6 +487,16 @@ def _actions_panel(value: str = "", **kwargs: Any) -> gr.HTML:
     return gr.HTML(value, css_template=PANEL_CSS, js_on_load=ACTIONS_JS, **kwargs)
 
 
+def _preview_panel(elem_id: str) -> gr.HTML:
+    """A panel that shows a job chosen in a table, brought into view when it opens (see ACTIONS_JS)."""
+    return gr.HTML("", css_template=PANEL_CSS, js_on_load=ACTIONS_JS, elem_id=elem_id, elem_classes=["koubo-preview"])
+
+
+def _kept(outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A submit's outputs with its first one (the job or batch id) twice: for the page and for the browser."""
+    return (outputs[0], *outputs)
+
+
 def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
     """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
 
@@ -450,7 +520,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             with gr.Column(scale=4):
                 title = gr.HTML(
                     "<h1 style='margin: 0'>koubo 口播</h1>",
-                    js_on_load=SIZE_GUARD_JS,
+                    js_on_load=SIZE_GUARD_JS + RECONNECT_JS,
                     max_bytes=settings.upload_max_bytes,
                 )
                 labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
@@ -462,8 +532,15 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # The language someone picked, kept in the browser; unset: the browser's own preference.
         # A fixed secret: the choice is not confidential, and it should survive a server restart.
         saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
+        # What the page was showing, so a reload (or Gradio's own reload after a server restart)
+        # comes back to the same tab, following the same job and batch.
+        # The tab is kept by the page itself as it is clicked (TAB_MEMORY_JS): a reload a moment
+        # later must not race a round trip to the server.
+        saved_tab = gr.Textbox("single", visible=False)
+        saved_job = gr.BrowserState(None, storage_key="koubo-job", secret="koubo-ui-following")
+        saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
-        with gr.Tabs():
+        with gr.Tabs(selected="single") as tabs:
             # --- single ---
             with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
                 with gr.Row():
@@ -499,6 +576,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 single_progress = _panel(elem_id="single-progress")
                 single_result = _actions_panel(elem_id="single-result")  # its copy-link button
                 single_job = gr.State(None)
+                single_token = gr.Textbox(visible=False)  # the click's token, set in the page
                 single_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
             # --- batch ---
@@ -530,8 +608,10 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     "button.generate_batch",
                 )
                 batch_view = _actions_panel(elem_id="batch-panel")
-                batch_preview = _actions_panel(elem_id="batch-preview")  # its copy-link button
+                batch_preview = _preview_panel("batch-preview")  # its copy-link button
                 batch_id = gr.State(None)
+                batch_preview_job = gr.State(None)
+                batch_token = gr.Textbox(visible=False)
                 batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
 
             # --- queue and history ---
@@ -569,8 +649,9 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                         gr.Button(t("button.refresh", DEFAULT_LANG), size="sm", scale=0, min_width=100),
                         "button.refresh",
                     )
-                history_preview = _actions_panel(elem_id="history-preview")  # its copy-link button
+                history_preview = _preview_panel("history-preview")  # its copy-link button
                 page = gr.State(0)
+                history_preview_job = gr.State(None)
                 queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
 
             # --- logs ---
@@ -591,7 +672,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     "logs.path",
                     path=settings.log_path,
                 )
-                log_view = _panel(elem_id="log-view", autoscroll=True, max_height=560)
+                log_view = gr.HTML("", css_template=PANEL_CSS, js_on_load=LOG_FOLLOW_JS, elem_id="log-view")
                 log_timer = gr.Timer(LOG_POLL_SECONDS, active=False)
 
         # --- events: language ---
@@ -609,21 +690,26 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             .then(handlers.render_single, [lang, single_job], [single_progress, single_result], show_progress="hidden")
             .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
             .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+            .then(handlers.render_preview, [lang, batch_preview_job], [batch_preview], show_progress="hidden")
+            .then(handlers.render_preview, [lang, history_preview_job], [history_preview], show_progress="hidden")
         )
 
         title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
 
         # --- events: single ---
+        single_poll_outputs = [single_progress, single_result, single_timer, cancel, generate]
+        # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
         generate.click(
-            handlers.submit_single,
-            [lang, audio, video, *single_options.inputs],
-            [single_job, single_progress, single_result, single_timer, cancel],
+            lambda token, *values: _kept(handlers.submit_single(*values, token)),
+            [single_token, lang, audio, video, *single_options.inputs],
+            [single_job, saved_job, *single_poll_outputs],
+            js=CLICK_TOKEN_JS % "single",
             concurrency_limit=None,
         )
         single_timer.tick(
             handlers.poll_single,
             [lang, single_job],
-            [single_progress, single_result, single_timer, cancel],
+            single_poll_outputs,
             show_progress="hidden",
             concurrency_limit=None,
         )
@@ -631,9 +717,10 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- events: batch ---
         generate_batch.click(
-            handlers.submit_batch,
-            [lang, batch_audios, batch_videos, *batch_options.inputs],
-            [batch_id, batch_view, batch_preview, batch_timer],
+            lambda token, *values: _kept(handlers.submit_batch(*values, token)),
+            [batch_token, lang, batch_audios, batch_videos, *batch_options.inputs],
+            [batch_id, saved_batch, batch_view, batch_preview, batch_timer],
+            js=CLICK_TOKEN_JS % "batch",
             concurrency_limit=None,
         )
         batch_timer.tick(
@@ -644,11 +731,14 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             concurrency_limit=None,
         )
         batch_view.job_action(
-            handlers.batch_action, [lang, batch_id], [batch_view, batch_preview, batch_timer], show_progress="hidden"
+            handlers.batch_action,
+            [lang, batch_id],
+            [batch_view, batch_preview, batch_preview_job, batch_timer],
+            show_progress="hidden",
         )
 
         # --- events: queue and history (polled only while the tab is open) ---
-        history_action_outputs = [history_preview, *queue_outputs]
+        history_action_outputs = [history_preview, history_preview_job, *queue_outputs]
         for table in (queue_view, history_view):
             table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
         queue_timer.tick(
@@ -671,6 +761,22 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single_tab, "single"), (batch_tab, "batch"), (queue_tab, "queue"), (logs_tab, "logs")):
             tab.select(_polling_for(name), [log_follow], [queue_timer, log_timer], show_progress="hidden")
+            tab.select(None, None, None, js=TAB_MEMORY_JS % name)
+
+        # --- a reload: back to the tab, the job and the batch the page was showing ---
+        (
+            blocks.load(
+                handlers.restore,
+                [saved_tab, saved_job, saved_batch, log_follow],
+                [tabs, single_job, batch_id, single_timer, batch_timer, queue_timer, log_timer],
+                js=TAB_RECALL_JS,
+                show_progress="hidden",
+            )
+            .then(handlers.poll_single, [lang, single_job], single_poll_outputs, show_progress="hidden")
+            .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
+            .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+            .then(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+        )
         queue_tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
         logs_tab.select(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
 

@@ -43,6 +43,24 @@ PANEL_CSS = """
   border-bottom: 1px solid var(--border-color-primary); }
 .koubo-table th { color: var(--body-text-color-subdued); font-weight: 600; white-space: nowrap; }
 .koubo-table td.name { max-width: 220px; overflow-wrap: anywhere; }
+/* Lists of jobs: one line per row however long a name or an error; the full text is in the title and
+   in the job's details. */
+.koubo-table.jobs td { white-space: nowrap; vertical-align: middle; }
+.koubo-table.jobs td.name, .koubo-table.jobs .koubo-clip { max-width: 140px; overflow: hidden;
+  text-overflow: ellipsis; overflow-wrap: normal; }
+.koubo-table.jobs .koubo-clip { display: inline-block; vertical-align: middle; max-width: 180px; }
+.koubo-scroll { overflow-x: auto; }
+.koubo-table.jobs .koubo-actions { flex-wrap: nowrap; }
+.koubo-table.jobs .koubo-bar { display: inline-block; width: 60px; min-width: 60px; margin: 0 6px;
+  vertical-align: middle; }
+.koubo-table.jobs .koubo-state { display: inline; margin-left: 6px; }
+.koubo-table.jobs .koubo-state.koubo-error { margin-top: 0; white-space: nowrap; }
+.koubo-thumb { height: 36px; width: auto; max-width: 64px; border-radius: 4px; background: #000; display: block;
+  object-fit: cover; }
+.koubo-id { font-family: var(--font-mono); font-size: 0.9em; }
+.koubo-sync { margin-top: 8px; }
+.koubo-sync svg { width: 100%; height: 90px; display: block; background: var(--background-fill-primary);
+  border: 1px solid var(--border-color-primary); border-radius: var(--radius-md); }
 .koubo-actions { display: flex; flex-wrap: wrap; gap: 4px; }
 .koubo-actions button, .koubo-actions a, a.koubo-button { font: inherit; font-size: 0.9em; padding: 2px 8px;
   border-radius: var(--radius-md); border: 1px solid var(--border-color-primary);
@@ -53,6 +71,7 @@ PANEL_CSS = """
 a.koubo-button.primary { background: var(--button-primary-background-fill);
   color: var(--button-primary-text-color); border-color: transparent; padding: 6px 14px; font-size: 1em; }
 .koubo-log { font-family: var(--font-mono); font-size: 12px; line-height: 1.45; margin: 0; padding: 8px 10px;
+  max-height: 560px; overflow-y: auto;
   white-space: pre-wrap; overflow-wrap: anywhere; background: var(--background-fill-secondary);
   border-radius: var(--radius-lg); border: 1px solid var(--border-color-primary); }
 .koubo-log .lvl-ERROR, .koubo-log .lvl-CRITICAL { color: #d92d20; }
@@ -102,8 +121,49 @@ element.addEventListener('click', async (event) => {
     return;
   }
   if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  // The preview it opens may land far below (after a long table): bring it into view when it comes.
+  if (action === 'preview') window.kouboRevealPreview = true;
   trigger('job_action', {action: action, job: button.dataset.job});
 });
+if (element.closest('.koubo-preview')) {
+  new MutationObserver(() => {
+    const preview = element.querySelector('[data-testid=preview], [data-testid=job-result]');
+    if (!window.kouboRevealPreview || !preview) return;
+    window.kouboRevealPreview = false;
+    preview.scrollIntoView({block: 'start', behavior: 'instant'});
+  }).observe(element, {childList: true, subtree: true});
+}
+"""
+
+# The Generate buttons' js (run in the page before the click is sent): the click's token, which
+# the server honours (JobService.submit), in the first input. A second click within a moment of the
+# first (a double click) is the same click and sends the same token, so it cannot make a second job.
+CLICK_TOKEN_JS = """
+(...values) => {
+  const clicks = window.kouboClicks || (window.kouboClicks = {});
+  const button = '%s';
+  const now = Date.now();
+  if (!clicks[button] || now - clicks[button].at > 3000) {
+    // crypto.randomUUID needs a secure context; the page is often served over plain http on a LAN.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    clicks[button] = {at: now, token: Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')};
+  }
+  values[0] = clicks[button].token;
+  return values;
+}
+"""
+
+# The open tab, kept in the browser as it is clicked, and read back (as the first input) on load.
+TAB_MEMORY_JS = "() => { localStorage.setItem('koubo-tab', '%s'); }"
+TAB_RECALL_JS = "(tab, ...rest) => [localStorage.getItem('koubo-tab') || '', ...rest]"
+
+# The log view: with "follow" ticked it is re-rendered every second; each render scrolls the log
+# box to its newest line (the last one), where new lines land.
+LOG_FOLLOW_JS = """
+new MutationObserver(() => {
+  const log = element.querySelector('.koubo-log');
+  if (log) log.scrollTop = log.scrollHeight;
+}).observe(element, {childList: true, subtree: true});
 """
 
 # Refuses a file over the upload limit as it is picked or dropped, before any byte is sent, and
@@ -125,6 +185,24 @@ if (!window.kouboSizeGuard) {
     if (input instanceof HTMLInputElement && input.type === 'file') refuse(input.files, event);
   }, true);
   document.addEventListener('drop', (event) => refuse(event.dataTransfer && event.dataTransfer.files, event), true);
+}
+"""
+
+# After a server restart the page reloads itself once /api/health answers again, so its restore
+# (saved tab, job, batch) shows the live state; Gradio's own reconnect does not always reload.
+RECONNECT_JS = """
+if (!window.kouboReconnect) {
+  window.kouboReconnect = true;
+  let lost = false;
+  setInterval(async () => {
+    try {
+      const response = await fetch(new URL('api/health', document.baseURI), {cache: 'no-store'});
+      if (response.ok && lost) window.location.reload();
+      lost = !response.ok;
+    } catch (error) {
+      lost = true;
+    }
+  }, 3000);
 }
 """
 
@@ -179,14 +257,18 @@ def _bar(fraction: float) -> str:
     return f'<div class="koubo-bar"><span style="width: {percent:.1f}%"></span></div>'
 
 
-def _state_line(job: JobView, lang: Lang) -> str:
-    """What the job is doing now, in words: its queue position, its stage and percent, or its error."""
-    if job.status is JobStatus.queued and job.queue_position:
-        return f'<div class="koubo-muted">{escape(t("job.position", lang, position=job.queue_position))}</div>'
-    if job.status is JobStatus.running:
-        text = f"{stage_text(job.stage, lang)} {job.progress * 100:.0f}%".strip()
-        return f'<div class="koubo-muted">{escape(text)}</div>'
-    return _error_line(job, lang)
+def _running_text(job: JobView, lang: Lang) -> str:
+    """The stage a running job is in and how long it has run ("Starting: loading models · 4.2 s"),
+    with its percent once the pipeline has reported one."""
+    if job.cancel_requested:
+        return t("job.stopping", lang)
+    parts = [stage_text(job.stage or "starting", lang)]
+    if job.progress > 0:
+        parts.append(f"{job.progress * 100:.0f}%")
+    elapsed = _elapsed(job)
+    if elapsed is not None:
+        parts.append(human_duration(elapsed))
+    return " · ".join(parts)
 
 
 def _error_line(job: JobView, lang: Lang) -> str:
@@ -214,8 +296,9 @@ def progress_panel(job: JobView, lang: Lang) -> str:
         _badge(job, lang),
     ]
     if job.status is JobStatus.running:
-        parts.append(f"<span>{escape(stage_text(job.stage, lang))}</span>")
-    if job.status in (JobStatus.running, JobStatus.done):
+        stage = t("job.stopping", lang) if job.cancel_requested else stage_text(job.stage or "starting", lang)
+        parts.append(f'<span data-testid="stage">{escape(stage)}</span>')
+    if job.status is JobStatus.done or (job.status is JobStatus.running and job.progress > 0):
         parts.append(f"<strong>{fraction * 100:.0f}%</strong>")
     parts.append("</div>")
     if job.status in (JobStatus.running, JobStatus.done, JobStatus.queued):
@@ -246,11 +329,76 @@ def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
     )
 
 
-def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> str:
-    """A signed link to hand out: the URL, a copy button and a QR code for phones."""
+SYNC_WIDTH, SYNC_HEIGHT = 600, 90
+
+
+def sync_picture(report: dict[str, Any] | None, lang: Lang) -> str:
+    """The quality report's sync trace as a small inline SVG: the mouth opening measured on the
+    output against the speech loudness over time, silences shaded. In sync, the two rise together."""
+    trace = (report or {}).get("trace")
+    if not trace or len(trace.get("seconds", [])) < 2:
+        return ""
+    seconds, silence = trace["seconds"], float(trace["silence_db"])
+    end = seconds[-1] or 1.0
+    peak = max(trace["loudness_db"])
+    loud = [max(0.0, min(1.0, (db - silence) / max(peak - silence, 1e-6))) for db in trace["loudness_db"]]
+    opened = [value for value in trace["aperture"] if value is not None]
+    widest = max(opened, default=0.0) or 1.0
+
+    def x(second: float) -> float:
+        return SYNC_WIDTH * second / end
+
+    def y(level: float) -> float:
+        return SYNC_HEIGHT - 4 - (SYNC_HEIGHT - 8) * level
+
+    shades, start = [], None
+    for index, db in enumerate([*trace["loudness_db"], peak]):  # the sentinel closes a final silence
+        if db < silence and start is None:
+            start = index
+        elif db >= silence and start is not None:
+            right = seconds[min(index, len(seconds) - 1)]
+            shades.append(
+                f'<rect x="{x(seconds[start]):.1f}" y="0" width="{max(1.0, x(right) - x(seconds[start])):.1f}" '
+                f'height="{SYNC_HEIGHT}" fill="#98a2b3" fill-opacity="0.25" data-testid="silence"/>'
+            )
+            start = None
+    loud_line = " ".join(f"{x(s):.1f},{y(level):.1f}" for s, level in zip(seconds, loud, strict=True))
+    mouth_runs: list[list[str]] = [[]]
+    for second, value in zip(seconds, trace["aperture"], strict=True):
+        if value is None:  # no face here: the line breaks
+            mouth_runs.append([])
+        else:
+            mouth_runs[-1].append(f"{x(second):.1f},{y(value / widest):.1f}")
+    mouth_lines = "".join(
+        f'<polyline points="{" ".join(run)}" fill="none" stroke="#d92d20" stroke-width="1.6"/>'
+        for run in mouth_runs
+        if len(run) > 1
+    )
+    legend = (
+        f'<span style="color: #d92d20">━ {escape(t("sync.mouth", lang))}</span> '
+        f'<span style="color: #2e90fa">━ {escape(t("sync.loudness", lang))}</span> '
+        f'<span style="color: #667085">▮ {escape(t("sync.silence", lang))}</span>'
+    )
+    return (
+        f'<div class="koubo-sync" data-testid="sync-picture"><div class="koubo-muted">{escape(t("sync.title", lang))}'
+        f" · {legend}</div>"
+        f'<svg viewBox="0 0 {SYNC_WIDTH} {SYNC_HEIGHT}" preserveAspectRatio="none" role="img" '
+        f'aria-label="{escape(t("sync.title", lang))}">{"".join(shades)}'
+        f'<polyline points="{loud_line}" fill="none" stroke="#2e90fa" stroke-width="1.2"/>{mouth_lines}</svg></div>'
+    )
+
+
+def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title", local_base: str | None = None) -> str:
+    """A signed link to hand out: the URL, a copy button and a QR code for phones.
+
+    `local_base`: the link server's address when links_base_url is unset; the link is then said to
+    work on this machine only (and how to change that), not offered as one to forward."""
     qr = segno.make(link.url, error="m").svg_data_uri(scale=4, border=4)
+    local = local_base is not None and link.kind == "direct"
     if link.kind == "bucket":
         title_key = "link.bucket_title"
+    elif local and title_key == "link.title":
+        title_key = "link.local_title"
     if link.expires_at is None:
         expiry = t("link.never", lang)
     else:
@@ -264,11 +412,18 @@ def direct_link(link: SignedLink, lang: Lang, title_key: str = "link.title") -> 
         '<div class="koubo-actions">'
         f'<button type="button" data-action="copy" data-href="{escape(link.url)}" data-copied="{copied}">'
         f"{escape(t('link.copy', lang))}</button></div>"
-        f'<div class="koubo-muted">{escape(expiry)}</div></div></div>'
+        f'<div class="koubo-muted">{escape(expiry)}</div>'
+        + (
+            f'<div class="koubo-error" data-testid="link-local">'
+            f"{escape(t('link.local_only', lang, base=local_base))}</div>"
+            if local
+            else ""
+        )
+        + "</div></div>"
     )
 
 
-def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
+def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None, local_base: str | None = None) -> str:
     """The finished video in an HTML5 player (streamed with Range requests), its download link and,
     given one, its signed direct link with a QR code."""
     if job.status is not JobStatus.done:
@@ -296,7 +451,8 @@ def result_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> st
             f'<span class="koubo-muted">{escape(" · ".join(fact for fact in facts if fact))}</span>',
             "</div>",
             f'<div class="koubo-muted" style="margin-top: 6px">{escape(_report_line(job.report, lang))}</div>',
-            direct_link(link, lang) if link else "",
+            sync_picture(job.report, lang),
+            direct_link(link, lang, local_base=local_base) if link else "",
             "</div>",
         ]
     )
@@ -320,15 +476,52 @@ def _action_buttons(job: JobView, lang: Lang, *, allow: Iterable[str]) -> str:
         button("copy", f' data-href="{link}" data-copied="{escape(t("action.copied", lang))}"')
     if job.status in RETRYABLE:
         button("retry")
-    if job.status in ACTIVE:
-        button("cancel")
+    if job.status in ACTIVE and not job.cancel_requested:
+        # A running job loses its work so far: asked first, like Delete.
+        confirm = escape(t("action.cancel_confirm", lang)) if job.status is JobStatus.running else ""
+        button("cancel", f' data-confirm="{confirm}"' if confirm else "")
     button("delete", f' data-confirm="{escape(t("action.delete_confirm", lang))}"')
     return f'<div class="koubo-actions">{"".join(buttons)}</div>'
 
 
+ERROR_CHARS_IN_ROWS = 40
+
+
 def _status_cell(job: JobView, lang: Lang) -> str:
+    """A row's status on one line: badge, then the queue position, the running stage, or the error
+    shortened (all of it in the tooltip and the details)."""
     bar = _bar(job.progress) if job.status is JobStatus.running else ""
-    return _badge(job, lang) + bar + _state_line(job, lang)
+    if job.status is JobStatus.queued and job.queue_position:
+        text, css = t("job.position", lang, position=job.queue_position), "koubo-muted"
+    elif job.status is JobStatus.running:
+        text, css = _running_text(job, lang), "koubo-muted"
+    elif job.error:
+        text = error_text(job.error, lang)
+        css = "koubo-muted" if job.status is JobStatus.cancelled else "koubo-error"
+    else:
+        text, css = "", ""
+    short = text if len(text) <= ERROR_CHARS_IN_ROWS else text[: ERROR_CHARS_IN_ROWS - 1] + "…"
+    state = f'<span class="koubo-state koubo-clip {css}" title="{escape(text)}">{escape(short)}</span>' if text else ""
+    return _badge(job, lang) + bar + state
+
+
+def poster_url(job: JobView) -> str:
+    # The output's frame once done, the template's before: the URL names which, so caches stay right.
+    return f"api/jobs/{job.id}/poster.jpg?v={'output' if job.status is JobStatus.done else 'template'}"
+
+
+def _identity_cells(job: JobView) -> str:
+    """What tells rows apart at a glance: a poster frame, the job's short id and its engine."""
+    engine = escape(str((job.params or {}).get("engine", "")))
+    return (
+        f'<td><img class="koubo-thumb" alt="" loading="lazy" src="{escape(poster_url(job))}" data-testid="thumb"></td>'
+        f'<td><span class="koubo-id" title="{job.id}">{job.id[:8]}</span>'
+        f' <span class="koubo-muted" data-testid="engine">{engine}</span></td>'
+    )
+
+
+def _name_cell(name: str) -> str:
+    return f'<td class="name" title="{escape(name)}">{escape(name)}</td>'
 
 
 def _output_cell(job: JobView) -> str:
@@ -347,6 +540,8 @@ def job_table(
         return f'<div class="koubo-empty">{escape(t(empty_key, lang))}</div>'
     allowed = tuple(actions)
     head = [
+        "",
+        t("col.job", lang),
         t("col.template", lang),
         t("col.audio", lang),
         t("col.status", lang),
@@ -354,23 +549,28 @@ def job_table(
         t("col.output", lang),
     ]
     if show_created:
-        head.insert(0, t("col.created", lang))
+        head.insert(2, t("col.created", lang))
     head.append(t("col.actions", lang))
     rows = []
     for job in jobs:
         cells = [
-            f'<td class="name">{escape(job.video.name)}</td>',
-            f'<td class="name">{escape(job.audio.name)}</td>',
+            _name_cell(job.video.name),
+            _name_cell(job.audio.name),
             f"<td>{_status_cell(job, lang)}</td>",
             f'<td class="koubo-muted" data-testid="worker">{escape(job.worker_name or "")}</td>',
             f"<td>{_output_cell(job)}</td>",
         ]
         if show_created:
             cells.insert(0, f'<td class="koubo-muted">{escape(local_time(job.created_at))}</td>')
+        cells.insert(0, _identity_cells(job))
         cells.append(f"<td>{_action_buttons(job, lang, allow=allowed)}</td>")
         rows.append(f'<tr data-job="{job.id}" data-status="{job.status.value}">{"".join(cells)}</tr>')
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    return f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    # On a narrow window the table scrolls sideways rather than wrapping its rows.
+    return (
+        f'<div class="koubo-scroll"><table class="koubo-table jobs"><thead><tr>{header}</tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
+    )
 
 
 def page_label(page: int, pages: int, total: int, lang: Lang) -> str:
@@ -387,21 +587,31 @@ def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) ->
     ordered = sorted(
         jobs, key=lambda job: (job.status is not JobStatus.running, job.queue_position or 0, job.created_at)
     )
-    head = [t("col.position", lang), t("col.template", lang), t("col.audio", lang), t("col.progress", lang), ""]
+    head = [
+        t("col.position", lang),
+        "",
+        t("col.job", lang),
+        t("col.created", lang),
+        t("col.template", lang),
+        t("col.audio", lang),
+        t("col.progress", lang),
+        "",
+    ]
     rows = []
     for job in ordered:
         position = str(job.queue_position) if job.queue_position else "▶"
         rows.append(
             f'<tr data-job="{job.id}" data-status="{job.status.value}">'
             f"<td><strong>{position}</strong></td>"
-            f'<td class="name">{escape(job.video.name)}</td>'
-            f'<td class="name">{escape(job.audio.name)}</td>'
+            f"{_identity_cells(job)}"
+            f'<td class="koubo-muted">{escape(local_time(job.created_at))}</td>'
+            f"{_name_cell(job.video.name)}{_name_cell(job.audio.name)}"
             f"<td>{_status_cell(job, lang)}</td>"
             f"<td>{_action_buttons(job, lang, allow=('cancel',))}</td></tr>"
         )
     header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    table = f'<table class="koubo-table"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    return line + table
+    table = f'<table class="koubo-table jobs"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'{line}<div class="koubo-scroll">{table}</div>'
 
 
 def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
@@ -436,7 +646,14 @@ def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
     )
 
 
-def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None, zip_link: SignedLink | None = None) -> str:
+def batch_panel(
+    batch: BatchView,
+    lang: Lang,
+    *,
+    zip_url: str | None,
+    zip_link: SignedLink | None = None,
+    local_base: str | None = None,
+) -> str:
     """A batch's counts by status, its ZIP links once every item has finished, and a row per item."""
     counts = " · ".join(f"{status_text(status, lang)} {count}" for status, count in batch.counts.items() if count)
     head = [
@@ -449,7 +666,7 @@ def batch_panel(batch: BatchView, lang: Lang, *, zip_url: str | None, zip_link: 
         head.append(f'<a class="koubo-button" href="{escape(zip_url)}" download>{escape(t("batch.zip", lang))}</a>')
     head.append("</div>")
     if zip_link and batch.jobs and all(job.status in FINISHED for job in batch.jobs):
-        head.append(direct_link(zip_link, lang, "link.zip_title"))
+        head.append(direct_link(zip_link, lang, "link.zip_title", local_base))
     done = sum(1.0 if job.status in FINISHED else job.progress for job in batch.jobs)
     head.append(_bar(done / len(batch.jobs) if batch.jobs else 0.0))
     table = job_table(
@@ -478,13 +695,13 @@ def _details(job: JobView, lang: Lang) -> str:
     return f'<dl class="koubo-details">{body}</dl>'
 
 
-def preview_panel(job: JobView, lang: Lang, link: SignedLink | None = None) -> str:
+def preview_panel(job: JobView, lang: Lang, link: SignedLink | None = None, local_base: str | None = None) -> str:
     """A chosen job from the history or a batch: its player and download link when done, else why not."""
     title = (
         f"<h3 style='margin: 0 0 8px'>{escape(t('preview.title', lang, name=job.output_name or job.video.name))}</h3>"
     )
     if job.status is JobStatus.done:
-        body = result_panel(job, lang, link)
+        body = result_panel(job, lang, link, local_base)
     else:
         body = message_panel(t("preview.not_done", lang, status=status_text(job.status.value, lang)))
     return f'<div data-testid="preview" data-job="{job.id}">{title}{body}{_details(job, lang)}</div>'

@@ -17,7 +17,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("", status_code=201, response_model=JobOut, summary="Queue one audio + one template video")
 def create_job(body: JobCreate, service: ServiceDep) -> JobOut:
-    return JobOut.model_validate(service.submit(body.audio_id, body.video_id, body.params.as_options(), body.priority))
+    return JobOut.model_validate(
+        service.submit(
+            body.audio_id, body.video_id, body.params.as_options(), body.priority, body.client_token
+        )
+    )
 
 
 @router.get("", response_model=JobPage, summary="Jobs, newest first")
@@ -77,6 +81,17 @@ def download_output(
         media_type="video/mp4",
         headers={"Content-Disposition": content_disposition(name, fallback=f"koubo-{job_id[:8]}.mp4", inline=inline)},
     )
+
+
+@router.get(
+    "/{job_id}/poster.jpg",
+    response_class=FileResponse,
+    summary="A small poster frame of the job's video (its template's until the output exists)",
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def job_poster(job_id: str, service: ServiceDep) -> Response:
+    # The URL names what it shows (?v=done or queued): a poster never changes under one URL.
+    return FileResponse(service.poster(job_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/{job_id}/link", response_model=LinkOut, summary="A signed direct link to the finished video")

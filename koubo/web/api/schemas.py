@@ -134,6 +134,12 @@ class JobCreate(BaseModel):
         Lane.normal,
         description="high: the fast lane, ahead of queued batch items (at most queue_high_burst in a row)",
     )
+    client_token: str | None = Field(
+        None,
+        min_length=8,
+        max_length=64,
+        description="makes the submission idempotent: the same token again returns what it made the first time",
+    )
 
 
 class BatchCreate(BaseModel):
@@ -144,6 +150,12 @@ class BatchCreate(BaseModel):
     audio_ids: list[AssetId] = Field(min_length=1, max_length=200)
     video_ids: list[AssetId] = Field(min_length=1, max_length=200)
     params: JobParams = Field(default_factory=JobParams)
+    client_token: str | None = Field(
+        None,
+        min_length=8,
+        max_length=64,
+        description="makes the submission idempotent: the same token again returns what it made the first time",
+    )
 
     @model_validator(mode="after")
     def _one_side_single(self) -> BatchCreate:
