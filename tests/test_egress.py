@@ -97,3 +97,14 @@ def test_metrics_show_the_link_servers_figures() -> None:
     assert "koubo_links_sent_bytes_total 123" in text and "koubo_links_active_downloads 2" in text
     assert "koubo_links_egress_bytes_per_second 4.5" in text
     assert 'koubo_link_downloads_total{link="j1/主播 \\"a\\".mp4"} 3' in text
+
+
+def test_the_ui_panel_shows_the_live_egress_and_the_busiest_links() -> None:
+    from koubo.web.ui_render import egress_panel
+
+    figures = {"servers": 1, "rate": 1.25e6, "active": 2, "bytes_sent": 3 * 2**30, "downloads_total": 7}
+    figures["busiest"] = [("abcdef1234/主播__问候.mp4", 5)]
+    zh, en = egress_panel(figures, "zh"), egress_panel(figures, "en")
+    assert "10.0 Mbit/s" in zh and "2 个下载进行中" in zh and "主播__问候.mp4" in zh and "<td>5</td>" in zh
+    assert "10.0 Mbit/s now, 2 downloads in progress" in en
+    assert "No link server" in egress_panel({**figures, "servers": 0, "busiest": []}, "en")

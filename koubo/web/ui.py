@@ -24,6 +24,7 @@ from koubo.engines import ENGINES
 from koubo.engines.checkpoint import checkpoint_path
 from koubo.errors import KouboError
 from koubo.jobs.service import AssetView, BatchView, JobService, JobStatus, JobView, Lane
+from koubo.links.egress import combined, read_snapshots
 from koubo.links.handout import LinkMaker
 from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
@@ -42,14 +43,15 @@ from koubo.web.ui_render import (
     ACTIONS_JS,
     ACTIVE,
     CLICK_TOKEN_JS,
-    TAB_MEMORY_JS,
-    TAB_RECALL_JS,
     FINISHED,
     LOG_FOLLOW_JS,
     PANEL_CSS,
     RECONNECT_JS,
     SIZE_GUARD_JS,
+    TAB_MEMORY_JS,
+    TAB_RECALL_JS,
     batch_panel,
+    egress_panel,
     human_size,
     job_table,
     log_panel,
@@ -335,7 +337,8 @@ class Handlers:
         )
         return (
             queue_panel(self.service.queue_summary(), [*active, *queued], lang),
-            workers_panel(self.service.workers(), lang),
+            workers_panel(self.service.workers(), lang)
+            + egress_panel(combined(read_snapshots(self.settings.data_dir)), lang),
             history,
             page_label(page, pages, total, lang),
             page,

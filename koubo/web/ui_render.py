@@ -646,6 +646,31 @@ def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
     )
 
 
+
+def egress_panel(egress: dict[str, Any], lang: Lang) -> str:
+    """The link servers' live egress and the busiest links (koubo/links/egress.py)."""
+    if not egress["servers"]:
+        return f'<div class="koubo-muted" data-testid="egress">{escape(t("egress.none", lang))}</div>'
+    line = t(
+        "egress.summary",
+        lang,
+        rate=f"{egress['rate'] * 8 / 1e6:.1f}",
+        active=egress["active"],
+        sent=human_size(egress["bytes_sent"]),
+        downloads=egress["downloads_total"],
+    )
+    rows = "".join(
+        f'<tr><td class="name">{escape(link.split("/", 1)[-1])}</td>'
+        f'<td class="koubo-muted">{escape(link.split("/", 1)[0][:8])}</td><td>{count}</td></tr>'
+        for link, count in egress["busiest"]
+    )
+    head = "".join(f"<th>{escape(t(key, lang))}</th>" for key in ("egress.link", "egress.job", "egress.downloads"))
+    table = (
+        f'<table class="koubo-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>' if rows else ""
+    )
+    return f'<div data-testid="egress"><div class="koubo-muted">{escape(line)}</div>{table}</div>'
+
+
 def batch_panel(
     batch: BatchView,
     lang: Lang,
