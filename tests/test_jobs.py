@@ -24,9 +24,10 @@ import pytest
 from koubo.config import Settings
 from koubo.errors import EngineError, JobNotFound, KouboError, MediaError
 from koubo.jobs.service import AssetKind, JobService, JobStatus, JobView, Lane
-from koubo.media.probe import probe
 from koubo.jobs.store import run_order
+from koubo.media.probe import probe
 from koubo.ops.logs import job_context, setup_logging, tail_log
+from koubo.pipeline import AUDIO_CACHE
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
 from servers import processes, wait_until
@@ -178,7 +179,13 @@ def test_job_reports_rising_progress_and_ends_with_a_probed_mp4(service, data_di
     video = upload(service, media["video"], "video", "主播.mp4")
     job = service.submit(audio, video, {"expressiveness": 1.2})
     assert job.status == JobStatus.queued and job.queue_position == 1
-    assert job.params == {"engine": "classic", "expressiveness": 1.2, "crf": 18, "preset": "veryfast"}
+    assert job.params == {
+        "engine": "classic",
+        "expressiveness": 1.2,
+        "crf": 18,
+        "preset": "veryfast",
+        "denoise": "off",
+    }
     assert job.output_name == "主播__问候 hello.mp4"
 
     samples: list[float] = []
@@ -421,7 +428,7 @@ def test_a_batch_of_one_audio_and_two_videos_computes_the_audio_features_once(se
     finished = service.get_batch(batch.id)
     assert finished.counts[JobStatus.done] == 2 and all(j.batch_id == batch.id for j in finished.jobs)
     assert service.list_jobs(batch_id=batch.id)[1] == 2
-    cached = list((data_dir / "cache" / "audio-v1").rglob("*.pkl"))
+    cached = list((data_dir / "cache" / AUDIO_CACHE).rglob("*.pkl"))
     assert len(cached) == 1, cached
     with pytest.raises(KouboError) as two_by_two:
         service.submit_batch([audio, audio], videos)
