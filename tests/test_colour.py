@@ -9,13 +9,13 @@ import av
 import numpy as np
 import pytest
 from av.video.reformatter import Colorspace
+from colour_fixtures import colour_frames, decode_rgb, make_colour_clip, plain_encode, psnr
 
 from koubo.config import Settings
 from koubo.media.colour import Colour
 from koubo.media.video import Mp4Writer, read_template
 from koubo.pipeline import GenerateOptions, Generator
 
-from colour_fixtures import colour_frames, decode_rgb, make_colour_clip, plain_encode, psnr
 from media_fixtures import talking_frame
 
 CRF, PRESET = 20, "veryfast"

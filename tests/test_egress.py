@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_links import links_process
 
 from koubo.config import Settings
 from koubo.errors import KouboError
@@ -15,7 +16,6 @@ from koubo.links.signing import signed_link
 
 from job_fixtures import finished_job
 from servers import wait_until
-from test_links import links_process
 
 
 def test_a_cap_is_shared_evenly_by_the_downloads_in_progress() -> None:

@@ -18,6 +18,7 @@ from koubo.features.mouth import MouthTargets, mouth_targets
 from koubo.features.phones import PHONE_RATE, PhoneTrack, recognise_phones
 from koubo.features.visemes import CHANNELS, coarticulate
 from koubo.media.audio import load_audio
+
 from media_fixtures import espeak_speech
 
 FPS = 25.0

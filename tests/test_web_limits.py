@@ -19,8 +19,8 @@ import bcrypt
 import httpx
 import pytest
 
-from koubo.config import Settings
 from koubo import errors
+from koubo.config import Settings
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import utcnow
 from koubo.links.handout import LinkMaker
