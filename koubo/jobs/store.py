@@ -188,9 +188,6 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    # --- webhook outbox (koubo/ops/notify.py) ---
-    # finish_run sets "pending" for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
-    # by moving notify_next_at past the attempt's timeout, and ends it "sent" or "failed".
     # --- object storage (koubo/ops/offload.py) ---
     storage_state: Mapped[str | None] = mapped_column(String(16))  # a StorageState; None: not for the bucket
     storage_key: Mapped[str | None] = mapped_column(String(1024))
@@ -199,6 +196,9 @@ class Job(Base):
     storage_attempts: Mapped[int | None]
     storage_next_at: Mapped[datetime | None]
 
+    # --- webhook outbox (koubo/ops/notify.py) ---
+    # finish_run sets "pending" for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
+    # by moving notify_next_at past the attempt's timeout, and ends it "sent" or "failed".
     notify_state: Mapped[str | None] = mapped_column(String(16))
     notify_attempts: Mapped[int | None]
     notify_next_at: Mapped[datetime | None]
