@@ -29,7 +29,7 @@ from koubo.jobs.service import JobService
 from koubo.web.i18n import TEXT, language_from_header, t
 
 from media_fixtures import make_speech, make_talking_video, write_random_bytes, write_text_file
-from servers import launch
+from servers import launch, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -251,11 +251,15 @@ def test_single_job_plays_in_the_page_and_downloads_the_output_bytes(
     direct = page.locator("#single-result [data-testid=link-url]").input_value()
     assert direct.startswith(f"http://127.0.0.1:{server.links_port}/d/{job['id']}/")
     assert page.request.get(direct).body() == output.read_bytes()
-    qr_png = page.locator("#single-result [data-testid=link-qr]").screenshot()
-    decoded, _, _ = cv2.QRCodeDetector().detectAndDecode(
-        cv2.imdecode(np.frombuffer(qr_png, np.uint8), cv2.IMREAD_COLOR)
-    )
-    assert decoded == direct
+    qr = page.locator("#single-result [data-testid=link-qr]")
+
+    def qr_text() -> str | None:
+        # The image may still be decoding when the panel appears: look again until it reads.
+        png = qr.screenshot()
+        decoded, _, _ = cv2.QRCodeDetector().detectAndDecode(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
+        return decoded or None
+
+    assert wait_until(qr_text, 30, "the QR code to be readable") == direct
 
     # The language switch relabels the page and the live panels.
     page.locator("#koubo-lang").get_by_text("English").click()
@@ -501,10 +505,11 @@ def test_the_log_view_follows_the_newest_line(server: Server, visit: Callable[[s
     view = page.locator("#log-view .koubo-log")
     # Longer than its box (200 lines): it scrolls, and sits at the bottom, at the newest line.
     assert view.evaluate("box => box.scrollHeight > box.clientHeight + 100")
-    expect(page.get_by_text("filler line 299")).to_be_in_viewport()
+    # Generous bounds: on a busy machine the page's scroll can trail the new text by seconds.
+    expect(page.get_by_text("filler line 299")).to_be_in_viewport(timeout=30_000)
     with log.open("a", encoding="utf-8") as file:
         file.write("2026-01-01 00:00:01 INFO koubo.test: the newest line\n")
-    expect(page.get_by_text("the newest line")).to_be_in_viewport()
+    expect(page.get_by_text("the newest line")).to_be_in_viewport(timeout=30_000)
     assert view.evaluate("box => box.scrollTop + box.clientHeight >= box.scrollHeight - 2")
 
 

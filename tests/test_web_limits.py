@@ -115,8 +115,9 @@ def test_a_gradio_call_naming_a_file_outside_its_upload_folder_is_refused_and_co
     server: Server, media: dict[str, Path]
 ) -> None:
     started = time.time() - 1
-    options = ["classic", 1.0, "standard"]
-    single = ["en", file_data(str(media["speech"])), {"video": file_data(str(media["video"]))}, *options]
+    options = ["classic", 1.0, "standard", "off"]
+    # The first input is the click's token (koubo/web/ui.py CLICK_TOKEN_JS).
+    single = ["t1", "en", file_data(str(media["speech"])), {"video": file_data(str(media["video"]))}, *options]
     kind, data = gradio_call(server, "submit_single", single)
     assert kind == "error", data
     with server.client() as client:
@@ -124,7 +125,8 @@ def test_a_gradio_call_naming_a_file_outside_its_upload_folder_is_refused_and_co
 
     answers = {}
     for path in ("/etc/passwd", str(server.data_dir / "koubo.db"), "/etc/no-such-file", "../../../../etc/passwd"):
-        kind, data = gradio_call(server, "submit_batch", ["en", [file_data(path)], [file_data(path)], *options])
+        batch = [f"t-{len(answers)}", "en", [file_data(path)], [file_data(path)], *options]
+        kind, data = gradio_call(server, "submit_batch", batch)
         assert kind == "error", data
         answers[path] = json.dumps(data).replace(json.dumps(path)[1:-1], "<path>")
     # The same answer whether the file exists or not.

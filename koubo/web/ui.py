@@ -708,6 +708,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             [single_job, saved_job, *single_poll_outputs],
             js=CLICK_TOKEN_JS % "single",
             concurrency_limit=None,
+            api_name="submit_single",
         )
         single_timer.tick(
             handlers.poll_single,
@@ -725,6 +726,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             [batch_id, saved_batch, batch_view, batch_preview, batch_timer],
             js=CLICK_TOKEN_JS % "batch",
             concurrency_limit=None,
+            api_name="submit_batch",
         )
         batch_timer.tick(
             handlers.poll_batch,
