@@ -37,22 +37,9 @@ def roi_around(points: np.ndarray, margin: float, shape: tuple[int, int]) -> tup
 
 
 def feathered_alpha(hull_list: list[np.ndarray], roi: tuple[int, int, int, int], radius: float) -> np.ndarray:
-    """Alpha in [0, 1]: 1 deeper than `radius` inside the hulls, easing to exactly 0 at their outline."""
-    x0, y0, x1, y1 = roi
-    w, h = x1 - x0, y1 - y0
-    # The ramp is smooth, so it is computed on a grid a few times coarser than the pixels.
-    f = max(1, int(radius // 4))
-    small = np.zeros((-(-h // f), -(-w // f)), dtype=np.uint8)
-    hard = np.zeros((h, w), dtype=np.uint8)
-    for hull in hull_list:
-        local = hull - (x0, y0)
-        cv2.fillConvexPoly(small, np.round(local / f).astype(np.int32), 255)
-        cv2.fillConvexPoly(hard, np.round(local).astype(np.int32), 255)
-    ramp = np.clip(cv2.distanceTransform(small, cv2.DIST_L2, 5) * (f / radius), 0.0, 1.0)
-    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no visible crease where the ramp ends
-    alpha = cv2.resize(ramp, (w, h), interpolation=cv2.INTER_LINEAR)
-    alpha[hard == 0] = 0.0
-    return alpha
+    """Alpha in [0, 1]: 1 deeper than `radius` inside the hulls, easing to exactly 0 at their outline
+    (smoothstep: no visible crease where the ramp ends)."""
+    return _smoothstep(np.clip(hull_distance(hull_list, roi, radius) / radius, 0.0, 1.0))
 
 
 def at_face_resolution(
