@@ -85,7 +85,7 @@ def sheet(frames: np.ndarray, box: tuple[int, int, int, int], first: int) -> np.
     return np.vstack(rows)
 
 
-def render_sheets(out: Path) -> list[str]:
+def render_sheets(out: Path, templates: tuple[str, ...] = TEMPLATES, speeches: tuple[str, ...] = SPEECHES) -> list[str]:
     from koubo.config import Settings
     from koubo.pipeline import GenerateOptions, Generator
 
@@ -94,9 +94,9 @@ def render_sheets(out: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="koubo-sheets-") as tmp:
         work = Path(tmp)
         gen = Generator(Settings(data_dir=work / "data"))
-        for speech_name in SPEECHES:
+        for speech_name in speeches:
             speech = trimmed_speech(SHARED / speech_name, SPEECH_SECONDS, work / speech_name)
-            for template in TEMPLATES:
+            for template in templates:
                 video = work / f"{Path(template).stem}-{Path(speech_name).stem}.mp4"
                 result = gen.generate(speech, SHARED / template, video, GenerateOptions(check=False))
                 frames = decoded_frames(video, FIRST_FRAME, COLUMNS * ROWS)
@@ -113,18 +113,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/render-sheets"))
     parser.add_argument("--before-code", type=Path, help="a koubo checkout to render the BEFORE sheets with")
+    parser.add_argument("--template", action="append", choices=TEMPLATES, help="only this template (repeatable)")
+    parser.add_argument("--speech", action="append", choices=SPEECHES, help="only this speech (repeatable)")
     parser.add_argument("--only", type=Path, help=argparse.SUPPRESS)  # internal: render into this folder only
     args = parser.parse_args()
+    chosen = tuple(args.template or TEMPLATES), tuple(args.speech or SPEECHES)
     if not SHARED.exists():
         sys.exit(f"{SHARED} is missing: contact sheets need the real media")
     if args.only:
-        print("\n".join(render_sheets(args.only)))
+        print("\n".join(render_sheets(args.only, *chosen)))
         return
     if args.before_code:
         env = {**os.environ, "PYTHONPATH": str(args.before_code)}
         cmd = [sys.executable, __file__, "--only", str(args.out / "before")]
+        cmd += [f"--template={t}" for t in chosen[0]] + [f"--speech={s}" for s in chosen[1]]
         subprocess.run(cmd, check=True, env=env, cwd=args.before_code)
-    lines = render_sheets(args.out / "after")
+    lines = render_sheets(args.out / "after", *chosen)
     print(f"\ncontact sheets in {args.out}")
     print("\n".join(lines))
 

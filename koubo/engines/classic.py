@@ -125,32 +125,53 @@ _JAW_FOLLOW = {
 }
 _UPPER_LIPS = geo.LIPS_OUTER_UPPER[1:-1] + geo.LIPS_INNER_UPPER[1:-1]
 _LOWER_LIPS = geo.LIPS_OUTER_LOWER[1:-1] + geo.LIPS_INNER_LOWER[1:-1]
+_OUTER_LIPS = set(geo.LIPS_OUTER_UPPER + geo.LIPS_OUTER_LOWER)
 _LIP_CORNERS = {61: -1.0, 78: -1.0, 291: 1.0, 308: 1.0}
 _CORNER_DROP = 0.2  # the corners sink a little as the jaw opens
-_UPPER_LIFT = 0.12  # the upper lip rises a little, most in the middle
+_UPPER_LIFT = 0.12  # the upper lip's inner edge rises a little, most in the middle
+# Opening lips stretch thinner: the outer edges follow the inner ones only this far.
+_UPPER_OUTER_LIFT = 0.4
+_LOWER_OUTER_DROP = 0.9
+# The inner lip corners sit this far out (fraction of the mouth's half-width, MediaPipe's mesh):
+# the opening's profile is laid out between them, so it closes exactly where they are.
+_INNER_CORNER = 0.91
+
+
+def opening_profile(t: np.ndarray, width: float) -> np.ndarray:
+    """Share of the full opening at `t` (-1 .. 1 between the inner lip corners) for lip spread
+    `width` (-1 rounded .. +1 spread). Neutral and spread mouths open as a lens whose edges meet
+    in the corners at an angle (never a blunt, square end); a spread one is flatter across the
+    middle; a rounded one opens only in its middle, its lips sealed at the sides, as an oval."""
+    rounded, spread = max(-width, 0.0), max(width, 0.0)
+    reach = 1.0 - 0.15 * rounded  # a rounded mouth's opening ends before the corners
+    power = 2.2 + 1.0 * spread - 0.2 * rounded
+    taper = 0.85 + 0.15 * spread - 0.2 * rounded
+    x = np.clip(np.abs(t) / reach, 0.0, 1.0)
+    return (1.0 - x**power) ** taper
 
 
 def _lip_moves(
     landmarks: np.ndarray, opening: float, spread: float, width: float, ex: np.ndarray, ey: np.ndarray
 ) -> dict:
-    """Where each moving point goes: lips open along an almond profile that meets in the corners
-    (a rounded mouth opens rounder, a spread one flatter), the jaw follows the opening."""
+    """Where each moving point goes: lips open along `opening_profile`, thinning as they stretch,
+    the jaw follows the opening."""
     centre = 0.5 * (landmarks[geo.MOUTH_LEFT, :2] + landmarks[geo.MOUTH_RIGHT, :2])
     half = max(1.0, 0.5 * float(np.linalg.norm(landmarks[geo.MOUTH_RIGHT, :2] - landmarks[geo.MOUTH_LEFT, :2])))
-    # Flat across the middle (the lower lip drops with the jaw), closing in toward the corners.
-    power = 2.5 + float(np.clip(width, -1.0, 1.0))
+    width = float(np.clip(width, -1.0, 1.0))
     moves = {}
     for p in _UPPER_LIPS + _LOWER_LIPS + list(_LIP_CORNERS):
         t = float(np.clip((landmarks[p, :2] - centre) @ ex / half, -1.0, 1.0))
-        profile = (1.0 - abs(t) ** power) ** 0.6
+        profile = float(opening_profile(np.array(t / _INNER_CORNER), width))
         if p in _LIP_CORNERS:
             down = _CORNER_DROP
         elif p in _LOWER_LIPS:
-            down = _CORNER_DROP + (1.0 - _CORNER_DROP) * profile
+            down = (_CORNER_DROP + (1.0 - _CORNER_DROP) * profile) * (_LOWER_OUTER_DROP if p in _OUTER_LIPS else 1.0)
         else:
-            down = _CORNER_DROP * (1.0 - profile) - _UPPER_LIFT * profile
-        # A narrowed (rounded) mouth gathers its lips toward the middle, not only at the corners.
-        inward = _LIP_CORNERS.get(p, t * (1.0 - profile))
+            lift = _UPPER_LIFT * (_UPPER_OUTER_LIFT if p in _OUTER_LIPS else 1.0)
+            down = _CORNER_DROP * (1.0 - profile) - lift * profile
+        # Rounding gathers (spreading stretches) the lips evenly toward (from) the middle, so
+        # points keep their order across the mouth and the opening's ends stay smooth.
+        inward = _LIP_CORNERS.get(p, t)
         moves[p] = down * opening * ey + inward * spread * ex
     for p, follow in _JAW_FOLLOW.items():
         moves[p] = follow * opening * ey

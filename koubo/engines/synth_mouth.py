@@ -1,11 +1,16 @@
 """The inside of a mouth, painted for a face that never opens its own (the warp path).
 
-What makes an opening read as a mouth and not a hole: a smooth almond outline meeting in the
-corners, lips whose inner rim is darker and wetter, upper teeth hanging from the upper lip (more
-of them the wider and more spread the mouth), a hint of lower teeth, a tongue, and a throat that
-is dark but not black, its colour taken from this person's lips and the scene's light. Everything
-is laid out in the face's own frame (`across` the mouth, `down` the face), so a tilted head gets
-a tilted mouth, and edges are anti-aliased analytically so it does not look cut out.
+What makes an opening read as a mouth and not a hole, measured on the real talking templates at
+video size: the inside is not black but a dim, warm version of the lips (its median ~0.5 of the
+lips' brightness, only the throat at the back ~0.2); the wet inner rim of the lips frames it; the
+upper teeth hang from the upper lip (first to show, greyer toward the corners and under the lip's
+shadow, never brighter than a lit tooth in this light); the lower teeth's edges show above the
+lower lip only when the mouth opens wide; a tongue fills the bottom, lit at its front and sinking
+into the throat behind. Colours come from this person's lips and skin, and the template's own
+grain is put back so the painted region is not smoother than the video around it.
+
+Everything is laid out in the face's own frame (`across` the mouth, `down` the face), so a
+tilted head gets a tilted mouth, and every edge is anti-aliased so nothing looks cut out.
 """
 
 from __future__ import annotations
@@ -17,25 +22,32 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 # Upper-teeth height at full teeth visibility, face-scale units (a real incisor shows ~0.05-0.07).
-TEETH_HEIGHT = 0.085
-# Incisor boundaries, as fractions of the mouth's half-width: central, lateral, canine.
-_TOOTH_EDGES = (0.0, 0.22, 0.40, 0.56)
-_TEETH_RGB = np.array([212.0, 204.0, 190.0])
+TEETH_HEIGHT = 0.075
+# Incisor boundaries, as fractions of the teeth's half-width: central, lateral, canine.
+_TOOTH_EDGES = (0.0, 0.24, 0.44, 0.62)
+# Warm dark red-brown of the throat relative to the lips' colour (less green and blue than lips).
+_THROAT_TINT = np.array([1.0, 0.78, 0.74])
+_TONGUE_TINT = np.array([1.0, 0.74, 0.74])
+# Enamel is a little yellow; its brightness comes from the scene (see MouthColours.teeth).
+_ENAMEL_TINT = np.array([1.0, 0.97, 0.89])
 
 
 @dataclass(frozen=True)
 class MouthColours:
     lips: np.ndarray  # (3,) float RGB median of the lips
     skin: np.ndarray  # (3,) float RGB median of the skin around them
+    grain: float = 0.0  # std of the template's fine noise around the mouth, 8-bit levels
 
     @property
-    def light(self) -> float:
-        """Scene brightness relative to a well-lit face, so teeth do not glow in a dim video."""
-        return float(np.clip(self.skin.mean() / 165.0, 0.35, 1.25))
+    def teeth(self) -> np.ndarray:
+        """A lit tooth in this light: a little brighter than the skin beside it, never glowing."""
+        level = min(1.12 * float(self.skin.mean()), 225.0)
+        return 0.9 * level * _ENAMEL_TINT + 0.1 * self.lips
 
 
 def mouth_colours(region: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> MouthColours:
-    """Lip and skin colour of `region` from the outer and inner lip polygons (region coordinates)."""
+    """Lip and skin colour and grain of `region` from the outer and inner lip polygons (region
+    coordinates)."""
     h, w = region.shape[:2]
     lips = np.zeros((h, w), np.uint8)
     cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 255)
@@ -46,7 +58,11 @@ def mouth_colours(region: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> M
     skin_px = region[ring > 0]
     skin = np.median(skin_px, axis=0) if len(skin_px) else np.full(3, 150.0)
     lip = np.median(lip_px, axis=0) if len(lip_px) else skin * np.array([0.95, 0.75, 0.75])
-    return MouthColours(lips=lip.astype(np.float64), skin=skin.astype(np.float64))
+    # The codec's and camera's fine noise on the skin: robust std of what a small blur removes.
+    grey = region.astype(np.float32).mean(-1)
+    fine = (grey - cv2.GaussianBlur(grey, (0, 0), 1.2))[ring > 0]
+    grain = 1.4826 * float(np.median(np.abs(fine - np.median(fine)))) if len(fine) else 0.0
+    return MouthColours(lips=lip.astype(np.float64), skin=skin.astype(np.float64), grain=grain)
 
 
 def _curve(points: np.ndarray) -> PchipInterpolator:
@@ -55,6 +71,16 @@ def _curve(points: np.ndarray) -> PchipInterpolator:
     a, b = points[order, 0], points[order, 1]
     keep = np.concatenate([[True], np.diff(a) > 1e-3])
     return PchipInterpolator(a[keep], b[keep], extrapolate=True)
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _layer(mouth: np.ndarray, alpha: np.ndarray, rgb: np.ndarray) -> None:
+    """Cover `mouth` with `rgb` ((3,) or (h, w, 3)) at `alpha` (h, w), in place."""
+    mouth += alpha[..., None] * (rgb - mouth)
 
 
 def paint_mouth(
@@ -71,9 +97,18 @@ def paint_mouth(
 ) -> np.ndarray:
     """Paint the opening between the inner-lip curves `upper` and `lower` (corner to corner,
     region coordinates) into float32 `region`, in place; returns it."""
-    corner_l, corner_r = upper[0], upper[-1]
-    centre = 0.5 * (corner_l + corner_r)
-    half = max(1.0, 0.5 * float(np.linalg.norm(corner_r - corner_l)))
+    centre = 0.5 * (upper[0] + upper[-1])
+
+    def face_frame(p: np.ndarray) -> np.ndarray:
+        d = p - centre
+        return np.column_stack([d @ across, d @ down])
+
+    up_pts, lo_pts = face_frame(upper), face_frame(lower)
+    # The corners as the face frame sees them (a tilted lip line is not `across`): the opening
+    # ends where both curves meet there, not at a fixed half-width (that cut square corners).
+    a_l = float(min(up_pts[0, 0], up_pts[-1, 0], lo_pts[0, 0], lo_pts[-1, 0]))
+    a_r = float(max(up_pts[0, 0], up_pts[-1, 0], lo_pts[0, 0], lo_pts[-1, 0]))
+    half = max(1.0, 0.5 * (a_r - a_l))
     pad = 3 + int(0.03 * scale)
     pts = np.vstack([upper, lower])
     x0, y0 = np.maximum(np.floor(pts.min(0)) - pad, 0).astype(int)
@@ -82,72 +117,92 @@ def paint_mouth(
     if x1 - x0 < 3 or y1 - y0 < 3:
         return region
 
-    def face_frame(p: np.ndarray) -> np.ndarray:
-        d = p - centre
-        return np.column_stack([d @ across, d @ down])
-
-    up_curve, lo_curve = _curve(face_frame(upper)), _curve(face_frame(lower))
+    up_curve, lo_curve = _curve(up_pts), _curve(lo_pts)
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     rel_x, rel_y = xx - centre[0], yy - centre[1]
     a = rel_x * across[0] + rel_y * across[1]
     b = rel_x * down[0] + rel_y * down[1]
-    u = np.clip(a / half, -1.0, 1.0)  # -1 .. 1 across the mouth
-    inside_a = np.abs(a) < half
-    b_up = up_curve(np.clip(a, -half, half))
-    b_lo = lo_curve(np.clip(a, -half, half))
+    a_in = np.clip(a, a_l, a_r)
+    u = np.clip((a_in - 0.5 * (a_l + a_r)) / half, -1.0, 1.0)  # -1 .. 1 corner to corner
+    b_up, b_lo = up_curve(a_in), lo_curve(a_in)
     gap = np.maximum(b_lo - b_up, 0.0)
-    if float(gap.max()) < 1.0:
+    max_gap = float(gap.max())
+    if max_gap < 1.0:
         return region
     depth = b - b_up  # px below the upper lip's inner edge
     height = b_lo - b  # px above the lower lip's inner edge
-    # Anti-aliased coverage of the opening (one-pixel ramp on every edge).
-    cover = np.clip(np.minimum(depth, height) + 0.5, 0.0, 1.0) * inside_a
+    # Anti-aliased coverage of the opening: a 1.5-pixel ramp on every edge, closed past the corners.
+    cover = np.clip((np.minimum(depth, height) + 0.75) / 1.5, 0.0, 1.0) * ((a > a_l) & (a < a_r))
     if not cover.any():
         return region
-    arch = np.sqrt(np.clip(1.0 - u * u, 0.0, 1.0))  # 1 mid-mouth, 0 in the corners
-    lips, light = colours.lips, colours.light
-    max_gap = float(gap.max())
+    lips = colours.lips
+    wide = float(np.clip(max_gap / (0.2 * scale), 0.0, 1.0))  # 1 at a wide-open mouth
+    fold = np.clip(np.minimum(depth, height), 0.0, None)  # px in from the nearer lip
+    v = np.clip(depth / np.maximum(gap, 1.0), 0.0, 1.0)  # 0 at the upper lip, 1 at the lower
+    corner = np.abs(u) ** 3  # the buccal corridor: the sides of the mouth are in shadow
+    sides = 1.0 - 0.55 * corner
 
-    # Throat: the lips' own colour, very dark, a little less so near the rim where light enters.
-    rim = np.exp(-np.clip(np.minimum(depth, height), 0, None) / max(1.5, 0.18 * max_gap))
-    mouth = lips[None, None, :] * (0.15 + 0.1 * rim[..., None] + 0.04 * arch[..., None])
+    # Throat: a dim, warm version of the lips, darkest high at the back (under the palate), lit
+    # near the rim where the light comes in and a little toward the floor of the mouth.
+    rim_light = np.exp(-fold / max(1.2, 0.2 * max_gap))
+    throat = 0.2 + 0.28 * rim_light + 0.1 * v
+    mouth = (lips * _THROAT_TINT)[None, None, :] * (throat * sides)[..., None]
 
-    # Tongue: a low rounded back across the lower part of the opening, lit from the front.
-    tongue_h = 0.3 * gap * np.clip(max_gap / (0.10 * scale), 0.0, 1.0) * np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0)
-    tongue = np.clip((tongue_h - height) / np.maximum(1.5, 0.3 * tongue_h), 0.0, 1.0) * (tongue_h > 0.5)
-    tongue_rgb = lips * np.array([0.85, 0.58, 0.6])
-    toward_front = np.clip(1.0 - (tongue_h - height) / np.maximum(tongue_h, 1.0), 0.0, 1.0)
-    tongue_shade = (0.35 + 0.35 * toward_front) * (0.6 + 0.4 * arch)
-    mouth += tongue[..., None] * (tongue_rgb[None, None, :] * tongue_shade[..., None] - mouth)
+    # Tongue: a low dome over the floor of the mouth, more of it the wider the mouth; its front
+    # is lit, its back sinks into the throat (a soft top edge, not a line).
+    dome = np.sqrt(np.clip(1.0 - (u / 0.85) ** 2, 0.0, 1.0))
+    tongue_h = (0.2 + 0.25 * wide) * gap * dome
+    above = height / np.maximum(tongue_h, 1.0)  # 0 at the lower lip, 1 at the tongue's top
+    tongue_alpha = (1.0 - _smooth((above - 0.55) / 0.6)) * (tongue_h > 0.4) * np.clip(wide * 3.0, 0.0, 1.0)
+    tongue_lit = (0.42 + 0.25 * np.exp(-(((above - 0.35) / 0.4) ** 2))) * sides
+    _layer(mouth, tongue_alpha, (lips * _TONGUE_TINT)[None, None, :] * tongue_lit[..., None])
 
-    # Upper teeth: hang from the upper lip, recede (and darken) toward the corners.
-    width_k = np.clip(0.75 + 0.35 * spread, 0.4, 1.1)
-    teeth_u = np.clip(1.0 - (u / (0.78 * width_k + 0.1)) ** 2, 0.0, 1.0)
-    t_height = TEETH_HEIGHT * scale * float(np.clip(teeth, 0.0, 1.0)) * np.sqrt(teeth_u)
-    t_height = np.minimum(t_height, 0.5 * gap)
-    upper_teeth = np.clip(t_height - depth + 0.5, 0.0, 1.0) * (t_height > 0.5)
-    tooth_pos = np.abs(u) / max(float(width_k), 1e-3)
-    seams = sum(np.exp(-(((tooth_pos - e) * half / 0.7) ** 2)) for e in _TOOTH_EDGES)
-    lip_shadow = 1.0 - 0.4 * np.exp(-np.clip(depth, 0, None) / max(1.0, 0.2 * TEETH_HEIGHT * scale))
-    tooth_shade = (0.5 + 0.5 * teeth_u) * lip_shadow * (1.0 - 0.08 * np.clip(seams, 0, 1))
-    teeth_rgb = _TEETH_RGB * light * 0.92 + 0.08 * lips
-    mouth += upper_teeth[..., None] * (teeth_rgb[None, None, :] * tooth_shade[..., None] - mouth)
+    teeth_rgb = colours.teeth
+    # Lower teeth: only their edges, above the lower lip, when the mouth opens wide and spreads;
+    # in the lower lip's shadow and narrower than the upper row.
+    lower_k = float(np.clip((wide - 0.45) / 0.4, 0.0, 1.0) * np.clip(0.55 + 0.6 * spread, 0.0, 1.0))
+    lower_w = np.clip(1.0 - (u / 0.55) ** 2, 0.0, 1.0)
+    lower_h = 0.5 * TEETH_HEIGHT * scale * lower_k * np.sqrt(lower_w)
+    lower_h = np.minimum(lower_h, 0.3 * gap)
+    lower_alpha = np.clip(lower_h - height + 0.5, 0.0, 1.0) * (lower_h > 0.3)
+    lower_lit = (0.55 + 0.3 * lower_w) * np.clip(0.6 + 0.4 * (height / np.maximum(lower_h, 1.0)), 0.0, 1.0)
+    _layer(mouth, lower_alpha, teeth_rgb[None, None, :] * lower_lit[..., None])
 
-    # Lower teeth: a thinner, shadowed edge above the lower lip when the mouth is wide and spread.
-    l_height = 0.3 * t_height * np.clip(0.3 + 0.7 * spread, 0.0, 1.0) * np.clip(max_gap / (0.1 * scale) - 0.5, 0, 1)
-    lower_teeth = np.clip(l_height - height + 0.5, 0.0, 1.0) * (l_height > 0.5)
-    lower_shade = 0.55 * (0.5 + 0.5 * teeth_u)  # in the lower lip's shadow, no visible gaps
-    mouth += lower_teeth[..., None] * (teeth_rgb[None, None, :] * lower_shade[..., None] - mouth)
+    # Upper teeth: hang from the upper lip, the central incisors longest; they recede (narrower
+    # and greyer) toward the corners, a rounded mouth shows fewer of them.
+    teeth_w = float(np.clip(0.78 + 0.15 * spread, 0.5, 0.95))
+    across_teeth = np.clip(1.0 - (u / teeth_w) ** 2, 0.0, 1.0)
+    smile = 1.0 - 0.25 * (u / teeth_w) ** 2  # the incisal edge curves up toward the canines
+    upper_h = TEETH_HEIGHT * scale * float(np.clip(teeth, 0.0, 1.0)) * np.sqrt(across_teeth) * smile
+    upper_h = np.minimum(upper_h, 0.55 * gap)
+    upper_alpha = np.clip(upper_h - depth + 0.5, 0.0, 1.0) * (upper_h > 0.3)
+    tooth_pos = np.abs(u) / teeth_w
+    seams = sum(np.exp(-(((tooth_pos - e) * half * teeth_w / 0.6) ** 2)) for e in _TOOTH_EDGES[1:])
+    seams += np.exp(-((tooth_pos * half * teeth_w / 0.5) ** 2))  # between the central incisors
+    under_lip = 1.0 - 0.35 * np.exp(-np.clip(depth, 0.0, None) / max(1.0, 0.015 * scale))
+    edge = 1.0 - 0.18 * np.exp(-np.clip(upper_h - depth, 0.0, None) / 0.8)  # translucent tips
+    upper_lit = (0.55 + 0.45 * np.sqrt(across_teeth)) * under_lip * edge * (1.0 - 0.12 * np.clip(seams, 0.0, 1.0))
+    _layer(mouth, upper_alpha, teeth_rgb[None, None, :] * upper_lit[..., None])
 
-    # A touch of softness, as a camera and the codec give every real edge.
-    blur = max(0.5, 0.0035 * scale)
-    mouth = cv2.GaussianBlur(mouth.astype(np.float32), (0, 0), blur)
+    # The wet inner rim of both lips frames the opening: darker and redder than the lips.
+    rim_w = max(0.8, 0.012 * scale)
+    rim = np.exp(-fold / rim_w) * (0.6 + 0.4 * (1.0 - corner))
+    _layer(mouth, 0.7 * rim, (lips * np.array([0.72, 0.58, 0.6]))[None, None, :])
+
+    # The camera's softness and the codec's grain, as the video around it has.
+    mouth = cv2.GaussianBlur(mouth.astype(np.float32), (0, 0), max(0.5, 0.004 * scale))
+    if colours.grain > 0.05:
+        seed = int(abs(float(centre @ np.array([7919.0, 104729.0]))) * 1000) % (2**32)
+        noise = np.random.default_rng(seed).normal(0.0, 1.0, mouth.shape[:2]).astype(np.float32)
+        noise = cv2.GaussianBlur(noise, (0, 0), 0.6)
+        noise *= colours.grain / max(float(noise.std()), 1e-6)
+        mouth += noise[..., None]
     box = region[y0:y1, x0:x1]
-    # Inner-lip shading: the wet inner rim of both lips, darker and redder, right at the opening.
-    band = max(1.5, 0.025 * scale)
-    outside = np.where(depth < 0, -depth, np.where(height < 0, -height, 0.0))
-    rim_shade = np.exp(-outside / band) * (cover < 1.0) * inside_a * np.clip(gap / 2.0, 0, 1)
-    box *= (1.0 - 0.18 * rim_shade)[..., None] * np.array([1.0, 0.93, 0.93])[None, None, :] ** rim_shade[..., None]
+    # The lips' edge darkens a little into the opening (they curl inward and shade themselves).
+    outside = np.clip(-np.minimum(depth, height), 0.0, None)
+    lip_shade = np.exp(-outside / max(1.2, 0.018 * scale)) * (cover < 1.0) * (a > a_l) * (a < a_r)
+    lip_shade *= np.clip(gap / 2.0, 0.0, 1.0)
+    box *= 1.0 - 0.15 * lip_shade[..., None] * np.array([1.0, 1.15, 1.15])[None, None, :]
     c = cover[..., None].astype(np.float32)
     box[:] = box * (1.0 - c) + mouth * c
     return region
