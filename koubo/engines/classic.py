@@ -46,7 +46,7 @@ from koubo.face import geometry as geo
 
 # Synthesized opening at target 1.0, in face-scale units (a wide but natural speaking mouth; the
 # painted teeth cover part of it, as real ones do).
-WARP_FULL_APERTURE = 0.26
+WARP_FULL_APERTURE = 0.29
 # Spread/rounding at width target ±1, in face-scale units per lip corner.
 WARP_FULL_WIDTH = 0.05
 # A resting mouth parted wider than this (face-scale units) shows its own teeth, worth keeping;
@@ -144,7 +144,7 @@ def opening_profile(t: np.ndarray, width: float) -> np.ndarray:
     middle; a rounded one opens only in its middle, its lips sealed at the sides, as an oval."""
     rounded, spread = max(-width, 0.0), max(width, 0.0)
     reach = 1.0 - 0.15 * rounded  # a rounded mouth's opening ends before the corners
-    power = 2.2 + 1.0 * spread - 0.2 * rounded
+    power = 2.8 + 0.8 * spread - 0.8 * rounded
     taper = 0.85 + 0.15 * spread - 0.2 * rounded
     x = np.clip(np.abs(t) / reach, 0.0, 1.0)
     return (1.0 - x**power) ** taper

@@ -145,16 +145,16 @@ def paint_mouth(
     # Throat: a dim, warm version of the lips, darkest high at the back (under the palate), lit
     # near the rim where the light comes in and a little toward the floor of the mouth.
     rim_light = np.exp(-fold / max(1.2, 0.2 * max_gap))
-    throat = 0.2 + 0.28 * rim_light + 0.1 * v
+    throat = 0.09 + 0.18 * rim_light + 0.05 * v
     mouth = (lips * _THROAT_TINT)[None, None, :] * (throat * sides)[..., None]
 
     # Tongue: a low dome over the floor of the mouth, more of it the wider the mouth; its front
     # is lit, its back sinks into the throat (a soft top edge, not a line).
     dome = np.sqrt(np.clip(1.0 - (u / 0.85) ** 2, 0.0, 1.0))
-    tongue_h = (0.2 + 0.25 * wide) * gap * dome
+    tongue_h = (0.15 + 0.2 * wide) * gap * dome
     above = height / np.maximum(tongue_h, 1.0)  # 0 at the lower lip, 1 at the tongue's top
     tongue_alpha = (1.0 - _smooth((above - 0.55) / 0.6)) * (tongue_h > 0.4) * np.clip(wide * 3.0, 0.0, 1.0)
-    tongue_lit = (0.42 + 0.25 * np.exp(-(((above - 0.35) / 0.4) ** 2))) * sides
+    tongue_lit = (0.38 + 0.22 * np.exp(-(((above - 0.35) / 0.4) ** 2))) * sides
     _layer(mouth, tongue_alpha, (lips * _TONGUE_TINT)[None, None, :] * tongue_lit[..., None])
 
     teeth_rgb = colours.teeth
@@ -174,7 +174,7 @@ def paint_mouth(
     across_teeth = np.clip(1.0 - (u / teeth_w) ** 2, 0.0, 1.0)
     smile = 1.0 - 0.25 * (u / teeth_w) ** 2  # the incisal edge curves up toward the canines
     upper_h = TEETH_HEIGHT * scale * float(np.clip(teeth, 0.0, 1.0)) * np.sqrt(across_teeth) * smile
-    upper_h = np.minimum(upper_h, 0.55 * gap)
+    upper_h = np.minimum(upper_h, 0.45 * gap)
     upper_alpha = np.clip(upper_h - depth + 0.5, 0.0, 1.0) * (upper_h > 0.3)
     tooth_pos = np.abs(u) / teeth_w
     seams = sum(np.exp(-(((tooth_pos - e) * half * teeth_w / 0.6) ** 2)) for e in _TOOTH_EDGES[1:])
@@ -187,16 +187,15 @@ def paint_mouth(
     # The wet inner rim of both lips frames the opening: darker and redder than the lips.
     rim_w = max(0.8, 0.012 * scale)
     rim = np.exp(-fold / rim_w) * (0.6 + 0.4 * (1.0 - corner))
-    _layer(mouth, 0.7 * rim, (lips * np.array([0.72, 0.58, 0.6]))[None, None, :])
+    _layer(mouth, 0.35 * rim, (lips * np.array([0.72, 0.58, 0.6]))[None, None, :])
 
     # The camera's softness and the codec's grain, as the video around it has.
     mouth = cv2.GaussianBlur(mouth.astype(np.float32), (0, 0), max(0.5, 0.004 * scale))
     if colours.grain > 0.05:
-        seed = int(abs(float(centre @ np.array([7919.0, 104729.0]))) * 1000) % (2**32)
-        noise = np.random.default_rng(seed).normal(0.0, 1.0, mouth.shape[:2]).astype(np.float32)
+        # One fixed pattern (a flickering one would shimmer frame to frame) at the skin's grain.
+        noise = np.random.default_rng(0).normal(0.0, 1.0, mouth.shape[:2]).astype(np.float32)
         noise = cv2.GaussianBlur(noise, (0, 0), 0.6)
-        noise *= colours.grain / max(float(noise.std()), 1e-6)
-        mouth += noise[..., None]
+        mouth += (noise * (colours.grain / max(float(noise.std()), 1e-6)))[..., None]
     box = region[y0:y1, x0:x1]
     # The lips' edge darkens a little into the opening (they curl inward and shade themselves).
     outside = np.clip(-np.minimum(depth, height), 0.0, None)
