@@ -158,10 +158,13 @@ def _lip_moves(
     centre = 0.5 * (landmarks[geo.MOUTH_LEFT, :2] + landmarks[geo.MOUTH_RIGHT, :2])
     half = max(1.0, 0.5 * float(np.linalg.norm(landmarks[geo.MOUTH_RIGHT, :2] - landmarks[geo.MOUTH_LEFT, :2])))
     width = float(np.clip(width, -1.0, 1.0))
+    # Lips pressed together press along their whole length, rounded or not (a rounded profile
+    # under a closing mouth folded the sealed corners into a hook).
+    shape = width if opening > 0.0 else 0.0
     moves = {}
     for p in _UPPER_LIPS + _LOWER_LIPS + list(_LIP_CORNERS):
         t = float(np.clip((landmarks[p, :2] - centre) @ ex / half, -1.0, 1.0))
-        profile = float(opening_profile(np.array(t / _INNER_CORNER), width))
+        profile = float(opening_profile(np.array(t / _INNER_CORNER), shape))
         if p in _LIP_CORNERS:
             down = _CORNER_DROP
         elif p in _LOWER_LIPS:

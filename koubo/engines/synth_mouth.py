@@ -131,8 +131,10 @@ def paint_mouth(
         return region
     depth = b - b_up  # px below the upper lip's inner edge
     height = b_lo - b  # px above the lower lip's inner edge
-    # Anti-aliased coverage of the opening: a 1.5-pixel ramp on every edge, closed past the corners.
+    # Anti-aliased coverage of the opening: a 1.5-pixel ramp on every edge, closed past the corners
+    # and, where the lips are sealed (a rounded mouth's sides), no thinner than the gap itself.
     cover = np.clip((np.minimum(depth, height) + 0.75) / 1.5, 0.0, 1.0) * ((a > a_l) & (a < a_r))
+    cover *= np.clip(gap, 0.0, 1.0)
     if not cover.any():
         return region
     lips = colours.lips
