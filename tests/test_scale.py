@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +29,13 @@ from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import Asset, Database, Job, Routing, utcnow
 
 from media_fixtures import make_speech, make_talking_video
+from postgres_server import Postgres, running_postgres
+from postgres_server import available as postgres_available
 from servers import free_port, launch, wait_until
 
 REDIS = shutil.which("redis-server")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = pytest.mark.skipif(
-    REDIS is None or not (PG_BIN / "postgres").exists(),
+    REDIS is None or not postgres_available(),
     reason="needs Debian's redis-server and postgresql (koubo.sh test installs them as root)",
 )
 WORKER_TIMEOUT_S = 10  # seconds without a heartbeat before a worker's jobs are taken back
@@ -76,36 +76,6 @@ class Redis:
             self.process.wait(10)
 
 
-@dataclass
-class Postgres:
-    folder: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://koubo@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *command: str) -> None:
-        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run([*as_postgres, *command], check=False, capture_output=True, timeout=120)
-        assert done.returncode == 0, f"{command[0]} failed: {done.stdout.decode()} {done.stderr.decode()}"
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres")
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.folder / "db"), "-U", "koubo", "--auth=trust", "-E", "UTF8")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        pg_ctl = str(PG_BIN / "pg_ctl")
-        self._run(
-            pg_ctl, "-D", str(self.folder / "db"), "-l", str(self.folder / "pg.log"), "-o", options, "-w", "start"
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "db"), "-m", mode, "-w", "-t", "30", "stop")
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
     server = Redis(tmp_path_factory.mktemp("redis"), free_port())
@@ -116,16 +86,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    # Not under pytest's temporary folder: the postgres user cannot enter root's (mode 700).
-    folder = Path(tempfile.mkdtemp(prefix="koubo-pg-"))
-    server = Postgres(folder, free_port())
-    try:
-        server.init()
-        server.start()
+    with running_postgres() as server:
         yield server
-        server.stop("immediate")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +99,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _reset_database(postgres: Postgres) -> None:
     """Each test starts from an empty schema (the tests share one server)."""
-    import psycopg
-
-    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=koubo dbname=postgres", autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    postgres.reset()
 
 
 # --- the database alone ---------------------------------------------------------------------------------
@@ -154,9 +112,11 @@ def test_old_sqlite_database_gains_the_new_columns_and_tables_and_keeps_its_jobs
     audio = service.add_asset(_copy(media["speech0"], service.upload_tmp_dir), "a.wav", "audio")
     job = service.submit(audio.id, video.id)
     service.close()
-    # The previous version's shape: no workers table, no routing or worker-name columns.
+    # The previous version's shape: no workers table, no routing or worker-name columns, and no
+    # schema version (that came with Alembic).
     path = tmp_path / "data" / "koubo.db"
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE alembic_version")
         conn.execute("DROP TABLE workers")
         for column in ("worker_name", "engine", "device"):
             conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")

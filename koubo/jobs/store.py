@@ -22,7 +22,6 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -37,10 +36,8 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    inspect,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -49,13 +46,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.types import TypeDecorator
 
 from koubo.errors import KouboError
+from koubo.jobs.schema import upgrade_schema
 
 log = logging.getLogger(__name__)
 
 # SQLite waits this long for another process's write to finish before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30
-# Any number, the same in every koubo process: the PostgreSQL lock that serialises schema changes.
-_SCHEMA_LOCK_KEY = 0x6B6F75626F
 T = TypeVar("T")
 
 
@@ -310,31 +306,6 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade_schema(connection: Connection) -> None:
-    """Create what is missing: new tables, new nullable columns of old tables, and their indexes.
-
-    A database written by an earlier koubo keeps working: columns are only ever added, nullable.
-    On PostgreSQL an advisory lock makes processes starting together take turns; on SQLite the
-    transaction's BEGIN IMMEDIATE does the same.
-    """
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-    Base.metadata.create_all(connection)
-    inspector = inspect(connection)
-    for table in Base.metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in present]
-        for column in missing:
-            if not column.nullable:
-                raise RuntimeError(f"cannot add the required column {table.name}.{column.name} to an old database")
-            column_type = column.type.compile(dialect=connection.dialect)
-            connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'))
-        if missing:
-            log.info("database upgraded: %s gained %s", table.name, ", ".join(c.name for c in missing))
-            for index in table.indexes:
-                index.create(connection, checkfirst=True)
-
-
 def patiently(call: Callable[[], T], what: str, timeout: float) -> T:
     """`call()`, tried again while the database cannot be reached (a restart), for up to `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -374,7 +345,7 @@ class Database:
         self.engine = create_db_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.engine.begin() as connection:
-            upgrade_schema(connection)
+            upgrade_schema(connection, Base.metadata)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

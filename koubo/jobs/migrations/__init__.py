@@ -1,0 +1,1 @@
+"""Alembic's migrations of the job database; koubo/jobs/schema.py runs them at startup."""
