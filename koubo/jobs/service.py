@@ -40,6 +40,7 @@ from koubo.jobs.store import (
     StorageState,
     new_id,
     queued_in_order,
+    recorded_error,
     utcnow,
 )
 from koubo.jobs.workers import WorkerView, view_workers
@@ -115,7 +116,7 @@ class JobView:
     worker: str | None  # hostname:pid of the supervising process
     worker_name: str | None  # the worker (workers panel) that runs or ran it
     timings: dict[str, Any] | None  # seconds per pipeline stage
-    storage_state: str | None  # a StorageState: the video's upload to object storage, if any
+    storage_state: StorageState | None  # the video's upload to object storage, if any
     storage_key: str | None  # its object key once uploaded
     storage_error: str | None  # why the last upload attempt failed
     cancel_requested: bool = False  # a running job asked to stop, until it has
@@ -464,11 +465,7 @@ class JobService:
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            error=(
-                {"code": job.error_code, "message_en": job.error_en or "", "message_zh": job.error_zh or ""}
-                if job.error_code
-                else None
-            ),
+            error=recorded_error(job),
             output_path=self.outputs_dir / job.output_path if job.output_path else None,
             output_size=job.output_size,
             output_name=job.output_name,

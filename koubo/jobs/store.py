@@ -4,6 +4,11 @@ SQLAlchemy 2 models that run unchanged on SQLite (the embedded default) and Post
 machines). The web app, the queue workers and their generation processes all write here, so each
 change of state is one conditional UPDATE (`WHERE status = 'running' AND worker = ...`): whoever
 loses a race changes nothing, and the return value says so.
+
+This is the one place states change: a job's status (JobStatus), and the two outboxes in its row,
+its webhook (NotifyState, sent by koubo/ops/notify.py) and its upload to object storage
+(StorageState, koubo/ops/offload.py). The workers, retention and the outboxes' threads call the
+methods of `Database` below; they write no state of their own.
 """
 
 from __future__ import annotations
@@ -73,10 +78,19 @@ class Lane(StrEnum):
 
 
 class StorageState(StrEnum):
-    """A done job's upload to object storage (koubo/ops/offload.py)."""
+    """A done job's upload to object storage (koubo/ops/offload.py); None: not for the bucket."""
 
     pending = "pending"  # to be uploaded; until the first attempt ends, its webhook waits
     uploaded = "uploaded"  # the bucket holds a verified copy (storage_key, storage_etag)
+
+
+class NotifyState(StrEnum):
+    """A finished job's webhook (koubo/ops/notify.py); None: nothing to tell (queued, running, cancelled)."""
+
+    pending = "pending"  # to be sent; each attempt is claimed by moving notify_next_at past its timeout
+    sent = "sent"  # the receiver accepted it
+    failed = "failed"  # every attempt was refused
+    skipped = "skipped"  # out of date before it went: retried, expired, or no webhook for a day
 
 
 FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out, JobStatus.expired})
@@ -91,6 +105,11 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _string_enum(enum: type[StrEnum]) -> Enum:
+    # VARCHAR(16) holding the values, as before the enums: no database type, no migration.
+    return Enum(enum, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -154,9 +173,7 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
     audio_id: Mapped[str] = mapped_column(ForeignKey("assets.id"))
     video_id: Mapped[str] = mapped_column(ForeignKey("assets.id"))
-    status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
-    )
+    status: Mapped[JobStatus] = mapped_column(_string_enum(JobStatus))
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(default=0.0)
     params: Mapped[dict[str, Any]]
@@ -185,7 +202,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
     # --- object storage (koubo/ops/offload.py) ---
-    storage_state: Mapped[str | None] = mapped_column(String(16))  # a StorageState; None: not for the bucket
+    storage_state: Mapped[StorageState | None] = mapped_column(_string_enum(StorageState))
     storage_key: Mapped[str | None] = mapped_column(String(1024))
     storage_etag: Mapped[str | None] = mapped_column(String(128))
     storage_error: Mapped[str | None] = mapped_column(Text)  # the last failed attempt's reason
@@ -193,14 +210,27 @@ class Job(Base):
     storage_next_at: Mapped[datetime | None]
 
     # --- webhook outbox (koubo/ops/notify.py) ---
-    # finish_run sets "pending" for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
-    # by moving notify_next_at past the attempt's timeout, and ends it "sent" or "failed".
-    notify_state: Mapped[str | None] = mapped_column(String(16))
+    # finish_run sets it pending for a NOTIFIED status; the notifier in `koubo serve` claims a delivery
+    # by moving notify_next_at past the attempt's timeout, and ends it sent or failed.
+    notify_state: Mapped[NotifyState | None] = mapped_column(_string_enum(NotifyState))
     notify_attempts: Mapped[int | None]
     notify_next_at: Mapped[datetime | None]
 
     audio: Mapped[Asset] = relationship(foreign_keys=[audio_id], lazy="joined", innerjoin=True)
     video: Mapped[Asset] = relationship(foreign_keys=[video_id], lazy="joined", innerjoin=True)
+
+
+@dataclass(frozen=True)
+class _Outbox:
+    """An outbox in the job's row: its state, the attempts claimed so far, when the next is due."""
+
+    state: Any
+    attempts: Any
+    next_at: Any
+
+
+_WEBHOOK = _Outbox(Job.notify_state, Job.notify_attempts, Job.notify_next_at)
+_UPLOAD = _Outbox(Job.storage_state, Job.storage_attempts, Job.storage_next_at)
 
 
 class Worker(Base):
@@ -406,9 +436,13 @@ class Database:
         self, job_id: str, worker: str | None, status: JobStatus, error: KouboError | None = None, **values: Any
     ) -> bool:
         now = utcnow()
-        notify = {"notify_state": "pending", "notify_attempts": 0, "notify_next_at": now} if status in NOTIFIED else {}
+        notify = (
+            {"notify_state": NotifyState.pending, "notify_attempts": 0, "notify_next_at": now}
+            if status in NOTIFIED
+            else {}
+        )
         return self.update_run(
-            job_id, worker, status=status, finished_at=now, **_error_values(error), **notify, **values
+            job_id, worker, status=status, finished_at=now, **error_values(error), **notify, **values
         )
 
     def hand_back(self, job_id: str, worker: str) -> bool:
@@ -500,7 +534,7 @@ class Database:
                 session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.queued)
-                    .values(status=JobStatus.cancelled, finished_at=utcnow(), **_error_values(error))
+                    .values(status=JobStatus.cancelled, finished_at=utcnow(), **error_values(error))
                 ).rowcount
             )
 
@@ -529,7 +563,7 @@ class Database:
                         report=None,
                         output_path=None,
                         output_size=None,
-                        **_error_values(None),
+                        **error_values(None),
                     )
                 ).rowcount
             )
@@ -537,6 +571,123 @@ class Database:
     def delete_job(self, job_id: str) -> bool:
         with self.session() as session:
             return bool(session.execute(delete(Job).where(Job.id == job_id)).rowcount)
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The row, with its assets, detached: to read, not to change."""
+        with self.session() as session:
+            return session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+
+    # --- retention (koubo/ops/retention.py) -------------------------------------------------------
+
+    def expire(self, job_id: str) -> bool:
+        """done -> expired, before retention deletes the video: whoever looks in between sees an
+        expired job without a file, never a done job without one. False if it is no longer done."""
+        with self.session() as session:
+            return bool(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.done)
+                    .values(status=JobStatus.expired, output_path=None)
+                ).rowcount
+            )
+
+    # --- the webhook outbox (koubo/ops/notify.py) -------------------------------------------------
+
+    def skip_stale_notifications(self, due_before: datetime) -> None:
+        """Pending notifications due before `due_before` were never going to be sent (no webhook was
+        configured when their jobs finished): skipped, not sent out of the blue later."""
+        with self.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.notify_state == NotifyState.pending, Job.notify_next_at < due_before)
+                .values(notify_state=NotifyState.skipped)
+            )
+
+    def due_notifications(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        """(job id, attempts so far) of the pending notifications due at `now`, longest waiting first."""
+        # A video on its way to object storage is announced once its first upload attempt has ended,
+        # so the message carries the bucket link (or, if that attempt failed, the direct one).
+        announceable = or_(
+            Job.storage_state.is_(None), Job.storage_state != StorageState.pending, Job.storage_error.is_not(None)
+        )
+        return self._due(_WEBHOOK, NotifyState.pending, now, limit, announceable)
+
+    def claim_notification(self, job_id: str, seen: int, until: datetime) -> bool:
+        """Take attempt `seen` + 1, nobody else's before `until`; False if someone else took it."""
+        return self._claim(_WEBHOOK, NotifyState.pending, job_id, seen, until)
+
+    def end_notification(self, job_id: str, attempt: int, state: NotifyState) -> bool:
+        """Attempt `attempt` settled the notification (sent, failed for good, or skipped)."""
+        return self._while_claimed(_WEBHOOK, NotifyState.pending, job_id, attempt, notify_state=state)
+
+    def postpone_notification(self, job_id: str, attempt: int, until: datetime) -> bool:
+        """Attempt `attempt` failed; the next one is due at `until`."""
+        return self._while_claimed(_WEBHOOK, NotifyState.pending, job_id, attempt, notify_next_at=until)
+
+    # --- the object-storage outbox (koubo/ops/offload.py) -----------------------------------------
+
+    def due_uploads(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        """(job id, attempts so far) of the pending uploads due at `now`, longest waiting first."""
+        return self._due(_UPLOAD, StorageState.pending, now, limit)
+
+    def claim_upload(self, job_id: str, seen: int, until: datetime) -> bool:
+        return self._claim(_UPLOAD, StorageState.pending, job_id, seen, until)
+
+    def upload_verified(self, job_id: str, attempt: int, key: str, etag: str) -> bool:
+        """The bucket holds a verified copy; False if the job went away meanwhile (the copy is not wanted)."""
+        return self._while_claimed(
+            _UPLOAD,
+            StorageState.pending,
+            job_id,
+            attempt,
+            storage_state=StorageState.uploaded,
+            storage_key=key,
+            storage_etag=etag,
+            storage_error=None,
+        )
+
+    def postpone_upload(self, job_id: str, attempt: int, reason: str, until: datetime) -> bool:
+        """Attempt `attempt` failed for `reason`; the next one is due at `until`."""
+        return self._while_claimed(
+            _UPLOAD, StorageState.pending, job_id, attempt, storage_error=reason, storage_next_at=until
+        )
+
+    def drop_upload(self, job_id: str, attempt: int) -> bool:
+        """Nothing of the job is for the bucket any more (retried or expired meanwhile)."""
+        return self._while_claimed(_UPLOAD, StorageState.pending, job_id, attempt, storage_state=None)
+
+    def _due(self, outbox: _Outbox, pending: StrEnum, now: datetime, limit: int, *where: Any) -> list[tuple[str, int]]:
+        with self.session() as session:
+            rows = session.execute(
+                select(Job.id, outbox.attempts)
+                .where(outbox.state == pending, outbox.next_at <= now, *where)
+                .order_by(outbox.next_at)
+                .limit(limit)
+            ).all()
+        return [(job_id, attempts or 0) for job_id, attempts in rows]
+
+    def _claim(self, outbox: _Outbox, pending: StrEnum, job_id: str, seen: int, until: datetime) -> bool:
+        # Whoever moves the attempt count from `seen` first has the attempt; a claimant that dies
+        # leaves it to be taken up again at `until`.
+        with self.session() as session:
+            return bool(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, outbox.state == pending, outbox.attempts == seen)
+                    .values({outbox.attempts: seen + 1, outbox.next_at: until})
+                ).rowcount
+            )
+
+    def _while_claimed(self, outbox: _Outbox, pending: StrEnum, job_id: str, attempt: int, **values: Any) -> bool:
+        # Only while the claim is still ours: a job retried and finished again starts a new outbox entry.
+        with self.session() as session:
+            return bool(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, outbox.state == pending, outbox.attempts == attempt)
+                    .values(**values)
+                ).rowcount
+            )
 
 
 def queued_in_order(session: Session, burst: int) -> list[str]:
@@ -588,9 +739,17 @@ def _fresh_run(status: JobStatus) -> dict[str, Any]:
     }
 
 
-def _error_values(error: KouboError | None) -> dict[str, str | None]:
+def error_values(error: KouboError | None) -> dict[str, str | None]:
+    """The columns that record why a job ended (None: clear them); `recorded_error` reads them back."""
     return {
         "error_code": error.code if error else None,
         "error_en": error.en if error else None,
         "error_zh": error.zh if error else None,
     }
+
+
+def recorded_error(job: Job) -> dict[str, str] | None:
+    """Why `job` ended unsuccessfully, as the API and the webhooks show it (KouboError.to_dict)."""
+    if not job.error_code:
+        return None
+    return KouboError(job.error_code, job.error_en or "", job.error_zh or "").to_dict()

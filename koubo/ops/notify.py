@@ -1,8 +1,8 @@
 """Webhooks: a POST when a job is done, failed or timed out, as JSON or as a WeCom, DingTalk or Feishu bot message.
 
-An outbox in the job's own row: finishing a job marks its notification "pending" (koubo.jobs.store
+An outbox in the job's own row: finishing a job marks its notification pending (koubo.jobs.store
 `finish_run`, the one place a run's final status is written), and a `Notifier` thread in `koubo
-serve` sends it. So a delivery survives a restart, never holds up a worker, and a slow or broken
+serve` sends it; the outbox's states (NotifyState) change only through the store's methods. So a delivery survives a restart, never holds up a worker, and a slow or broken
 receiver costs nothing but its own retries. Each attempt is claimed with a conditional UPDATE that
 moves the job's `notify_next_at` past the attempt's timeout: two web processes never send one
 notification twice, and one that dies mid-attempt leaves it to be taken up again.
@@ -28,11 +28,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from sqlalchemy import or_, select, update
-
 from koubo import __version__
 from koubo.config import Settings
-from koubo.jobs.store import Database, Job, JobStatus, StorageState, utcnow
+from koubo.jobs.store import Database, Job, JobStatus, NotifyState, StorageState, recorded_error, utcnow
 from koubo.links.handout import LinkMaker
 
 log = logging.getLogger(__name__)
@@ -77,11 +75,6 @@ def job_event(links: LinkMaker, job: Job) -> dict[str, Any]:
     if status is JobStatus.done:
         key = job.storage_key if job.storage_state == StorageState.uploaded else None
         link = links.job_link(job.id, job.output_name, key)
-    error = (
-        {"code": job.error_code, "message_en": job.error_en or "", "message_zh": job.error_zh or ""}
-        if job.error_code
-        else None
-    )
     return {
         "event": EVENTS[status],
         "job": {
@@ -91,7 +84,7 @@ def job_event(links: LinkMaker, job: Job) -> dict[str, Any]:
             "output_name": job.output_name,
             "size": job.output_size,
             "duration": (job.report or {}).get("video_duration", job.audio.duration),
-            "error": error,
+            "error": recorded_error(job),
             "worker": job.worker,
             "attempts": job.attempts,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -268,50 +261,22 @@ class Notifier:
     def deliver_due(self, now: datetime | None = None) -> int:
         """One pass: every due notification gets one attempt. Returns how many were attempted."""
         now = now or utcnow()
-        with self.db.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.notify_state == "pending", Job.notify_next_at < now - STALE_AFTER)
-                .values(notify_state="skipped")
-            )
-            # A video on its way to object storage is announced once its first upload attempt has ended,
-            # so the message carries the bucket link (or, if that attempt failed, the direct one).
-            announceable = or_(
-                Job.storage_state.is_(None), Job.storage_state != StorageState.pending, Job.storage_error.is_not(None)
-            )
-            due = session.execute(
-                select(Job.id, Job.notify_attempts)
-                .where(Job.notify_state == "pending", Job.notify_next_at <= now, announceable)
-                .order_by(Job.notify_next_at)
-                .limit(BATCH)
-            ).all()
+        self.db.skip_stale_notifications(now - STALE_AFTER)
+        lease = timedelta(seconds=self.settings.webhook_timeout + CLAIM_MARGIN_S)
         attempted = 0
-        for job_id, attempts in due:
-            attempt = attempts + 1
-            if self._claim(job_id, attempts, attempt, now):
+        for job_id, attempts in self.db.due_notifications(now, BATCH):
+            if self.db.claim_notification(job_id, attempts, now + lease):
                 attempted += 1
-                self._attempt(job_id, attempt)
+                self._attempt(job_id, attempts + 1)
         return attempted
 
-    def _claim(self, job_id: str, seen: int, attempt: int, now: datetime) -> bool:
-        lease = timedelta(seconds=self.settings.webhook_timeout + CLAIM_MARGIN_S)
-        with self.db.session() as session:
-            return bool(
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.notify_state == "pending", Job.notify_attempts == seen)
-                    .values(notify_attempts=attempt, notify_next_at=now + lease)
-                ).rowcount
-            )
-
     def _attempt(self, job_id: str, attempt: int) -> None:
-        with self.db.session() as session:
-            job = session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+        job = self.db.get_job(job_id)
         if job is None:
             return  # deleted meanwhile: nothing to tell, nothing to record
         if job.status not in EVENTS:
             # Retried (queued again) or expired before it could be told: the news is out of date.
-            self._record(job_id, attempt, notify_state="skipped")
+            self.db.end_notification(job_id, attempt, NotifyState.skipped)
             return
         event = job_event(self.links, job)
         try:
@@ -319,28 +284,19 @@ class Notifier:
         except DeliveryError as error:
             self._failed(job_id, attempt, event["event"], str(error))
             return
-        self._record(job_id, attempt, notify_state="sent")
+        self.db.end_notification(job_id, attempt, NotifyState.sent)
         log.info("webhook: %s for job %s sent (attempt %d)", event["event"], job_id, attempt)
 
     def _failed(self, job_id: str, attempt: int, event: str, reason: str) -> None:
         if attempt >= MAX_ATTEMPTS:
-            self._record(job_id, attempt, notify_state="failed")
+            self.db.end_notification(job_id, attempt, NotifyState.failed)
             log.error("webhook: %s for job %s not delivered after %d attempts: %s", event, job_id, attempt, reason)
             return
         delay = RETRY_DELAYS[attempt - 1]
-        self._record(job_id, attempt, notify_next_at=utcnow() + timedelta(seconds=delay))
+        self.db.postpone_notification(job_id, attempt, utcnow() + timedelta(seconds=delay))
         log.warning(
             "webhook: %s for job %s failed (%s); attempt %d in %.0f s", event, job_id, reason, attempt + 1, delay
         )
-
-    def _record(self, job_id: str, attempt: int, **values: Any) -> None:
-        # Only while the claim is still ours: a retried job that finished again starts a new notification.
-        with self.db.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.notify_state == "pending", Job.notify_attempts == attempt)
-                .values(**values)
-            )
 
 
 def run_notifier(settings: Settings, stop: threading.Event) -> None:

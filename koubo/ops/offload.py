@@ -2,7 +2,8 @@
 
 Finishing a job with `storage_upload` on marks its upload pending (koubo.jobs.store
 `upload_pending`); an `Uploader` thread in `koubo serve` uploads it (koubo/storage.py verifies size
-and ETag), then records the key and ETag. Each attempt is claimed by moving `storage_next_at` past
+and ETag), then records the key and ETag; the outbox's states (StorageState) change only through
+the store's methods. Each attempt is claimed by moving `storage_next_at` past
 a lease, so two web processes never upload one video twice. A failed attempt leaves the job done
 with its local file and the reason recorded, and is tried again later, the delay doubling. With
 `move`, the local copy is deleted only after the upload was verified: a job's only copy is never a
@@ -15,12 +16,9 @@ import logging
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select, update
 
 from koubo.config import Settings
-from koubo.jobs.store import Database, Job, JobStatus, StorageState, utcnow
+from koubo.jobs.store import Database, JobStatus, utcnow
 from koubo.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -51,36 +49,18 @@ class Uploader:
     def upload_due(self, now: datetime | None = None) -> int:
         """One pass: every due upload gets one attempt. Returns how many were attempted."""
         now = now or utcnow()
-        with self.db.session() as session:
-            due = session.execute(
-                select(Job.id, Job.storage_attempts)
-                .where(Job.storage_state == StorageState.pending, Job.storage_next_at <= now)
-                .order_by(Job.storage_next_at)
-                .limit(BATCH)
-            ).all()
         attempted = 0
-        for job_id, attempts in due:
-            if self._claim(job_id, attempts or 0, now):
+        for job_id, attempts in self.db.due_uploads(now, BATCH):
+            if self.db.claim_upload(job_id, attempts, now + LEASE):
                 attempted += 1
-                self._attempt(job_id, (attempts or 0) + 1)
+                self._attempt(job_id, attempts + 1)
         return attempted
 
-    def _claim(self, job_id: str, seen: int, now: datetime) -> bool:
-        with self.db.session() as session:
-            return bool(
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.storage_state == StorageState.pending, Job.storage_attempts == seen)
-                    .values(storage_attempts=seen + 1, storage_next_at=now + LEASE)
-                ).rowcount
-            )
-
     def _attempt(self, job_id: str, attempt: int) -> None:
-        with self.db.session() as session:
-            job = session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+        job = self.db.get_job(job_id)
         if job is None or job.status != JobStatus.done or job.output_path is None:
             # Deleted, retried or expired meanwhile: nothing of it is to go to the bucket any more.
-            self._record(job_id, attempt, storage_state=None)
+            self.db.drop_upload(job_id, attempt)
             return
         path = self.settings.outputs_dir / job.output_path
         key = self.store.key_for(job.id, job.output_name)
@@ -89,15 +69,7 @@ class Uploader:
         except Exception as error:  # a bucket that is down, refuses or answers nonsense: retried later
             self._failed(job_id, attempt, error)
             return
-        recorded = self._record(
-            job_id,
-            attempt,
-            storage_state=StorageState.uploaded,
-            storage_key=stored.key,
-            storage_etag=stored.etag,
-            storage_error=None,
-        )
-        if not recorded:
+        if not self.db.upload_verified(job_id, attempt, stored.key, stored.etag):
             self.store.delete(stored.key)  # the job went away while it uploaded
             return
         log.info("object storage: job %s uploaded as %s (ETag %s)", job_id, stored.key, stored.etag)
@@ -107,23 +79,8 @@ class Uploader:
     def _failed(self, job_id: str, attempt: int, error: Exception) -> None:
         delay = min(self.settings.s3_retry_interval * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
         reason = getattr(error, "en", None) or f"{type(error).__name__}: {error}"
-        self._record(job_id, attempt, storage_error=reason[:2000], storage_next_at=utcnow() + timedelta(seconds=delay))
+        self.db.postpone_upload(job_id, attempt, reason[:2000], utcnow() + timedelta(seconds=delay))
         log.warning("object storage: upload of job %s failed (%s); attempt %d in %.0f s", job_id, reason, attempt + 1, delay)
-
-    def _record(self, job_id: str, attempt: int, **values: Any) -> bool:
-        # Only while the claim is still ours.
-        with self.db.session() as session:
-            return bool(
-                session.execute(
-                    update(Job)
-                    .where(
-                        Job.id == job_id,
-                        Job.storage_state == StorageState.pending,
-                        Job.storage_attempts == attempt,
-                    )
-                    .values(**values)
-                ).rowcount
-            )
 
 
 def _remove_local(path: Path) -> None:

@@ -1,9 +1,9 @@
 """Retention: finished videos deleted by age and by total size, oldest first; stale temporary files swept.
 
-A job whose video goes stays in the history with the status "expired". Its row is changed first,
-with a conditional UPDATE (done -> expired), and the file deleted after: whoever looks in between
-(a download, a listing) sees an expired job without a file, never a done job without one, and a
-job that changed meanwhile (deleted, say) is left to whoever changed it.
+A job whose video goes stays in the history with the status "expired". Its row is changed first
+(Database.expire: done -> expired), and the file deleted after: whoever looks in between (a
+download, a listing) sees an expired job without a file, never a done job without one, and a job
+that changed meanwhile (deleted, say) is left to whoever changed it.
 
 Only finished files go. A running job writes to a temporary name beside its output and renames it
 at the end (koubo.media.video.Mp4Writer); its folder is never touched, and any temporary file is
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from koubo.config import Settings
 from koubo.jobs.store import Database, Job, JobStatus, StorageState, utcnow
@@ -149,14 +149,8 @@ def _expire(settings: Settings, db: Database, output: StoredOutput, reason: Reas
     size = _size(path)
     if dry_run:
         return Removal(path, size, reason, output.job_id)
-    with db.session() as session:
-        marked = session.execute(
-            update(Job)
-            .where(Job.id == output.job_id, Job.status == JobStatus.done)
-            .values(status=JobStatus.expired, output_path=None)
-        ).rowcount
-    if not marked:
-        return None
+    if not db.expire(output.job_id):
+        return None  # changed meanwhile (deleted, say): left to whoever changed it
     path.unlink(missing_ok=True)
     if path.parent != outputs_dir:
         _remove_if_empty(path.parent)
