@@ -17,6 +17,7 @@ from urllib.parse import quote
 import bcrypt
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from media_fixtures import make_speech, make_talking_video, write_text_file
 from servers import Server, launch, wait_until
@@ -342,13 +343,18 @@ def test_metrics_count_jobs_by_status_and_their_durations(client: httpx.Client, 
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()
-    assert f'koubo_jobs{{status="done"}} {done}' in lines
-    assert "koubo_queue_length 0" in lines
+    # Values as Prometheus reads them (prometheus-client writes every number as a float: 1.0).
+    samples = {
+        (sample.name, tuple(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("koubo_jobs", (("status", "done"),))] == done
+    assert samples[("koubo_queue_length", ())] == 0
     assert "# TYPE koubo_job_duration_seconds histogram" in lines
-    assert f"koubo_job_duration_seconds_count {done}" in lines
-    assert f'koubo_job_duration_seconds_bucket{{le="+Inf"}} {done}' in lines
-    (total,) = [line.split()[1] for line in lines if line.startswith("koubo_job_duration_seconds_sum")]
-    assert float(total) > 0
+    assert samples[("koubo_job_duration_seconds_count", ())] == done
+    assert samples[("koubo_job_duration_seconds_bucket", (("le", "+Inf"),))] == done
+    assert samples[("koubo_job_duration_seconds_sum", ())] > 0
 
 
 def test_logs_tail_mentions_the_job(client: httpx.Client, done_job: dict[str, Any]) -> None:

@@ -90,10 +90,10 @@ def test_a_real_link_server_counts_what_it_sends_and_stops_a_link_at_its_limit(t
 
 
 def test_metrics_show_the_link_servers_figures() -> None:
-    from koubo.web.api.metrics import exposition
+    from koubo.web.api.metrics import EgressCollector, exposition
 
     egress = {"bytes_sent": 123, "active": 2, "rate": 4.5, "busiest": [('j1/主播 "a".mp4', 3)], "servers": 1}
-    text = exposition({"queued": 0, "workers": 1}, [], egress)
+    text = exposition(EgressCollector(lambda: egress)).decode()
     assert "koubo_links_sent_bytes_total 123" in text and "koubo_links_active_downloads 2" in text
     assert "koubo_links_egress_bytes_per_second 4.5" in text
     assert 'koubo_link_downloads_total{link="j1/主播 \\"a\\".mp4"} 3' in text

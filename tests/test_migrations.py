@@ -61,20 +61,41 @@ def load_previous_release(engine: Engine) -> None:
         for kind in ("audio", "video"):
             connection.execute(
                 assets.insert().values(
-                    id=f"{kind}1", kind=kind, name=f"{kind}.bin", sha256=kind * 8, size=1000, duration=2.5,
-                    container="wav", stored_name=f"{kind}1.bin", created_at=CREATED,
+                    id=f"{kind}1",
+                    kind=kind,
+                    name=f"{kind}.bin",
+                    sha256=kind * 8,
+                    size=1000,
+                    duration=2.5,
+                    container="wav",
+                    stored_name=f"{kind}1.bin",
+                    created_at=CREATED,
                 )
             )
         connection.execute(batches.insert().values(id="batch1", created_at=CREATED))
         job = {
-            "id": "job1", "batch_id": "batch1", "audio_id": "audio1", "video_id": "video1", "progress": 1.0,
-            "params": {"engine": "classic"}, "output_name": "job1.mp4", "attempts": 1, "cancel_requested": False,
-            "created_at": CREATED, "queued_at": CREATED, "engine": "classic",
+            "id": "job1",
+            "batch_id": "batch1",
+            "audio_id": "audio1",
+            "video_id": "video1",
+            "progress": 1.0,
+            "params": {"engine": "classic"},
+            "output_name": "job1.mp4",
+            "attempts": 1,
+            "cancel_requested": False,
+            "created_at": CREATED,
+            "queued_at": CREATED,
+            "engine": "classic",
         }
         connection.execute(
             jobs.insert().values(
-                **job, status="done", output_path="job1.mp4", output_size=12345, finished_at=CREATED,
-                notify_state="sent", notify_attempts=1,
+                **job,
+                status="done",
+                output_path="job1.mp4",
+                output_size=12345,
+                finished_at=CREATED,
+                notify_state="sent",
+                notify_attempts=1,
             )
         )
         connection.execute(jobs.insert().values(**job | {"id": "job2", "batch_id": None}, status="queued"))

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -34,6 +34,7 @@ from koubo.jobs.store import (
     Asset,
     Batch,
     Database,
+    DurationHistogram,
     Job,
     JobStatus,
     Lane,
@@ -406,13 +407,16 @@ class JobService:
 
     def queue_summary(self) -> dict[str, int]:
         """Jobs per status (every status, zeros included) and "workers": the jobs run at once."""
-        with self._db.session() as session:
-            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-        summary = {status.value: 0 for status in JobStatus}
-        for status, count in rows:
-            summary[status.value] = count
+        summary = {status.value: count for status, count in self._db.count_by_status().items()}
         summary["workers"] = self.settings.max_concurrent
         return summary
+
+    def worker_capacity(self) -> tuple[int, int]:
+        """(workers alive, jobs they may run at once): heard from within settings.worker_timeout."""
+        return self._db.worker_capacity(utcnow() - timedelta(seconds=self.settings.worker_timeout))
+
+    def duration_histogram(self, bounds: tuple[float, ...]) -> DurationHistogram:
+        return self._db.duration_histogram(bounds)
 
     def poster(self, job_id: str) -> Path:
         """A small JPEG that identifies the job in a list: its output's frame once done and kept

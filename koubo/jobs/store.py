@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     delete,
     event,
@@ -350,6 +351,16 @@ def patiently(call: Callable[[], T], what: str, timeout: float) -> T:
 
 
 @dataclass(frozen=True)
+class DurationHistogram:
+    """Seconds from start to finish of the done jobs, counted into buckets as Prometheus has them."""
+
+    bounds: tuple[float, ...]  # upper bounds, ascending, without +Inf
+    cumulative: tuple[int, ...]  # jobs that took at most each bound
+    count: int  # every done job (the +Inf bucket)
+    total: float  # their seconds added up
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """What a supervisor needs to know about its job between two polls."""
 
@@ -521,6 +532,39 @@ class Database:
             )
             for w in rows
         ]
+
+    def worker_capacity(self, heard_since: datetime) -> tuple[int, int]:
+        """(workers alive, jobs they may run at once): the rows not stopped and heard from since `heard_since`."""
+        with self.session() as session:
+            alive, slots = session.execute(
+                select(func.count(), func.coalesce(func.sum(Worker.concurrency), 0)).where(
+                    Worker.stopped_at.is_(None), Worker.heartbeat_at >= heard_since
+                )
+            ).one()
+        return alive, slots
+
+    # --- figures for people and monitors ----------------------------------------------------------
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Jobs per status, every status (zeros included)."""
+        with self.session() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        return dict.fromkeys(JobStatus, 0) | dict(rows)
+
+    def duration_histogram(self, bounds: tuple[float, ...]) -> DurationHistogram:
+        """One aggregate query over the done jobs' run times, however many there are."""
+        seconds = _seconds_between(self.engine.dialect.name, Job.started_at, Job.finished_at).label("seconds")
+        runs = (
+            select(seconds)
+            .where(Job.status == JobStatus.done, Job.started_at.is_not(None), Job.finished_at.is_not(None))
+            .subquery()
+        )
+        within = [func.coalesce(func.sum(case((runs.c.seconds <= bound, 1), else_=0)), 0) for bound in bounds]
+        with self.session() as session:
+            count, total, *cumulative = session.execute(
+                select(func.count(), func.coalesce(func.sum(runs.c.seconds), 0.0), *within)
+            ).one()
+        return DurationHistogram(tuple(bounds), tuple(int(n) for n in cumulative), int(count), float(total))
 
     def count_queued(self) -> int:
         with self.session() as session:
@@ -724,6 +768,15 @@ def _servable(routing: Routing | None) -> list[Any]:
         or_(Job.engine.is_(None), Job.engine.in_(routing.engines)),
         or_(Job.device.is_(None), Job.device == routing.device),
     ]
+
+
+def _seconds_between(dialect: str, start: Any, end: Any) -> Any:
+    """`end - start` in seconds, as SQL: SQLite keeps times as text, PostgreSQL as timestamps."""
+    if dialect == "sqlite":
+        # SQLite's date functions count whole milliseconds; a difference of two julian days (floats
+        # near 2.46e6) is off by some 1e-5 s, so rounding to the millisecond gives back the exact figure.
+        return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+    return func.extract("epoch", end - start)
 
 
 def _fresh_run(status: JobStatus) -> dict[str, Any]:

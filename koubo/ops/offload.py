@@ -80,7 +80,9 @@ class Uploader:
         delay = min(self.settings.s3_retry_interval * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
         reason = getattr(error, "en", None) or f"{type(error).__name__}: {error}"
         self.db.postpone_upload(job_id, attempt, reason[:2000], utcnow() + timedelta(seconds=delay))
-        log.warning("object storage: upload of job %s failed (%s); attempt %d in %.0f s", job_id, reason, attempt + 1, delay)
+        log.warning(
+            "object storage: upload of job %s failed (%s); attempt %d in %.0f s", job_id, reason, attempt + 1, delay
+        )
 
 
 def _remove_local(path: Path) -> None:
