@@ -223,15 +223,17 @@ class Job(Base):
 
 @dataclass(frozen=True)
 class _Outbox:
-    """An outbox in the job's row: its state, the attempts claimed so far, when the next is due."""
+    """An outbox in the job's row: its state, the attempts claimed so far, when the next is due, and
+    the state in which it waits to be sent."""
 
     state: Any
     attempts: Any
     next_at: Any
+    pending: StrEnum
 
 
-_WEBHOOK = _Outbox(Job.notify_state, Job.notify_attempts, Job.notify_next_at)
-_UPLOAD = _Outbox(Job.storage_state, Job.storage_attempts, Job.storage_next_at)
+_WEBHOOK = _Outbox(Job.notify_state, Job.notify_attempts, Job.notify_next_at, NotifyState.pending)
+_UPLOAD = _Outbox(Job.storage_state, Job.storage_attempts, Job.storage_next_at, StorageState.pending)
 
 
 class Worker(Base):
@@ -654,34 +656,33 @@ class Database:
         announceable = or_(
             Job.storage_state.is_(None), Job.storage_state != StorageState.pending, Job.storage_error.is_not(None)
         )
-        return self._due(_WEBHOOK, NotifyState.pending, now, limit, announceable)
+        return self._due(_WEBHOOK, now, limit, announceable)
 
     def claim_notification(self, job_id: str, seen: int, until: datetime) -> bool:
         """Take attempt `seen` + 1, nobody else's before `until`; False if someone else took it."""
-        return self._claim(_WEBHOOK, NotifyState.pending, job_id, seen, until)
+        return self._claim(_WEBHOOK, job_id, seen, until)
 
     def end_notification(self, job_id: str, attempt: int, state: NotifyState) -> bool:
         """Attempt `attempt` settled the notification (sent, failed for good, or skipped)."""
-        return self._while_claimed(_WEBHOOK, NotifyState.pending, job_id, attempt, notify_state=state)
+        return self._while_claimed(_WEBHOOK, job_id, attempt, notify_state=state)
 
     def postpone_notification(self, job_id: str, attempt: int, until: datetime) -> bool:
         """Attempt `attempt` failed; the next one is due at `until`."""
-        return self._while_claimed(_WEBHOOK, NotifyState.pending, job_id, attempt, notify_next_at=until)
+        return self._while_claimed(_WEBHOOK, job_id, attempt, notify_next_at=until)
 
     # --- the object-storage outbox (koubo/ops/offload.py) -----------------------------------------
 
     def due_uploads(self, now: datetime, limit: int) -> list[tuple[str, int]]:
         """(job id, attempts so far) of the pending uploads due at `now`, longest waiting first."""
-        return self._due(_UPLOAD, StorageState.pending, now, limit)
+        return self._due(_UPLOAD, now, limit)
 
     def claim_upload(self, job_id: str, seen: int, until: datetime) -> bool:
-        return self._claim(_UPLOAD, StorageState.pending, job_id, seen, until)
+        return self._claim(_UPLOAD, job_id, seen, until)
 
     def upload_verified(self, job_id: str, attempt: int, key: str, etag: str) -> bool:
         """The bucket holds a verified copy; False if the job went away meanwhile (the copy is not wanted)."""
         return self._while_claimed(
             _UPLOAD,
-            StorageState.pending,
             job_id,
             attempt,
             storage_state=StorageState.uploaded,
@@ -692,43 +693,41 @@ class Database:
 
     def postpone_upload(self, job_id: str, attempt: int, reason: str, until: datetime) -> bool:
         """Attempt `attempt` failed for `reason`; the next one is due at `until`."""
-        return self._while_claimed(
-            _UPLOAD, StorageState.pending, job_id, attempt, storage_error=reason, storage_next_at=until
-        )
+        return self._while_claimed(_UPLOAD, job_id, attempt, storage_error=reason, storage_next_at=until)
 
     def drop_upload(self, job_id: str, attempt: int) -> bool:
         """Nothing of the job is for the bucket any more (retried or expired meanwhile)."""
-        return self._while_claimed(_UPLOAD, StorageState.pending, job_id, attempt, storage_state=None)
+        return self._while_claimed(_UPLOAD, job_id, attempt, storage_state=None)
 
-    def _due(self, outbox: _Outbox, pending: StrEnum, now: datetime, limit: int, *where: Any) -> list[tuple[str, int]]:
+    def _due(self, outbox: _Outbox, now: datetime, limit: int, *where: Any) -> list[tuple[str, int]]:
         with self.session() as session:
             rows = session.execute(
                 select(Job.id, outbox.attempts)
-                .where(outbox.state == pending, outbox.next_at <= now, *where)
+                .where(outbox.state == outbox.pending, outbox.next_at <= now, *where)
                 .order_by(outbox.next_at)
                 .limit(limit)
             ).all()
         return [(job_id, attempts or 0) for job_id, attempts in rows]
 
-    def _claim(self, outbox: _Outbox, pending: StrEnum, job_id: str, seen: int, until: datetime) -> bool:
+    def _claim(self, outbox: _Outbox, job_id: str, seen: int, until: datetime) -> bool:
         # Whoever moves the attempt count from `seen` first has the attempt; a claimant that dies
         # leaves it to be taken up again at `until`.
         with self.session() as session:
             return bool(
                 session.execute(
                     update(Job)
-                    .where(Job.id == job_id, outbox.state == pending, outbox.attempts == seen)
+                    .where(Job.id == job_id, outbox.state == outbox.pending, outbox.attempts == seen)
                     .values({outbox.attempts: seen + 1, outbox.next_at: until})
                 ).rowcount
             )
 
-    def _while_claimed(self, outbox: _Outbox, pending: StrEnum, job_id: str, attempt: int, **values: Any) -> bool:
+    def _while_claimed(self, outbox: _Outbox, job_id: str, attempt: int, **values: Any) -> bool:
         # Only while the claim is still ours: a job retried and finished again starts a new outbox entry.
         with self.session() as session:
             return bool(
                 session.execute(
                     update(Job)
-                    .where(Job.id == job_id, outbox.state == pending, outbox.attempts == attempt)
+                    .where(Job.id == job_id, outbox.state == outbox.pending, outbox.attempts == attempt)
                     .values(**values)
                 ).rowcount
             )
