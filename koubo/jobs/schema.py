@@ -18,6 +18,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, inspect, text
 
 log = logging.getLogger(__name__)
+# Alembic tells at INFO which context it chose each time a process opens the database; this module
+# logs what it changed instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The revision whose schema the databases written before Alembic all have (they may have more).
