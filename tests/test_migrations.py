@@ -5,6 +5,7 @@ on a real PostgreSQL (Debian's, started here)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,26 @@ def test_a_database_of_the_previous_release_upgrades_and_keeps_its_jobs(database
         db.close()
     # Opening it again finds nothing to do.
     Database(database_url).close()
+
+
+def test_processes_opening_an_old_database_together_take_turns_and_all_find_it_upgraded(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    load_previous_release(engine)
+    engine.dispose()
+    opened: list[Database] = []
+    with ThreadPoolExecutor(4) as pool:
+        # Each Database upgrades on open, under the schema lock; the first upgrades, the rest find it done.
+        opened += pool.map(lambda _: Database(database_url), range(4))
+    try:
+        for db in opened:
+            with db.engine.connect() as connection:
+                assert current_revision(connection) == head_revision()
+        assert schema_differences(opened[0].engine) == []
+        with opened[0].session() as session:
+            assert session.query(Job).count() == 2
+    finally:
+        for db in opened:
+            db.close()
 
 
 def test_downgrading_to_the_first_revision_and_back_ends_in_the_models_schema(tmp_path: Path) -> None:
