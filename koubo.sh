@@ -13,7 +13,8 @@ system_packages() {
   # libgl1: OpenCV (pulled by MediaPipe) links libGL. espeak-ng: real speech for tests;
   # chromium: the real browser the UI tests drive through Playwright (never a downloaded one).
   # fonts-noto-cjk: so the Chinese UI screenshots the tests take are readable.
-  # redis-server, postgresql: the multi-machine tests; nginx: the link server behind nginx;
+  # redis-server, postgresql: the multi-machine tests (and the schema upgrade tests on PostgreSQL);
+  # nginx: the link server behind nginx;
   # apache2-utils: the real htpasswd tool, to make password files in every format it writes.
   local wanted=(libgl1 libglib2.0-0 "$@") missing=()
   command -v dpkg >/dev/null || return 0
