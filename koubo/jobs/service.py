@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -412,8 +412,10 @@ class JobService:
         return summary
 
     def worker_capacity(self) -> tuple[int, int]:
-        """(workers alive, jobs they may run at once): heard from within settings.worker_timeout."""
-        return self._db.worker_capacity(utcnow() - timedelta(seconds=self.settings.worker_timeout))
+        """(workers alive, jobs they may run at once), from the workers table: one row per worker,
+        however many jobs there are; alive as the workers panel says it."""
+        alive = [worker for worker in self.workers() if worker.alive]
+        return len(alive), sum(worker.concurrency for worker in alive)
 
     def duration_histogram(self, bounds: tuple[float, ...]) -> DurationHistogram:
         return self._db.duration_histogram(bounds)

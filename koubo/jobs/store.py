@@ -535,16 +535,6 @@ class Database:
             for w in rows
         ]
 
-    def worker_capacity(self, heard_since: datetime) -> tuple[int, int]:
-        """(workers alive, jobs they may run at once): the rows not stopped and heard from since `heard_since`."""
-        with self.session() as session:
-            alive, slots = session.execute(
-                select(func.count(), func.coalesce(func.sum(Worker.concurrency), 0)).where(
-                    Worker.stopped_at.is_(None), Worker.heartbeat_at >= heard_since
-                )
-            ).one()
-        return alive, slots
-
     # --- figures for people and monitors ----------------------------------------------------------
 
     def count_by_status(self) -> dict[JobStatus, int]:
