@@ -78,6 +78,12 @@ def _smooth(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+def _muted(rgb: np.ndarray, amount: float) -> np.ndarray:
+    """`rgb` moved `amount` of the way to its own grey: inside the mouth, colours are dimmer and
+    less saturated than on the lit lips (a pure darkened lip colour reads as crimson)."""
+    return rgb + amount * (rgb.mean() - rgb)
+
+
 def _layer(mouth: np.ndarray, alpha: np.ndarray, rgb: np.ndarray) -> None:
     """Cover `mouth` with `rgb` ((3,) or (h, w, 3)) at `alpha` (h, w), in place."""
     mouth += alpha[..., None] * (rgb - mouth)
@@ -144,30 +150,35 @@ def paint_mouth(
     corner = np.abs(u) ** 3  # the buccal corridor: the sides of the mouth are in shadow
     sides = 1.0 - 0.55 * corner
 
-    # Throat: a dim, warm version of the lips, darkest high at the back (under the palate), lit
-    # near the rim where the light comes in and a little toward the floor of the mouth.
+    # Throat: a dim, warm version of the lips, dark only at the back (centre, under the palate,
+    # right behind the upper teeth); the sides and the floor catch the light that comes in.
     rim_light = np.exp(-fold / max(1.2, 0.2 * max_gap))
-    throat = 0.09 + 0.18 * rim_light + 0.05 * v
-    mouth = (lips * _THROAT_TINT)[None, None, :] * (throat * sides)[..., None]
+    back = np.exp(-((u / 0.55) ** 2) - ((v - 0.3) / 0.3) ** 2)
+    throat = (0.16 + 0.14 * rim_light + 0.1 * v - 0.1 * back * wide) * (1.0 + 0.6 * wide * (1.0 - back))
+    mouth = _muted(lips * _THROAT_TINT, 0.35)[None, None, :] * (throat * sides)[..., None]
 
-    # Tongue: a low dome over the floor of the mouth, more of it the wider the mouth; its front
-    # is lit, its back sinks into the throat (a soft top edge, not a line).
-    dome = np.sqrt(np.clip(1.0 - (u / 0.85) ** 2, 0.0, 1.0))
-    tongue_h = (0.15 + 0.2 * wide) * gap * dome
+    # Tongue: a body over the floor of the mouth, more of it the wider the mouth; its top is lit
+    # toward the front, its root sinks into the throat, and its lowest part is in the lower lip's
+    # shadow (so the lower lip's inner edge stays dark, as the face tracker expects).
+    dome = np.sqrt(np.clip(1.0 - (u / 0.8) ** 2, 0.0, 1.0))
+    tongue_h = (0.2 + 0.3 * wide) * gap * dome
     above = height / np.maximum(tongue_h, 1.0)  # 0 at the lower lip, 1 at the tongue's top
-    tongue_alpha = (1.0 - _smooth((above - 0.55) / 0.6)) * (tongue_h > 0.4) * np.clip(wide * 3.0, 0.0, 1.0)
-    tongue_lit = (0.38 + 0.22 * np.exp(-(((above - 0.35) / 0.4) ** 2))) * sides
-    _layer(mouth, tongue_alpha, (lips * _TONGUE_TINT)[None, None, :] * tongue_lit[..., None])
+    tongue_alpha = (1.0 - _smooth((above - 0.75) / 0.35)) * (tongue_h > 0.4) * np.clip(wide * 3.0, 0.0, 1.0)
+    lit_top = _smooth((above - 0.2) / 0.6) * (1.0 - _smooth((above - 0.8) / 0.3)) * (1.0 - 0.4 * np.abs(u))
+    in_shadow = 1.0 - 0.45 * np.exp(-np.clip(height, 0.0, None) / max(1.0, 0.12 * max_gap))
+    tongue_lit = (0.46 + 0.32 * lit_top) * in_shadow * sides
+    tongue_rgb = _muted(0.75 * lips * _TONGUE_TINT + 0.25 * colours.skin, 0.3)
+    _layer(mouth, tongue_alpha, tongue_rgb[None, None, :] * tongue_lit[..., None])
 
     teeth_rgb = colours.teeth
     # Lower teeth: only their edges, above the lower lip, when the mouth opens wide and spreads;
     # in the lower lip's shadow and narrower than the upper row.
     lower_k = float(np.clip((wide - 0.45) / 0.4, 0.0, 1.0) * np.clip(0.55 + 0.6 * spread, 0.0, 1.0))
     lower_w = np.clip(1.0 - (u / 0.55) ** 2, 0.0, 1.0)
-    lower_h = 0.5 * TEETH_HEIGHT * scale * lower_k * np.sqrt(lower_w)
-    lower_h = np.minimum(lower_h, 0.3 * gap)
+    lower_h = 0.35 * TEETH_HEIGHT * scale * lower_k * np.sqrt(lower_w)
+    lower_h = np.minimum(lower_h, 0.2 * gap)
     lower_alpha = np.clip(lower_h - height + 0.5, 0.0, 1.0) * (lower_h > 0.3)
-    lower_lit = (0.55 + 0.3 * lower_w) * np.clip(0.6 + 0.4 * (height / np.maximum(lower_h, 1.0)), 0.0, 1.0)
+    lower_lit = (0.45 + 0.25 * lower_w) * np.clip(0.6 + 0.4 * (height / np.maximum(lower_h, 1.0)), 0.0, 1.0)
     _layer(mouth, lower_alpha, teeth_rgb[None, None, :] * lower_lit[..., None])
 
     # Upper teeth: hang from the upper lip, the central incisors longest; they recede (narrower
