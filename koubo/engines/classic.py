@@ -44,9 +44,16 @@ from koubo.engines.synth_mouth import mouth_colours, paint_mouth
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 
-# Synthesized opening at target 1.0, in face-scale units (a wide but natural speaking mouth; the
-# painted teeth cover part of it, as real ones do).
+# Synthesized opening per unit of target, in face-scale units (the painted teeth cover part of
+# it, as real ones do).
 WARP_FULL_APERTURE = 0.29
+# Above WARP_KNEE the jaw drops more slowly (WARP_KNEE_SLOPE of the rate), so target 1.0 opens
+# 0.85 x 0.29 = 0.25: the real talking videos in ../shared/media measure 0.15-0.25 face units at
+# their 99th percentile (0.29 at most), and the full rate made the loudest syllables a wider
+# mouth than any of them. Below the knee the rate stays: smaller openings would be measured
+# worse on small faces (the sync check's correlation fell below its bound at 0.25 throughout).
+WARP_KNEE = 0.75
+WARP_KNEE_SLOPE = 0.4
 # Spread/rounding at width target ±1, in face-scale units per lip corner.
 WARP_FULL_WIDTH = 0.05
 # A resting mouth parted wider than this (face-scale units) shows its own teeth, worth keeping;
@@ -181,6 +188,11 @@ def _lip_moves(
     return moves
 
 
+def warp_opening(aperture: float) -> float:
+    """Share of WARP_FULL_APERTURE a target `aperture` opens: linear up to the knee, slower above."""
+    return min(aperture, WARP_KNEE) + WARP_KNEE_SLOPE * max(aperture - WARP_KNEE, 0.0)
+
+
 def warp_mouth(
     frame: np.ndarray,
     landmarks: np.ndarray,
@@ -197,7 +209,7 @@ def warp_mouth(
     scale = float(geo.face_scale(landmarks))
     # Without closure the mouth never shuts further than the template's own resting lips.
     pressed = -own_aperture * scale * float(np.clip(closure, 0.0, 1.0))
-    opening = max((aperture * WARP_FULL_APERTURE - own_aperture) * scale, pressed)
+    opening = max((warp_opening(aperture) * WARP_FULL_APERTURE - own_aperture) * scale, pressed)
     spread = width * WARP_FULL_WIDTH * scale
     if abs(opening) < 0.5 and abs(spread) < 0.5:
         return frame
