@@ -167,13 +167,30 @@ def make_mp3_with_cover_art(path: str | Path, *, seconds: float = 1.5) -> Path:
     return path
 
 
-def espeak_speech(path: str | Path, text: str, voice: str = "en") -> Path | None:
-    """Real synthetic speech from espeak-ng (a WAV), or None where espeak-ng is not installed."""
+def espeak_speech(path: str | Path, text: str, voice: str = "en", *, streamed: bool = False) -> Path | None:
+    """Real synthetic speech from espeak-ng (a WAV), or None where espeak-ng is not installed.
+    `streamed`: as `espeak-ng --stdout` writes it into a pipe, its sizes left as placeholders."""
     binary = shutil.which("espeak-ng") or ("/usr/bin/espeak-ng" if os.path.exists("/usr/bin/espeak-ng") else None)
     if binary is None:
         return None
     path = Path(path)
-    subprocess.run([binary, "-v", voice, "-w", str(path), text], check=True, capture_output=True, timeout=60)
+    if streamed:
+        spoken = subprocess.run([binary, "-v", voice, "--stdout", text], check=True, capture_output=True, timeout=60)
+        path.write_bytes(spoken.stdout)
+    else:
+        subprocess.run([binary, "-v", voice, "-w", str(path), text], check=True, capture_output=True, timeout=60)
+    return path
+
+
+def as_streamed_wav(path: str | Path, riff_size: int = 0x7FFFF024, data_size: int = 0x7FFFF000) -> Path:
+    """Rewrite a PCM WAV's RIFF and data sizes as a writer streaming into a pipe leaves them (it
+    cannot seek back to fill them in); the defaults are espeak-ng --stdout's."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    data[4:8] = riff_size.to_bytes(4, "little")
+    at = data.index(b"data", 12)
+    data[at + 4 : at + 8] = data_size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -16,6 +16,7 @@ from koubo.media.probe import probe
 from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
 
 from media_fixtures import (
+    as_streamed_wav,
     espeak_speech,
     face_image,
     make_mp3_with_cover_art,
@@ -190,6 +191,23 @@ def test_espeak_speech_when_espeak_is_installed(work: Path) -> None:
     if path is None:
         pytest.skip("espeak-ng is not installed")
     assert load_audio(path).duration > 1.0
+
+
+@pytest.mark.parametrize("riff_size", [0x7FFFF024, 0xFFFFFFFF, 0])
+def test_a_short_wav_streamed_into_a_pipe_is_not_called_truncated(tmp_path: Path, riff_size: int) -> None:
+    # A pipe writer cannot go back to fill in the sizes; espeak-ng --stdout leaves ~2 GiB there,
+    # which read as a file missing nearly all of its bytes.
+    path = as_streamed_wav(make_speech(tmp_path / "streamed.wav", seconds=1.3), riff_size=riff_size)
+    info = probe(path, expect="audio")
+    assert info.duration == pytest.approx(1.3, abs=0.02)
+    assert load_audio(path).duration == pytest.approx(1.3, abs=0.02)
+
+
+def test_a_wav_cut_short_is_still_truncated(tmp_path: Path) -> None:
+    path = _cut(make_speech(tmp_path / "cut.wav", seconds=1.3), 0.7)
+    with pytest.raises(MediaError) as raised:
+        probe(path, expect="audio")
+    assert raised.value.code == "truncated"
 
 
 # --- refused inputs -----------------------------------------------------------------------------

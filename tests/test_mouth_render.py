@@ -182,8 +182,7 @@ def generator(work):
 
 def spoken_render(generator, template: Path, text: str, voice: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """The template saying `text` (espeak-ng), decoded from the encoded output, and which of its
-    frames are well inside the speech (0.15 s in from where it starts and ends). Keep the speech
-    over ~2 s: the output check refused a 1.3 s render as truncated (probe's cut-file heuristic)."""
+    frames are well inside the speech (0.15 s in from where it starts and ends)."""
     from koubo.features.mouth import mouth_targets
     from koubo.media.audio import load_audio
 

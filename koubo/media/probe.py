@@ -34,6 +34,10 @@ _ISO_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"ski
 # A stream that demuxes this much shorter than its header claims has lost its end.
 _MISSING_SECONDS = 0.25
 _MISSING_FRACTION = 0.05
+# Writers that stream a WAV (to a pipe, so they cannot seek back) leave its RIFF size unknown:
+# 0, all ones, or just under 2 GiB (espeak-ng --stdout writes 0x7ffff024). From here up the size
+# is a placeholder, not a promise of bytes to come.
+_RIFF_PLACEHOLDER_SIZE = 0x7FFF0000
 # Packets kept from the end of the stream to decode once more (video: from its last keyframe).
 _TAIL_AUDIO_PACKETS = 8
 _TAIL_VIDEO_PACKETS = 48
@@ -322,10 +326,10 @@ def _is_cut_riff_file(path: Path) -> bool:
         header = file.read(8)
     if len(header) < 8 or header[:4] != b"RIFF":
         return False
-    declared = int.from_bytes(header[4:8], "little") + 8
-    # Writers that could not seek back leave the size 0 or all ones: unknown, not cut.
-    if declared in (8, 0xFFFFFFFF + 8):
+    field = int.from_bytes(header[4:8], "little")
+    if field == 0 or field >= _RIFF_PLACEHOLDER_SIZE:
         return False
+    declared = field + 8
     return declared - path.stat().st_size > _MISSING_FRACTION * declared
 
 
