@@ -155,7 +155,7 @@ def paint_mouth(
     rim_light = np.exp(-fold / max(1.2, 0.2 * max_gap))
     back = np.exp(-((u / 0.55) ** 2) - ((v - 0.3) / 0.3) ** 2)
     throat = (0.16 + 0.14 * rim_light + 0.1 * v - 0.1 * back * wide) * (1.0 + 0.6 * wide * (1.0 - back))
-    mouth = _muted(lips * _THROAT_TINT, 0.35)[None, None, :] * (throat * sides)[..., None]
+    mouth = _muted(lips * _THROAT_TINT, 0.2)[None, None, :] * (throat * sides)[..., None]
 
     # Tongue: a body over the floor of the mouth, more of it the wider the mouth; its top is lit
     # toward the front, its root sinks into the throat, and its lowest part is in the lower lip's
@@ -167,7 +167,7 @@ def paint_mouth(
     lit_top = _smooth((above - 0.2) / 0.6) * (1.0 - _smooth((above - 0.8) / 0.3)) * (1.0 - 0.4 * np.abs(u))
     in_shadow = 1.0 - 0.45 * np.exp(-np.clip(height, 0.0, None) / max(1.0, 0.12 * max_gap))
     tongue_lit = (0.46 + 0.32 * lit_top) * in_shadow * sides
-    tongue_rgb = _muted(0.75 * lips * _TONGUE_TINT + 0.25 * colours.skin, 0.3)
+    tongue_rgb = _muted(0.75 * lips * _TONGUE_TINT + 0.25 * colours.skin, 0.2)
     _layer(mouth, tongue_alpha, tongue_rgb[None, None, :] * tongue_lit[..., None])
 
     teeth_rgb = colours.teeth
