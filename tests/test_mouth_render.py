@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from koubo.engines.base import RenderInput
-from koubo.engines.classic import ClassicEngine, warp_mouth
+from koubo.engines.classic import WARP_FULL_APERTURE, ClassicEngine, warp_mouth, warp_opening
+from koubo.engines.synth_mouth import MouthColours, paint_mouth
 from koubo.face import geometry as geo
 from koubo.face.tracker import FaceTrack, track_faces
 from koubo.features import compute_audio_features
@@ -167,6 +168,49 @@ def test_consecutive_frames_never_show_two_sets_of_lips(talking_face, features, 
     single = lip_edge_counts(frames, track)
     rendered = lip_edge_counts(out, measured(out))
     assert rendered.max() <= single.max()
+
+
+def painted_wide_mouth(scale: float = 108.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A wide-open painted mouth (gap 0.25 face units, as the warp path's widest) on flat skin:
+    the picture, the opening's mask and the middle column's brightness from lip to lip."""
+    cx, cy, half = 100.0, 60.0, 0.37 * scale
+    x = np.linspace(-half, half, 21)
+    upper = np.column_stack([cx + x, cy - 0.03 * scale * (1 - (x / half) ** 2)])
+    lower = np.column_stack([cx + x, cy + 0.22 * scale * np.clip(1 - (x / half) ** 2, 0, 1) ** 0.85])
+    lips, skin = np.array([190.0, 120.0, 120.0]), np.array([200.0, 160.0, 145.0])
+    region = np.empty((140, 200, 3), np.float32)
+    region[:] = skin
+    down, across = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    colours = MouthColours(lips, skin)
+    out = paint_mouth(region, upper, lower, across, down, teeth=1.0, spread=0.0, scale=scale, colours=colours)
+    mask = np.zeros(out.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.vstack([upper, lower[::-1]])).astype(np.int32)], 1)
+    top, bottom = int(np.ceil(upper[10, 1])), int(np.floor(lower[10, 1]))
+    return out / lips.mean(), mask > 0, out[top:bottom, int(cx)].mean(-1) / lips.mean()
+
+
+def test_a_wide_painted_mouth_shows_a_lit_tongue_not_a_hole():
+    picture, inside, column = painted_wide_mouth()
+    # Not a hole: the inside as a whole is a dim mouth (teeth, tongue, throat), about half the
+    # lips' brightness; the earlier black throat measured 0.35.
+    assert np.median(picture.mean(-1)[inside]) > 0.42
+    lower_half = column[len(column) // 2 :]
+    tongue = float(lower_half.max())
+    # A tongue lit on its top (~0.7 of the lips), darker at the back of the mouth above it and in
+    # the lower lip's shadow below it, so the lip's inner edge stays a dark edge for the tracker.
+    assert tongue > 0.6
+    back = float(column[int(0.3 * len(column)) : int(0.55 * len(column))].min())
+    assert back < 0.5 * tongue
+    assert column[-2:].max() < 0.75 * tongue
+    assert int(np.argmax(lower_half)) < len(lower_half) - 3
+
+
+def test_the_widest_target_opens_no_wider_than_real_speakers():
+    # The real talking videos measure 0.15-0.25 face units at their 99th percentile.
+    widths = [warp_opening(a) * WARP_FULL_APERTURE for a in np.linspace(0.0, 1.0, 101)]
+    assert max(widths) <= 0.25
+    assert np.all(np.diff(widths) > 0)
+    assert warp_opening(0.5) == 0.5  # below the knee the opening follows the target as before
 
 
 # --- from real speech: espeak-ng audio through the whole generator, measured on its output -------
