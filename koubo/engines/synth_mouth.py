@@ -5,8 +5,11 @@ video size: the inside is not black but a dim, warm version of the lips (its med
 lips' brightness, only the throat at the back ~0.2); the wet inner rim of the lips frames it; the
 upper teeth hang from the upper lip (first to show, greyer toward the corners and under the lip's
 shadow, never brighter than a lit tooth in this light); the lower teeth's edges show above the
-lower lip only when the mouth opens wide; a tongue fills the bottom, lit at its front and sinking
-into the throat behind. Colours come from this person's lips and skin, and the template's own
+lower lip only when the mouth opens wide, in its shadow; a tongue fills the lower half of a wide
+mouth, lit on its top, its root sinking into the throat behind and its front in the lower lip's
+shadow (a lit tongue touching the lip would hide the lip's inner edge from the face tracker, which
+then measures a smaller opening). Inside colours are less saturated than the lips (a darkened lip
+colour reads crimson). Colours come from this person's lips and skin, and the template's own
 grain is put back so the painted region is not smoother than the video around it.
 
 Everything is laid out in the face's own frame (`across` the mouth, `down` the face), so a
