@@ -169,7 +169,7 @@ def paint_mouth(
     tongue_alpha = (1.0 - _smooth((above - 0.75) / 0.35)) * (tongue_h > 0.4) * np.clip(wide * 3.0, 0.0, 1.0)
     lit_top = _smooth((above - 0.2) / 0.6) * (1.0 - _smooth((above - 0.8) / 0.3)) * (1.0 - 0.4 * np.abs(u))
     in_shadow = 1.0 - 0.45 * np.exp(-np.clip(height, 0.0, None) / max(1.0, 0.12 * max_gap))
-    tongue_lit = (0.46 + 0.32 * lit_top) * in_shadow * sides
+    tongue_lit = (0.5 + 0.36 * lit_top) * in_shadow * sides
     tongue_rgb = _muted(0.75 * lips * _TONGUE_TINT + 0.25 * colours.skin, 0.2)
     _layer(mouth, tongue_alpha, tongue_rgb[None, None, :] * tongue_lit[..., None])
 
