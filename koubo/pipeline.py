@@ -25,7 +25,7 @@ from koubo.features.denoise import Denoise, denoise
 from koubo.features.mouth import mouth_targets
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
-from koubo.media.video import FrameStore, Mp4Writer, TemplateVideo, loop_indices, output_frame_count, read_template
+from koubo.media.video import Mp4Writer, TemplateStream, loop_indices, open_template, output_frame_count
 from koubo.naming import output_name
 from koubo.ops.diskspace import ensure_room_to_write
 from koubo.quality import QualityReport, check_video, edit_counts
@@ -85,8 +85,6 @@ class Generator:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.cache = FeatureCache(self.settings.cache_dir, memory_entries=self.settings.cache_memory_entries)
-        # One job at a time per Generator: each job's frames reuse the previous job's memory.
-        self.frames = FrameStore()
 
     # --- features, cached by content ---------------------------------------------------------------
 
@@ -114,7 +112,7 @@ class Generator:
     def face_track(
         self,
         path: Path,
-        video: TemplateVideo,
+        video: TemplateStream,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> tuple[FaceTrack, bool]:
@@ -124,7 +122,7 @@ class Generator:
         def compute() -> FaceTrack:
             computed.append(True)
             return track_faces(
-                video.frames,
+                video,
                 fps=float(video.fps),
                 select=self.settings.face_select,
                 max_faces=self.settings.max_faces,
@@ -158,8 +156,8 @@ class Generator:
         output.parent.mkdir(parents=True, exist_ok=True)
 
         def report(stage: str, fraction: float) -> None:
-            # Every progress step checks the disk the job writes to: a template decoded to disk or a
-            # long output must not fill it up for the database, the log and every other job.
+            # Every progress step checks the disk the job writes to: a long output (or a template's
+            # borrowed mouths) must not fill it up for the database, the log and every other job.
             ensure_room_to_write(output.parent, s.job_min_free_bytes)
             if progress is not None:
                 progress(stage, fraction)
@@ -180,17 +178,19 @@ class Generator:
                     cleaned = denoise(decode_mono(audio, SOUNDTRACK_RATE), SOUNDTRACK_RATE)
                     soundtrack = write_wav(work_dir / "speech-denoised.wav", cleaned, SOUNDTRACK_RATE)
             with clock.stage("decode"):
-                template = read_template(
+                # Only probed and its first frame decoded: frames are decoded as tracking and
+                # rendering read them, and never all held (a 10-minute 1080p template is ~90 GB).
+                report("decode", 0.0)
+                template = open_template(
                     video,
                     work_dir=work_dir,
                     max_duration=s.max_video_seconds,
                     display_name=names[1],
-                    progress=lambda f: report("decode", f),
                     should_stop=should_stop,
-                    store=self.frames,
                     budget=FrameBudget.of(s),
                     output_seconds=features.duration,
                 )
+                report("decode", 1.0)
             fps = float(template.fps)
             with clock.stage("face"):
                 track, face_cached = self.face_track(
@@ -201,7 +201,7 @@ class Generator:
 
             n_out = output_frame_count(features.duration, template.fps)
             job = RenderInput(
-                frames=template.frames,
+                frames=template,
                 fps=fps,
                 track=track,
                 audio=features,
@@ -213,7 +213,7 @@ class Generator:
                     phones=features.phones,
                     formants=features.formants,
                 ),
-                source_index=loop_indices(len(template.frames), n_out),
+                source_index=loop_indices(len(template), n_out),
             )
             self._render(job, engine, soundtrack, output, template, options, report, clock, should_stop)
             written = True
@@ -227,13 +227,11 @@ class Generator:
             )
             if options.check:
                 with clock.stage("check"):
-                    # The template's frames are no longer needed: the check decodes into their memory.
                     measured = check_video(
                         output,
                         work_dir=work_dir,
                         progress=lambda f: report("check", f),
                         should_stop=should_stop,
-                        store=self.frames,
                     )
                     synced, skipped = edit_counts(track, job.source_index)
                     result.report = dataclasses.replace(measured, synced_frames=synced, skipped_frames=skipped)
@@ -255,18 +253,17 @@ class Generator:
         engine,
         audio: Path,
         output: Path,
-        template: TemplateVideo,
+        template: TemplateStream,
         options: GenerateOptions,
         report: Progress,
         clock: _Stopwatch,
         should_stop: Callable[[], bool] | None,
     ) -> None:
         s = self.settings
-        height, width = template.frames.shape[1:3]
         with Mp4Writer(
             output,
-            width=width,
-            height=height,
+            width=template.width,
+            height=template.height,
             fps=template.fps,
             audio_path=audio,
             duration=job.audio.duration,

@@ -21,7 +21,7 @@ from koubo.face.trust import Skip
 from koubo.features.mouth import analyse_speech, frame_loudness
 from koubo.media.audio import load_audio
 from koubo.media.probe import probe
-from koubo.media.video import FrameStore, read_template
+from koubo.media.video import open_template
 
 MAX_LAG = 10
 # Loudness below this many dB under the recording's peak counts as silence: the mouth's position
@@ -125,26 +125,25 @@ def check_video(
     work_dir: Path,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    store: FrameStore | None = None,
 ) -> QualityReport:
     """Measure sync and face coverage of any video file with an audio track."""
     info = probe(path, expect="video")
-    video = read_template(path, work_dir=work_dir, should_stop=should_stop, max_side=TRACK_MAX_SIDE, store=store)
+    video = open_template(path, work_dir=work_dir, should_stop=should_stop, max_side=TRACK_MAX_SIDE)
     fps = float(video.fps)
-    track = track_faces(video.frames, fps=fps, progress=progress, should_stop=should_stop)
+    track = track_faces(video, fps=fps, progress=progress, should_stop=should_stop)
     if info.audio is None:
-        return QualityReport(None, 0.0, track.coverage, info.duration, 0.0, len(video.frames), fps)
+        return QualityReport(None, 0.0, track.coverage, info.duration, 0.0, len(video), fps)
     audio = load_audio(path)
-    loudness = frame_loudness(analyse_speech(audio.samples), fps, len(video.frames))
+    loudness = frame_loudness(analyse_speech(audio.samples), fps, len(video))
     aperture = mouth_series(track.landmarks, track.present)
     lag, confidence = sync_offset(aperture, loudness, track.present)
     return QualityReport(
         sync_offset=lag,
         sync_confidence=confidence,
         face_coverage=track.coverage,
-        video_duration=len(video.frames) / fps,
+        video_duration=len(video) / fps,
         audio_duration=audio.duration,
-        frames=len(video.frames),
+        frames=len(video),
         fps=fps,
         trace=SyncTrace.thin(aperture, track.present, loudness, fps),
     )

@@ -1,6 +1,6 @@
 """The engine protocol: what every lip-sync engine receives and returns.
 
-An engine sees the template frames, the template's face track, the speech's features and the
+An engine sees the template frames (streamed in output order), the template's face track, the speech's features and the
 timing of the output; it yields output frames in order. The built-in classic engine reads the
 MouthTargets; a neural engine (Wav2Lip) reads the mel windows; both get the same RenderInput.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from koubo.engines import ENGINES
 from koubo.errors import EngineError
 from koubo.face.tracker import FaceTrack
+from koubo.media.video import ArrayFrames, TemplateStream
 
 if TYPE_CHECKING:
     from koubo.config import Settings
@@ -25,13 +26,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RenderInput:
-    frames: np.ndarray  # (N, H, W, 3) uint8 RGB template frames
+    # The N template frames, RGB uint8: a TemplateStream that decodes them as they are read, or an
+    # (N, H, W, 3) array (held as ArrayFrames). Engines read them in output order (in_order) and
+    # borrow other frames' regions through crops(); never the whole template at once.
+    frames: TemplateStream | ArrayFrames
     fps: float
     track: FaceTrack  # over the N template frames
     audio: AudioFeatures
     targets: MouthTargets  # one entry per output frame
     source_index: np.ndarray  # (n_out,) template frame under each output frame (forwards-backwards loop)
     expressiveness: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.frames, "in_order"):
+            object.__setattr__(self, "frames", ArrayFrames(np.asarray(self.frames)))
 
     @property
     def n_out(self) -> int:

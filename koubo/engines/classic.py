@@ -34,6 +34,7 @@ from koubo.engines.mesh import piecewise_affine
 from koubo.engines.retrieval import (  # noqa: F401 (MouthBank, mouth_bank: the engine's public names)
     MouthBank,
     aligned_landmarks,
+    donor_region,
     mouth_bank,
     paste_mouth,
     plan_retrieval,
@@ -43,6 +44,7 @@ from koubo.engines.retrieval import (  # noqa: F401 (MouthBank, mouth_bank: the 
 from koubo.engines.synth_mouth import mouth_colours, paint_mouth
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
+from koubo.media.video import FrameCrops
 
 # Synthesized opening per unit of target, in face-scale units (the painted teeth cover part of
 # it, as real ones do).
@@ -72,35 +74,54 @@ class ClassicEngine:
         plan = plan_retrieval(job, bank) if bank.can_retrieve else None
         strength = edit_strength(usable[job.source_index], job.fps)
         opening, spread = target_opening(job.targets), target_spread(job.targets)
-        for i, s in enumerate(job.source_index):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            frame = np.asarray(job.frames[s])
+
+        def edited(i: int, s: int, frame: np.ndarray) -> np.ndarray:
             if strength[i] <= 0.0:
-                yield frame
-            elif plan is not None:
-                yield _retrieved(job, plan, i, frame, float(strength[i]))
-            else:
-                yield at_face_resolution(
-                    frame,
-                    track.landmarks[s],
-                    lambda image, landmarks, i=i, s=s: warp_mouth(
-                        image,
-                        landmarks,
-                        aperture=float(opening[i]),
-                        width=float(spread[i]),
-                        own_aperture=float(bank.aperture[s]),
-                        teeth=float(job.targets.teeth[i]),
-                        closure=float(job.targets.closure[i]),
-                        strength=float(strength[i]),
-                    ),
-                )
+                return frame
+            if plan is not None:
+                return _retrieved(job, plan, donors, i, frame, float(strength[i]))
+            return at_face_resolution(
+                frame,
+                track.landmarks[s],
+                lambda image, landmarks: warp_mouth(
+                    image,
+                    landmarks,
+                    aperture=float(opening[i]),
+                    width=float(spread[i]),
+                    own_aperture=float(bank.aperture[s]),
+                    teeth=float(job.targets.teeth[i]),
+                    closure=float(job.targets.closure[i]),
+                    strength=float(strength[i]),
+                ),
+            )
+
+        # The mouths borrowed from other frames are cut out first (one pass), the frames streamed.
+        donors = job.frames.crops(donor_regions(job, plan, strength), should_stop) if plan is not None else None
+        frames = job.frames.in_order(job.source_index, should_stop)
+        try:
+            for i, s in enumerate(job.source_index):
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                yield edited(i, int(s), next(frames))
+        finally:
+            frames.close()
+            if donors is not None:
+                donors.close()
 
 
 # --- retrieval -----------------------------------------------------------------------------------
 
 
-def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray, strength: float = 1.0) -> np.ndarray:
+def donor_regions(job: RenderInput, plan: np.ndarray, strength: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
+    """The region of each template frame that lends its mouth to another output frame."""
+    lent = {int(j) for j, s, w in zip(plan, job.source_index, strength) if j != s and w > 0.0}
+    shape = (job.frames.height, job.frames.width)
+    return {j: donor_region(job.track.landmarks[j], shape) for j in sorted(lent)}
+
+
+def _retrieved(
+    job: RenderInput, plan: np.ndarray, donors: FrameCrops, i: int, frame: np.ndarray, strength: float = 1.0
+) -> np.ndarray:
     """Frame i with the mouth the plan chose. Never a dissolve of two mouths (it shows two sets of
     lips): the plan cuts where the mouths agree, and at a cut the new mouth's lips are warped
     halfway to the shape the previous run would have shown next (when that one is of this shot)."""
@@ -115,7 +136,12 @@ def _retrieved(job: RenderInput, plan: np.ndarray, i: int, frame: np.ndarray, st
     def edit(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         # `landmarks` are the frame's, in the (possibly enlarged) image the edit is drawn on.
         shape_from = aligned_landmarks(track.landmarks[continued], landmarks) if cut else None
-        return paste_mouth(image, landmarks, job.frames[j], track.landmarks[j], shape_from, strength)
+        if j == s:
+            source, source_lm = frame, track.landmarks[j]
+        else:
+            source, origin = donors.get(j)
+            source_lm = track.landmarks[j] - origin.astype(np.float32)
+        return paste_mouth(image, landmarks, source, source_lm, shape_from, strength)
 
     return at_face_resolution(frame, track.landmarks[s], edit)
 

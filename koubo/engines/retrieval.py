@@ -143,25 +143,37 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
     bank_shape = _shape(bank, candidates_all)
 
     src = job.source_index
-    shape_cost = ((bank_shape[None, :, :] - target[:, None, :]) ** 2).sum(-1)
-    pose_d = np.linalg.norm(bank.pose[candidates_all][None, :, :] - bank.pose[src][:, None, :], axis=-1)
+    # Output frames x template frames is a large matrix for a long template (a minute of speech
+    # over ten minutes of template: 1500 x 15000); it is built a block of rows at a time, and of
+    # each row only the best CANDIDATES are kept.
+    pose_d = np.empty((len(src), len(candidates_all)))
+    for rows in _row_blocks(len(src), len(candidates_all) * bank.pose.shape[-1]):
+        pose_d[rows] = np.linalg.norm(bank.pose[candidates_all][None, :, :] - bank.pose[src[rows]][:, None, :], axis=-1)
     pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
-    unary = shape_cost + WEIGHT_POSE * (pose_d / pose_scale) ** 2
-    unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[:, None])
     shot = np.cumsum(job.track.cuts)
-    unary += COST_OTHER_SHOT * (shot[candidates_all][None, :] != shot[src][:, None])
-
     k = min(CANDIDATES, len(candidates_all))
-    top = np.argpartition(unary, k - 1, axis=1)[:, :k]
+    top = np.empty((len(src), k), dtype=np.int64)
+    cost = np.empty((len(src), k))
+    for rows in _row_blocks(len(src), len(candidates_all) * bank_shape.shape[-1]):
+        shape_cost = ((bank_shape[None, :, :] - target[rows, None, :]) ** 2).sum(-1)
+        unary = shape_cost + WEIGHT_POSE * (pose_d[rows] / pose_scale) ** 2
+        unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[rows, None])
+        unary += COST_OTHER_SHOT * (shot[candidates_all][None, :] != shot[src[rows]][:, None])
+        top[rows] = np.argpartition(unary, k - 1, axis=1)[:, :k]
+        cost[rows] = np.take_along_axis(unary, top[rows], axis=1)
+    del pose_d
     # The frame's own mouth is always a candidate, so a run of untouched frames stays possible.
     own_pos = np.searchsorted(candidates_all, src)
     own_ok = (own_pos < len(candidates_all)) & (candidates_all[np.minimum(own_pos, len(candidates_all) - 1)] == src)
     has_own = (top == own_pos[:, None]).any(axis=1)
     replace = own_ok & ~has_own
+    if replace.any():
+        # The own frame's cost as the unary gives it (no pose difference, same shot).
+        rows = np.flatnonzero(replace)
+        cost[rows, -1] = ((_shape(bank, src[rows]) - target[rows]) ** 2).sum(-1) - OWN_FRAME_BONUS
     top[replace, -1] = own_pos[replace]
 
     cand = candidates_all[top]  # (n_out, k) template frame numbers
-    cost = np.take_along_axis(unary, top, axis=1)
     n_template = len(bank.aperture)
     n = len(src)
     back = np.zeros((n, k), dtype=np.int32)
@@ -184,6 +196,12 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
     return path
 
 
+def _row_blocks(rows: int, columns: int, cells: int = 4_000_000) -> list[slice]:
+    """Slices of `rows` such that a block of rows by `columns` stays under `cells` cells."""
+    step = max(1, cells // max(columns, 1))
+    return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
 @dataclass(frozen=True)
 class DonorPatch:
     """A donor's lower face warped into the edited frame's ROI, and where it may go."""
@@ -192,6 +210,17 @@ class DonorPatch:
     hull: np.ndarray  # outline the blend must stay inside, frame coordinates
     roi: tuple[int, int, int, int]
     radius: float  # feather radius, pixels
+
+
+# A donor's crop reaches this many face scales past its lower-face mesh on every side: the patch is
+# warped from points on the donor's mesh and from the edited frame's ROI mapped back onto the donor,
+# which lies within a fraction of a face scale of it for any pose the plan accepts.
+DONOR_MARGIN = 0.75
+
+
+def donor_region(landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a frame that donor_patch may read when the frame lends its mouth."""
+    return roi_around(landmarks[_MESH_POINTS, :2], DONOR_MARGIN * float(geo.face_scale(landmarks)), shape)
 
 
 def aligned_landmarks(landmarks: np.ndarray, target_lm: np.ndarray) -> np.ndarray:

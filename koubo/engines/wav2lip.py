@@ -245,30 +245,44 @@ class Wav2LipEngine:
         track = job.track
         boxes = face_boxes(track)
         strength = edit_strength(track.usable[job.source_index], job.fps)
+        frames = job.frames.in_order(job.source_index, should_stop)
         start = 0
-        while start < job.n_out:
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            stop = min(job.n_out, start + self.batch_size)
-            sources = job.source_index[start:stop]
-            edited = [k for k, s in enumerate(sources) if strength[start + k] > 0 and usable(boxes[s])]
-            generated = self._generate(job, boxes, sources, edited, start, stop)
-            by_position = dict(zip(edited, generated))
-            for k, s in enumerate(sources):
-                frame = np.asarray(job.frames[s])
-                if k in by_position:
-                    frame = paste_face(frame, track.landmarks[s], boxes[s], by_position[k], float(strength[start + k]))
-                yield frame
-            start = stop
+        try:
+            while start < job.n_out:
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                stop = min(job.n_out, start + self.batch_size)
+                sources = job.source_index[start:stop]
+                batch = [next(frames) for _ in range(stop - start)]
+                edited = [k for k, s in enumerate(sources) if strength[start + k] > 0 and usable(boxes[s])]
+                generated = self._generate(job, boxes, sources, batch, edited, start, stop)
+                by_position = dict(zip(edited, generated))
+                for k, s in enumerate(sources):
+                    frame = batch[k]
+                    if k in by_position:
+                        frame = paste_face(
+                            frame, track.landmarks[s], boxes[s], by_position[k], float(strength[start + k])
+                        )
+                    yield frame
+                start = stop
+        finally:
+            frames.close()
 
     def _generate(
-        self, job: RenderInput, boxes: np.ndarray, sources: np.ndarray, edited: list[int], start: int, stop: int
+        self,
+        job: RenderInput,
+        boxes: np.ndarray,
+        sources: np.ndarray,
+        batch: list[np.ndarray],
+        edited: list[int],
+        start: int,
+        stop: int,
     ) -> np.ndarray:
-        """The generator's faces for output frames start..stop-1 at the positions `edited` among them."""
+        """The generator's faces for output frames start..stop-1 (`batch`) at the positions `edited`."""
         if not edited:
             return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32)
         chosen = sources[edited]
-        face = model_face_input([np.asarray(job.frames[s]) for s in chosen], [boxes[s] for s in chosen])
+        face = model_face_input([batch[k] for k in edited], [boxes[s] for s in chosen])
         mel = mel_windows(job.audio.mel, job.fps, stop, MEL_STEPS, first=start)[edited][:, None]
         return self._predict(mel, face)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from scipy.signal import savgol_filter
 from koubo.errors import Cancelled
 from koubo.face import geometry
 from koubo.face.trust import Skip, assess
+from koubo.media.video import ArrayFrames
 
 # Largest side a checker decodes frames at before tracking them (koubo/quality.py): faces of
 # 48 px in a 1080p frame must stay 48 px, the tracker crops around them itself.
@@ -90,8 +91,21 @@ class FaceTrack:
 FaceSelect = Literal["largest", "central"]
 
 
+class FrameSource(Protocol):
+    """Frames read in order from any start: a decoding template (TemplateStream) or an array."""
+
+    width: int
+    height: int
+
+    def __len__(self) -> int: ...
+
+    def frames(
+        self, start: int = 0, stop: int | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[np.ndarray]: ...
+
+
 def track_faces(
-    frames: Sequence[np.ndarray],
+    frames: FrameSource | Sequence[np.ndarray],
     *,
     fps: float,
     select: FaceSelect = "largest",
@@ -104,28 +118,30 @@ def track_faces(
     judge frame by frame whether the face can be edited.
 
     The frames are cut into consecutive chunks tracked in parallel threads (MediaPipe releases the
-    GIL, so two cores track twice as fast); which face is "the" face is decided afterwards in one
-    pass over all detections, so the choice stays consistent across chunk boundaries.
+    GIL, so two cores track twice as fast), each reading its own chunk, so a decoding template is
+    never held in memory; which face is "the" face is decided afterwards in one pass over all
+    detections, so the choice stays consistent across chunk boundaries.
     """
-    n = len(frames)
+    source = frames if hasattr(frames, "frames") else ArrayFrames(np.asarray(frames))
+    n = len(source)
     if n == 0:
         return FaceTrack(np.zeros((0, N_LANDMARKS, 2), np.float32), np.zeros(0, bool), 0, 0)
-    height, width = frames[0].shape[:2]
+    height, width = source.height, source.width
     workers = workers or min(os.cpu_count() or 1, MAX_WORKERS)
     chunks = max(1, min(workers, n // MIN_CHUNK))
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     detections: list[list[np.ndarray]] = [[] for _ in range(n)]
-    thumbs = np.zeros((n, 32, 32), np.float32)
+    thumbs = np.zeros((n, 32, 32), np.uint8)  # whole grey levels: a long template's stay small
     done = [0] * chunks
 
     def run(chunk: int) -> None:
         finder = FaceFinder(max_faces)
         try:
             previous: np.ndarray | None = None
-            for i in range(bounds[chunk], bounds[chunk + 1]):
+            chunk_frames = source.frames(bounds[chunk], bounds[chunk + 1], should_stop)
+            for i, frame in enumerate(chunk_frames, start=bounds[chunk]):
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                frame = np.asarray(frames[i])
                 thumbs[i] = _thumbnail(frame)
                 if i > bounds[chunk] and _is_cut(thumbs[i - 1], thumbs[i]):
                     previous = None
@@ -153,7 +169,7 @@ def track_faces(
         raw.append(chosen)
         if chosen is not None or cut:
             previous = chosen
-    return _finish(frames, raw, cuts, width, height, fps)
+    return _finish(source, raw, cuts, width, height, fps)
 
 
 class FaceFinder:
@@ -283,7 +299,7 @@ def _thumbnail(frame: np.ndarray) -> np.ndarray:
 
 
 def _is_cut(before: np.ndarray, after: np.ndarray) -> bool:
-    return float(np.abs(after - before).mean()) > CUT_DIFF
+    return float(np.abs(after.astype(np.float32) - before).mean()) > CUT_DIFF
 
 
 def _choose(
@@ -306,7 +322,7 @@ def _choose(
 
 
 def _finish(
-    frames: Sequence[np.ndarray], raw: list[np.ndarray | None], cuts: np.ndarray, width: int, height: int, fps: float
+    frames: FrameSource, raw: list[np.ndarray | None], cuts: np.ndarray, width: int, height: int, fps: float
 ) -> FaceTrack:
     n = len(raw)
     landmarks = np.full((n, N_LANDMARKS, 2), np.nan, dtype=np.float32)
@@ -358,4 +374,7 @@ def _smooth_runs(landmarks: np.ndarray, present: np.ndarray, cuts: np.ndarray, f
     window = max(5, int(round(0.2 * fps)) | 1)
     for start, end in shot_runs(present, cuts):
         if end - start >= window:
-            landmarks[start:end] = savgol_filter(landmarks[start:end], window, 2, axis=0)
+            # A few points at a time: the filter works in float64, a long run's copy adds up.
+            for first in range(0, landmarks.shape[1], 32):
+                points = slice(first, first + 32)
+                landmarks[start:end, points] = savgol_filter(landmarks[start:end, points], window, 2, axis=0)

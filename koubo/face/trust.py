@@ -10,13 +10,16 @@ typical lower face; a frame that fails one is passed through (the engines fade a
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from enum import IntEnum
 
 import cv2
 import numpy as np
 
 from koubo.face import geometry as geo
+from koubo.media.video import ArrayFrames
 
 
 class Skip(IntEnum):
@@ -57,10 +60,13 @@ BLUR_SHARE = 0.35
 MIN_SHOT = 8
 
 LEFT_CHEEK, RIGHT_CHEEK, NOSE_TIP = 234, 454, 1
+# Reading lower faces in parallel: as the tracker does (chunks shorter than this are not worth a thread).
+_MIN_CHUNK = 25
+_MAX_WORKERS = 4
 
 
 def assess(
-    frames: Sequence[np.ndarray],
+    frames: Sequence[np.ndarray] | ArrayFrames,
     landmarks: np.ndarray,
     present: np.ndarray,
     cuts: np.ndarray,
@@ -79,7 +85,7 @@ def assess(
     ok[(ok == Skip.NONE) & _off_frame(lm, scale, width, height)] = Skip.OFF_FRAME
     ok[(ok == Skip.NONE) & (np.abs(yaw_ratio(lm) - 0.5) > PROFILE_LIMIT)] = Skip.PROFILE
     skip[idx] = ok
-    _appearance(frames, landmarks, skip, cuts)
+    _appearance(frames if hasattr(frames, "frames") else ArrayFrames(np.asarray(frames)), landmarks, skip, cuts)
     return skip
 
 
@@ -106,22 +112,33 @@ def _shots(cuts: np.ndarray) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
-def _appearance(frames: Sequence[np.ndarray], landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarray) -> None:
-    """Mark OCCLUDED and BLUR by comparing each lower face with its shot's median lower face."""
+def _appearance(frames, landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarray) -> None:
+    """Mark OCCLUDED and BLUR by comparing each lower face with its shot's median lower face.
+
+    `frames` is a tracker FrameSource: the lower faces are read in one pass over the frames
+    (parallel chunks), so a template is never held in memory.
+    """
+    shots = []
     for start, stop in _shots(cuts):
         idx = [i for i in range(start, stop) if skip[i] == Skip.NONE]
-        if len(idx) < MIN_SHOT:
-            continue
-        reference = np.nanmedian(landmarks[idx], axis=0)
-        canon = _canonical_frame(reference)
-        patches = np.stack([_lower_face(np.asarray(frames[i]), landmarks[i], reference, canon) for i in idx])
+        if len(idx) >= MIN_SHOT:
+            reference = _median_landmarks(landmarks, idx)
+            shots.append((idx, reference, _canonical_frame(reference)))
+    if not shots:
+        return
+    faces = _lower_faces(frames, landmarks, {i: (ref, canon) for idx, ref, canon in shots for i in idx})
+    for idx, reference, canon in shots:
         mask = _skin_mask(landmarks[idx], reference, canon)
         if mask.sum() < 20:
             continue
-        norm = _normalise(patches, mask)
+        # Only the mask's pixels, one shot at a time: a ten-minute shot is 15000 patches.
+        norm = _normalise(np.stack([faces[i][mask] for i in idx]).astype(np.float32))
         typical = np.median(norm, axis=0)
-        share = (np.abs(norm - typical)[:, mask] > OCCLUSION_DIFF).mean(axis=1)
-        sharp = np.stack([_sharpness(p, mask) for p in patches])
+        share = np.concatenate(
+            [(np.abs(norm[rows] - typical) > OCCLUSION_DIFF).mean(axis=1) for rows in _blocks(len(idx))]
+        )
+        del norm
+        sharp = np.stack([_sharpness(faces[i].astype(np.float32), mask) for i in idx])
         for k, i in enumerate(idx):
             if share[k] > OCCLUSION_SHARE:
                 skip[i] = Skip.OCCLUDED
@@ -131,6 +148,27 @@ def _appearance(frames: Sequence[np.ndarray], landmarks: np.ndarray, skip: np.nd
             for k in clear:
                 if relative[k] < BLUR_SHARE:
                     skip[idx[k]] = Skip.BLUR
+
+
+def _lower_faces(
+    frames, landmarks: np.ndarray, wanted: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> dict[int, np.ndarray]:
+    """_lower_face of each frame in `wanted` (its shot's reference and canonical square), uint8."""
+    order = sorted(wanted)
+    chunks = max(1, min(os.cpu_count() or 1, _MAX_WORKERS, len(order) // _MIN_CHUNK))
+    bounds = np.linspace(0, len(order), chunks + 1).astype(int)
+    faces: dict[int, np.ndarray] = {}
+
+    def run(chunk: int) -> None:
+        mine = order[bounds[chunk] : bounds[chunk + 1]]
+        for i, frame in enumerate(frames.frames(mine[0], mine[-1] + 1), start=mine[0]):
+            if i in wanted:
+                faces[i] = _lower_face(frame, landmarks[i], *wanted[i])
+
+    with ThreadPoolExecutor(chunks) as pool:
+        for future in [pool.submit(run, c) for c in range(chunks)]:
+            future.result()
+    return faces
 
 
 def _canonical_frame(reference: np.ndarray) -> np.ndarray:
@@ -165,7 +203,7 @@ def _lower_face(frame: np.ndarray, lm: np.ndarray, reference: np.ndarray, canon:
     matrix = matrix.copy()
     matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float32)
     patch = cv2.warpAffine(source, matrix, (PATCH, PATCH), flags=cv2.INTER_LINEAR)
-    return cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
 
 
 def _skin_mask(landmarks: np.ndarray, reference: np.ndarray, canon: np.ndarray) -> np.ndarray:
@@ -182,12 +220,24 @@ def _skin_mask(landmarks: np.ndarray, reference: np.ndarray, canon: np.ndarray) 
     return mask.astype(bool)
 
 
-def _normalise(patches: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Each patch in units of its own contrast over the mask: lighting drift is not occlusion."""
-    values = patches[:, mask]
-    mean = values.mean(axis=1)[:, None, None]
-    std = np.maximum(values.std(axis=1), 4.0)[:, None, None]
-    return (patches - mean) / std
+def _normalise(values: np.ndarray) -> np.ndarray:
+    """Each patch's masked pixels (a row) in units of its own contrast: lighting drift is not
+    occlusion. In place."""
+    mean = values.mean(axis=1)[:, None]
+    std = np.maximum(values.std(axis=1), 4.0)[:, None]
+    values -= mean
+    values /= std
+    return values
+
+
+def _blocks(n: int, size: int = 1024) -> list[slice]:
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def _median_landmarks(landmarks: np.ndarray, idx: list[int]) -> np.ndarray:
+    """np.nanmedian(landmarks[idx], axis=0), a few points at a time (a long shot's copies add up)."""
+    rows = np.asarray(idx)
+    return np.concatenate([np.nanmedian(landmarks[rows, points], axis=0) for points in _blocks(landmarks.shape[1], 32)])
 
 
 def _sharpness(patch: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import noisereduce
 import numpy as np
 from scipy.ndimage import binary_dilation
 
@@ -47,6 +46,10 @@ def denoise(samples: np.ndarray, rate: int) -> np.ndarray:
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if samples.size < 2048:  # shorter than one analysis window: nothing to estimate a floor from
         return samples
+    # Imported here: noisereduce imports torch (~200 MB resident), which a job without denoising
+    # should not carry.
+    import noisereduce
+
     cleaned = noisereduce.reduce_noise(
         y=samples,
         sr=rate,

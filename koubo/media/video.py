@@ -8,6 +8,7 @@ speech's length; `Mp4Writer` encodes H.264 + AAC and publishes the file only onc
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import uuid
@@ -35,10 +36,13 @@ from koubo.media.probe import (
 
 __all__ = [
     "MEMMAP_THRESHOLD_BYTES",
-    "FrameStore",
+    "ArrayFrames",
+    "FrameCrops",
     "Mp4Writer",
+    "TemplateStream",
     "TemplateVideo",
     "loop_indices",
+    "open_template",
     "output_frame_count",
     "read_template",
 ]
@@ -46,6 +50,8 @@ __all__ = [
 # Frames beyond this many bytes go to a memory-mapped file in the job's work_dir: a minute of
 # 4K is ~45 GB of RGB, which must not have to fit in RAM.
 MEMMAP_THRESHOLD_BYTES = 2 * 1024 * 1024 * 1024
+# Frames a backwards run of a looped template holds at once (decoded forwards, given out reversed).
+WINDOW_BYTES = 192 * 1024 * 1024
 # A source frame up to this fraction of an output period late still counts as "at" that time:
 # timestamps rounded to a coarse time base (1/1000 s) must not shift a constant-rate template.
 _TIMESTAMP_SLACK = 0.25
@@ -84,16 +90,71 @@ def read_template(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     max_side: int | None = None,
-    store: FrameStore | None = None,
     budget: FrameBudget | None = None,
     output_seconds: float | None = None,
 ) -> TemplateVideo:
-    """Validate `path` as a template (probe) and decode all of it; see TemplateVideo.
+    """Validate `path` as a template (probe) and decode all of it into one array; see TemplateVideo.
+
+    For analysis and tests of short clips: generation streams instead (open_template), since a
+    long template's frames do not fit in memory. Frames over MEMMAP_THRESHOLD_BYTES go to a
+    memory-mapped file in `work_dir`. `max_side`, `budget` and `output_seconds`: see open_template.
+    """
+    stream = open_template(
+        path,
+        work_dir=work_dir,
+        max_duration=max_duration,
+        display_name=display_name,
+        should_stop=should_stop,
+        max_side=max_side,
+        budget=budget,
+        output_seconds=output_seconds,
+    )
+    shape = (len(stream), stream.height, stream.width, 3)
+    frames = _frame_array(shape, Path(work_dir))
+    try:
+        reported = -1
+        for k, frame in enumerate(stream.frames(should_stop=should_stop)):
+            frames[k] = frame
+            if progress is not None and (percent := 100 * k // len(stream)) != reported:
+                reported = percent
+                progress(k / len(stream))
+    except BaseException:
+        _discard(frames)
+        raise
+    if progress is not None:
+        progress(1.0)
+    return TemplateVideo(frames=frames, fps=stream.fps, info=stream.info, colour=stream.colour)
+
+
+def _frame_array(shape: tuple[int, int, int, int], work_dir: Path) -> np.ndarray:
+    if np.prod(shape, dtype=np.int64) <= MEMMAP_THRESHOLD_BYTES:
+        return np.empty(shape, dtype=np.uint8)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return np.memmap(work_dir / f"template-{uuid.uuid4().hex}.rgb", dtype=np.uint8, mode="w+", shape=shape)
+
+
+def _discard(frames: np.ndarray) -> None:
+    # Unlinking a mapped file is safe on POSIX: its space is freed once the map is dropped.
+    if isinstance(frames, np.memmap) and frames.filename is not None:
+        Path(frames.filename).unlink(missing_ok=True)
+
+
+def open_template(
+    path: str | Path,
+    *,
+    work_dir: Path,
+    max_duration: float | None = None,
+    display_name: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_side: int | None = None,
+    budget: FrameBudget | None = None,
+    output_seconds: float | None = None,
+) -> TemplateStream:
+    """Validate `path` as a template (probe) and decode its first frame; see TemplateStream.
 
     `max_side` scales frames down (while decoding) so neither side exceeds it: for analysis that
-    does not need every pixel, such as the quality check. With a `store`, frames that fit in memory
-    go into its buffer, overwriting what an earlier call put there. With a `budget`, a video over it
-    (its frames, or an output of `output_seconds`) is refused before a frame is decoded.
+    does not need every pixel, such as the quality check. With a `budget`, a video over it (its
+    frames, or an output of `output_seconds`) is refused before a frame is decoded.
     """
     path = Path(path)
     name = display_name or path.name
@@ -105,60 +166,224 @@ def read_template(
     if max_side is not None and max(video.width, video.height) > max_side:
         factor = max_side / max(video.width, video.height)
         video = replace(video, width=round(video.width * factor), height=round(video.height * factor))
-    shape = (video.frame_count, video.height - video.height % 2, video.width - video.width % 2, 3)
-    frames = _frame_store(shape, Path(work_dir), store)
-    colour = Colour()
+    decoded: list[av.VideoFrame] = []
 
-    def noting_colour(decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        nonlocal colour
-        for index, frame in enumerate(decoded):
-            if index == 0:
-                colour = Colour.of_frame(frame)
+    def noting(frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            decoded.append(frame)
             yield frame
 
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = pick_video_stream(container)
-            stream.thread_type = "AUTO"
-            upright = _upright_frames(noting_colour(container.decode(stream)), video, name, should_stop)
-            if _fill_constant_rate(frames, upright, video.fps, progress) == 0:
-                raise errors.undecodable(name, video.codec)
-    except BaseException:
-        _discard(frames)
-        raise
-    return TemplateVideo(frames=frames, fps=video.fps, info=info, colour=colour)
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = pick_video_stream(container)
+        first = next(_upright_frames(noting(container.decode(stream)), video, name, should_stop), None)
+        if first is None:
+            raise errors.undecodable(name, video.codec)
+        colour = Colour.of_frame(decoded[0])
+    return TemplateStream(
+        path=path, name=name, info=info, video=video, colour=colour, origin=first[0], work_dir=Path(work_dir)
+    )
 
 
-class FrameStore:
-    """A grow-only buffer that successive read_template calls of one process decode into.
+@dataclass(frozen=True)
+class TemplateStream:
+    """A template read on demand: upright, constant-rate, even-sized RGB frames, decoded while
+    they are used and never all kept. A 10-minute 1080p template is ~90 GB of RGB; generation
+    holds a few frames of it at a time (and face crops where an engine borrows a mouth).
 
-    Touching freshly allocated memory is what dominates decoding large templates (measured on a
-    2-core VM: 15-18 ms per 1080x1920 frame on first touch, under 1 ms when reused), so a worker
-    that renders job after job keeps one of these instead of allocating gigabytes per job.
+    `video` is the stream as decoded (after any `max_side` scaling); `origin` the time of its first
+    frame, from which frame k's time k/fps is counted.
     """
 
-    def __init__(self) -> None:
-        self._buffer: np.ndarray | None = None
+    path: Path
+    name: str
+    info: MediaInfo
+    video: VideoStreamInfo
+    colour: Colour  # of its first frame; what the output is encoded and tagged with
+    origin: float
+    work_dir: Path
 
-    def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape, dtype=np.int64))
-        if self._buffer is None or self._buffer.size < size:
-            self._buffer = None  # drop the old buffer before allocating its successor
-            self._buffer = np.empty(size, dtype=np.uint8)
-        return self._buffer[:size].reshape(shape)
+    @property
+    def fps(self) -> Fraction:
+        return self.video.fps
+
+    @property
+    def width(self) -> int:
+        return self.video.width - self.video.width % 2
+
+    @property
+    def height(self) -> int:
+        return self.video.height - self.video.height % 2
+
+    def __len__(self) -> int:
+        return self.video.frame_count
+
+    def frames(
+        self, start: int = 0, stop: int | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[np.ndarray]:
+        """Frames start..stop-1 in order; a later start seeks to the keyframe before it."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        if start >= stop:
+            return
+        if start > 0:
+            seeked = self._decode(start, stop, should_stop, seek=True)
+            first = next(seeked, None)
+            if first is not None:  # else the seek overshot (or found nothing): decode from the start
+                yield first
+                yield from seeked
+                return
+        yielded = False
+        for frame in self._decode(start, stop, should_stop, seek=False):
+            yielded = True
+            yield frame
+        if not yielded:
+            raise errors.undecodable(self.name, self.video.codec)
+
+    def _decode(
+        self, start: int, stop: int, should_stop: Callable[[], bool] | None, seek: bool
+    ) -> Iterator[np.ndarray]:
+        with av.open(str(self.path), metadata_errors="ignore") as container:
+            stream = pick_video_stream(container)
+            stream.thread_type = "AUTO"
+            if seek:
+                target = self.origin + start / float(self.fps)
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            upright = _upright_frames(container.decode(stream), self.video, self.name, should_stop)
+            slots = _constant_rate(upright, self.fps, len(self), self.origin, start)
+            for k, frame in slots:
+                if k != start and seek:
+                    return  # the first frame after the seek lies past `start`
+                seek = False
+                yield frame
+                start = k + 1
+                if start >= stop:
+                    return
+
+    def in_order(
+        self, indices: np.ndarray, should_stop: Callable[[], bool] | None = None, window_bytes: int = WINDOW_BYTES
+    ) -> Iterator[np.ndarray]:
+        """Frames indices[0], indices[1], ... as loop_indices orders them: forwards runs are
+        streamed, backwards runs decoded forwards a window at a time and given out reversed (at
+        most `window_bytes` of frames held), a repeated index is the previous frame again."""
+        window = max(1, window_bytes // (self.width * self.height * 3))
+        for first, last, step, count in _runs(np.asarray(indices)):
+            if step == 0:
+                frame = next(self.frames(first, first + 1, should_stop))
+                for _ in range(count):
+                    yield frame
+            elif step > 0:
+                yield from self.frames(first, last + 1, should_stop)
+            else:
+                top = first + 1
+                while top > last:
+                    bottom = max(last, top - window)
+                    yield from reversed(list(self.frames(bottom, top, should_stop)))
+                    top = bottom
+
+    def crops(
+        self, regions: dict[int, tuple[int, int, int, int]], should_stop: Callable[[], bool] | None = None
+    ) -> FrameCrops:
+        """The (x0, y0, x1, y1) region of each frame in `regions`, decoded in one forward pass
+        and kept in a file in work_dir (a long template's crops need not fit in memory)."""
+        crops = FrameCrops(self.work_dir)
+        if regions:
+            wanted = sorted(regions)
+            for k, frame in enumerate(self.frames(wanted[0], wanted[-1] + 1, should_stop), start=wanted[0]):
+                if k in regions:
+                    crops.add(k, frame, regions[k])
+        return crops
 
 
-def _frame_store(shape: tuple[int, int, int, int], work_dir: Path, store: FrameStore | None) -> np.ndarray:
-    if np.prod(shape, dtype=np.int64) <= MEMMAP_THRESHOLD_BYTES:
-        return store.take(shape) if store is not None else np.empty(shape, dtype=np.uint8)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    return np.memmap(work_dir / f"template-{uuid.uuid4().hex}.rgb", dtype=np.uint8, mode="w+", shape=shape)
+class ArrayFrames:
+    """Frames already in memory behind TemplateStream's reading methods (tests, short clips)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.array = frames
+
+    @property
+    def width(self) -> int:
+        return self.array.shape[2]
+
+    @property
+    def height(self) -> int:
+        return self.array.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def frames(
+        self, start: int = 0, stop: int | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[np.ndarray]:
+        for k in range(start, len(self) if stop is None else min(stop, len(self))):
+            yield np.asarray(self.array[k])
+
+    def in_order(self, indices: np.ndarray, should_stop: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
+        for k in indices:
+            yield np.asarray(self.array[k])
+
+    def crops(
+        self, regions: dict[int, tuple[int, int, int, int]], should_stop: Callable[[], bool] | None = None
+    ) -> FrameCrops:
+        return FrameCrops(None, whole=self.array)
 
 
-def _discard(frames: np.ndarray) -> None:
-    # Unlinking a mapped file is safe on POSIX: its space is freed once the map is dropped.
-    if isinstance(frames, np.memmap) and frames.filename is not None:
-        Path(frames.filename).unlink(missing_ok=True)
+class FrameCrops:
+    """Regions of some template frames, appended once and read back by frame number.
+
+    Kept in an unlinked-on-close file, read with plain reads (not mapped), so a thousand 1080p
+    face crops cost disk, not resident memory. With `whole`, every frame is there in full.
+    """
+
+    def __init__(self, work_dir: Path | None, whole: np.ndarray | None = None) -> None:
+        self._whole = whole
+        self._where: dict[int, tuple[int, tuple[int, int, int], tuple[int, int]]] = {}
+        self._file = None
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            self._path = work_dir / f"crops-{uuid.uuid4().hex}.rgb"
+            self._file = open(self._path, "w+b")  # noqa: SIM115 (closed by close())
+
+    def add(self, k: int, frame: np.ndarray, region: tuple[int, int, int, int]) -> None:
+        x0, y0, x1, y1 = region
+        crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        assert self._file is not None
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(crop.tobytes())
+        self._where[k] = (offset, crop.shape, (x0, y0))
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame k's crop and its top-left corner in the frame."""
+        if self._whole is not None:
+            return np.asarray(self._whole[k]), np.zeros(2)
+        offset, shape, origin = self._where[k]
+        assert self._file is not None
+        self._file.seek(offset)
+        data = self._file.read(int(np.prod(shape)))
+        return np.frombuffer(data, np.uint8).reshape(shape), np.array(origin, np.float64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(shape)) for _, shape, _ in self._where.values())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._path.unlink(missing_ok=True)
+            self._file = None
+
+
+def _runs(indices: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    """(first index, last index, step, length) of each run of steps +1, -1 or 0 in `indices`."""
+    n, begin = len(indices), 0
+    while begin < n:
+        end = begin + 1
+        step = int(indices[end] - indices[begin]) if end < n else 1
+        if step not in (-1, 0, 1):
+            step = 1
+        else:
+            while end < n and indices[end] - indices[end - 1] == step:
+                end += 1
+        yield int(indices[begin]), int(indices[end - 1]), step, end - begin
+        begin = end
 
 
 def _upright_frames(
@@ -190,40 +415,47 @@ def _upright_frames(
         raise errors.truncated(name) from exc
 
 
-def _fill_constant_rate(
-    frames: np.ndarray,
+def _constant_rate(
     upright: Iterator[tuple[float, Callable[[], np.ndarray]]],
     fps: Fraction,
-    progress: Callable[[float], None] | None,
-) -> int:
-    """Output frame k shows the latest source frame at or before time k/fps (counted from the
-    first frame); the last source frame fills any remaining slots. Returns source frames seen."""
-    total = frames.shape[0]
+    total: int,
+    origin: float | None,
+    wanted_from: int = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(k, RGB) for each output slot k in wanted_from..total-1 that the decoded frames reach.
+
+    Slot k shows the latest source frame at or before time k/fps counted from `origin` (None: the
+    first decoded frame's time); the last source frame fills any remaining slots. After a seek the
+    first slot given out is the first one the first decoded frame covers. Each source frame is
+    converted to RGB once, and only when a wanted slot shows it.
+    """
     period = 1 / float(fps)
     slack = _TIMESTAMP_SLACK * period
-    filled, seen, start, reported = 0, 0, None, -1
+    filled = None
     held: Callable[[], np.ndarray] | None = None
     held_rgb: np.ndarray | None = None
     for time, rgb in upright:
-        start = time if start is None else start
-        while held is not None and filled < total and time - start > filled * period + slack:
+        if origin is None:
+            origin = time
+        if filled is None:
+            filled = max(0, math.ceil((time - origin - slack) / period))
+        while held is not None and filled < total and time - origin > filled * period + slack:
+            if filled >= wanted_from:
+                if held_rgb is None:
+                    held_rgb = held()
+                yield filled, held_rgb
+            filled += 1
+        held, held_rgb = rgb, None
+        if filled >= total:
+            return
+    if held is None or filled is None:
+        return
+    while filled < total:
+        if filled >= wanted_from:
             if held_rgb is None:
                 held_rgb = held()
-            frames[filled] = held_rgb
-            filled += 1
-        held, held_rgb, seen = rgb, None, seen + 1
-        if progress is not None and (percent := 100 * filled // total) != reported:
-            reported = percent
-            progress(filled / total)
-        if filled == total:
-            break
-    if held is None:
-        return 0
-    if filled < total:
-        frames[filled:] = held_rgb if held_rgb is not None else held()
-    if progress is not None:
-        progress(1.0)
-    return seen
+            yield filled, held_rgb
+        filled += 1
 
 
 def loop_indices(n_template: int, n_out: int) -> np.ndarray:
