@@ -50,8 +50,9 @@ __all__ = [
 # Frames beyond this many bytes go to a memory-mapped file in the job's work_dir: a minute of
 # 4K is ~45 GB of RGB, which must not have to fit in RAM.
 MEMMAP_THRESHOLD_BYTES = 2 * 1024 * 1024 * 1024
-# Frames a backwards run of a looped template holds at once (decoded forwards, given out reversed).
-WINDOW_BYTES = 192 * 1024 * 1024
+# Decoded pictures a backwards run of a looped template holds at once (decoded forwards, given out
+# reversed); as YUV 4:2:0, 41 frames of 1080x1920.
+WINDOW_BYTES = 128 * 1024 * 1024
 # A source frame up to this fraction of an output period late still counts as "at" that time:
 # timestamps rounded to a coarse time base (1/1000 s) must not shift a constant-rate template.
 _TIMESTAMP_SLACK = 0.25
@@ -221,6 +222,12 @@ class TemplateStream:
         self, start: int = 0, stop: int | None = None, should_stop: Callable[[], bool] | None = None
     ) -> Iterator[np.ndarray]:
         """Frames start..stop-1 in order; a later start seeks to the keyframe before it."""
+        for picture in self._pictures(start, stop, should_stop):
+            yield picture.rgb()
+
+    def _pictures(
+        self, start: int = 0, stop: int | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[_Picture]:
         stop = len(self) if stop is None else min(stop, len(self))
         if start >= stop:
             return
@@ -232,15 +239,13 @@ class TemplateStream:
                 yield from seeked
                 return
         yielded = False
-        for frame in self._decode(start, stop, should_stop, seek=False):
+        for picture in self._decode(start, stop, should_stop, seek=False):
             yielded = True
-            yield frame
+            yield picture
         if not yielded:
             raise errors.undecodable(self.name, self.video.codec)
 
-    def _decode(
-        self, start: int, stop: int, should_stop: Callable[[], bool] | None, seek: bool
-    ) -> Iterator[np.ndarray]:
+    def _decode(self, start: int, stop: int, should_stop: Callable[[], bool] | None, seek: bool) -> Iterator[_Picture]:
         with av.open(str(self.path), metadata_errors="ignore") as container:
             stream = pick_video_stream(container)
             stream.thread_type = "AUTO"
@@ -248,12 +253,11 @@ class TemplateStream:
                 target = self.origin + start / float(self.fps)
                 container.seek(int(target / stream.time_base), stream=stream, backward=True)
             upright = _upright_frames(container.decode(stream), self.video, self.name, should_stop)
-            slots = _constant_rate(upright, self.fps, len(self), self.origin, start)
-            for k, frame in slots:
+            for k, picture in _constant_rate(upright, self.fps, len(self), self.origin, start):
                 if k != start and seek:
                     return  # the first frame after the seek lies past `start`
                 seek = False
-                yield frame
+                yield picture
                 start = k + 1
                 if start >= stop:
                     return
@@ -263,8 +267,9 @@ class TemplateStream:
     ) -> Iterator[np.ndarray]:
         """Frames indices[0], indices[1], ... as loop_indices orders them: forwards runs are
         streamed, backwards runs decoded forwards a window at a time and given out reversed (at
-        most `window_bytes` of frames held), a repeated index is the previous frame again."""
-        window = max(1, window_bytes // (self.width * self.height * 3))
+        most `window_bytes` of decoded YUV 4:2:0 pictures held, each converted to RGB as it is
+        given out), a repeated index is the previous frame again."""
+        window = max(1, window_bytes * 2 // (self.width * self.height * 3))
         for first, last, step, count in _runs(np.asarray(indices)):
             if step == 0:
                 frame = next(self.frames(first, first + 1, should_stop))
@@ -276,7 +281,9 @@ class TemplateStream:
                 top = first + 1
                 while top > last:
                     bottom = max(last, top - window)
-                    yield from reversed(list(self.frames(bottom, top, should_stop)))
+                    held = list(self._pictures(bottom, top, should_stop))
+                    while held:
+                        yield held.pop().rgb()
                     top = bottom
 
     def crops(
@@ -415,25 +422,41 @@ def _upright_frames(
         raise errors.truncated(name) from exc
 
 
+class _Picture:
+    """A decoded frame, converted to upright RGB when first asked for and then kept (a frame that
+    fills several constant-rate slots is converted once)."""
+
+    __slots__ = ("_convert", "_rgb")
+
+    def __init__(self, convert: Callable[[], np.ndarray]) -> None:
+        self._convert: Callable[[], np.ndarray] | None = convert
+        self._rgb: np.ndarray | None = None
+
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            assert self._convert is not None
+            self._rgb, self._convert = self._convert(), None
+        return self._rgb
+
+
 def _constant_rate(
     upright: Iterator[tuple[float, Callable[[], np.ndarray]]],
     fps: Fraction,
     total: int,
     origin: float | None,
     wanted_from: int = 0,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(k, RGB) for each output slot k in wanted_from..total-1 that the decoded frames reach.
+) -> Iterator[tuple[int, _Picture]]:
+    """(k, picture) for each output slot k in wanted_from..total-1 that the decoded frames reach.
 
     Slot k shows the latest source frame at or before time k/fps counted from `origin` (None: the
     first decoded frame's time); the last source frame fills any remaining slots. After a seek the
-    first slot given out is the first one the first decoded frame covers. Each source frame is
-    converted to RGB once, and only when a wanted slot shows it.
+    first slot given out is the first one the first decoded frame covers. Frames no wanted slot
+    shows are never converted to RGB.
     """
     period = 1 / float(fps)
     slack = _TIMESTAMP_SLACK * period
     filled = None
-    held: Callable[[], np.ndarray] | None = None
-    held_rgb: np.ndarray | None = None
+    held: _Picture | None = None
     for time, rgb in upright:
         if origin is None:
             origin = time
@@ -441,20 +464,16 @@ def _constant_rate(
             filled = max(0, math.ceil((time - origin - slack) / period))
         while held is not None and filled < total and time - origin > filled * period + slack:
             if filled >= wanted_from:
-                if held_rgb is None:
-                    held_rgb = held()
-                yield filled, held_rgb
+                yield filled, held
             filled += 1
-        held, held_rgb = rgb, None
+        held = _Picture(rgb)
         if filled >= total:
             return
     if held is None or filled is None:
         return
     while filled < total:
         if filled >= wanted_from:
-            if held_rgb is None:
-                held_rgb = held()
-            yield filled, held_rgb
+            yield filled, held
         filled += 1
 
 
