@@ -23,18 +23,21 @@ from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.denoise import Denoise, denoise
 from koubo.features.mouth import mouth_targets
+from koubo.media.ahead import ReadAhead, StageClock, ahead
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import Mp4Writer, TemplateStream, loop_indices, open_template, output_frame_count
 from koubo.naming import output_name
 from koubo.ops.diskspace import ensure_room_to_write
-from koubo.quality import QualityReport, check_video, edit_counts
+from koubo.quality import QualityReport, RenderedCheck, edit_counts
 
 # Bump when the face tracker or feature extraction changes what they compute.
 AUDIO_CACHE = "audio-v2"  # v2: timed phones and formants
 FACE_CACHE = "face-v2"  # v2: full-range detection, mesh on enlarged crops, per-frame trust
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
+# Frames each stage (decode, render) may run ahead of the next: enough to ride out one slow frame.
+FRAMES_AHEAD = 4
 # A cleaned sound track is mono speech: this rate keeps all of it.
 SOUNDTRACK_RATE = 48_000
 
@@ -56,13 +59,16 @@ class GenerateResult:
     frames: int
     fps: float
     engine: str
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # Seconds each stage was busy; decoding, rendering, encoding and the check overlap in threads,
+    # so together they may exceed wall_seconds.
+    timings: dict[str, float] = field(default_factory=dict)
     report: QualityReport | None = None
     cached: dict[str, bool] = field(default_factory=dict)  # which inputs came from the cache
+    wall_seconds: float = 0.0  # the whole generation, start to finish
 
     @property
     def processing_seconds(self) -> float:
-        return sum(self.timings.values())
+        return self.wall_seconds or sum(self.timings.values())
 
 
 class _Stopwatch:
@@ -152,6 +158,7 @@ class Generator:
         s = self.settings
         audio, video, output = Path(audio), Path(video), Path(output)
         clock = _Stopwatch()
+        started = time.perf_counter()
         engine = get_engine(options.engine or s.engine, s)
         output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -215,7 +222,15 @@ class Generator:
                 ),
                 source_index=loop_indices(len(template), n_out),
             )
-            self._render(job, engine, soundtrack, output, template, options, report, clock, should_stop)
+            # The check follows the face in the frames as they are rendered, in a thread of its own.
+            size = (template.height, template.width)
+            checker = RenderedCheck(n_out, fps, size, should_stop) if options.check else None
+            try:
+                self._render(job, engine, soundtrack, output, template, options, report, clock, should_stop, checker)
+            except BaseException:
+                if checker is not None:
+                    checker.abort()
+                raise
             written = True
             result = GenerateResult(
                 output=output,
@@ -225,16 +240,12 @@ class Generator:
                 engine=engine.name,
                 cached={"audio": audio_cached, "face": face_cached},
             )
-            if options.check:
-                with clock.stage("check"):
-                    measured = check_video(
-                        output,
-                        work_dir=work_dir,
-                        progress=lambda f: report("check", f),
-                        should_stop=should_stop,
-                    )
-                    synced, skipped = edit_counts(track, job.source_index)
-                    result.report = dataclasses.replace(measured, synced_frames=synced, skipped_frames=skipped)
+            if checker is not None:
+                report("check", 0.0)
+                measured = checker.finish(output)
+                clock.add("check", checker.seconds)
+                synced, skipped = edit_counts(track, job.source_index)
+                result.report = dataclasses.replace(measured, synced_frames=synced, skipped_frames=skipped)
         except BaseException:
             # A cancelled or failed quality check must not leave a finished-looking file behind.
             if written:
@@ -243,6 +254,7 @@ class Generator:
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         result.timings = clock.timings
+        result.wall_seconds = time.perf_counter() - started
         if progress is not None:  # the video is written: no disk check may fail it now
             progress("done", 1.0)
         return result
@@ -258,8 +270,13 @@ class Generator:
         report: Progress,
         clock: _Stopwatch,
         should_stop: Callable[[], bool] | None,
+        checker: RenderedCheck | None,
     ) -> None:
+        """Decode, render and encode in three threads (bounded queues between them): the time
+        approaches the slowest stage's, not the sum."""
         s = self.settings
+        decoding, rendering = StageClock(), StageClock()
+        job = dataclasses.replace(job, frames=ReadAhead(job.frames, depth=FRAMES_AHEAD, clock=decoding))
         with Mp4Writer(
             output,
             width=template.width,
@@ -271,20 +288,24 @@ class Generator:
             preset=options.preset or s.video_preset,
             colour=template.colour,
         ) as writer:
-            frames = engine.render(job, should_stop=should_stop)
+            rendered = ahead(engine.render(job, should_stop=should_stop), FRAMES_AHEAD, "render", rendering)
             step = max(1, job.n_out // 100)
-            for i in range(job.n_out):
-                start = time.perf_counter()
-                frame = next(frames)
-                mid = time.perf_counter()
-                writer.write(frame)
-                clock.add("render", mid - start)
-                clock.add("encode", time.perf_counter() - mid)
-                if i % step == 0:
-                    report("render", i / job.n_out)
+            try:
+                for i, frame in enumerate(rendered):
+                    start = time.perf_counter()
+                    writer.write(frame)
+                    clock.add("encode", time.perf_counter() - start)
+                    if checker is not None:
+                        checker.add(frame)
+                    if i % step == 0:
+                        report("render", i / job.n_out)
+            finally:
+                rendered.close()
             start = time.perf_counter()
             writer.close()
             clock.add("encode", time.perf_counter() - start)
+        clock.add("decode", decoding.busy)
+        clock.add("render", max(0.0, rendering.busy - decoding.waited))
 
     # --- many outputs -------------------------------------------------------------------------------
 

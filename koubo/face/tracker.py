@@ -113,9 +113,11 @@ def track_faces(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     workers: int | None = None,
+    judge: bool = True,
 ) -> FaceTrack:
     """Detect and follow one face over `frames` (RGB uint8), then fill short gaps, smooth, and
-    judge frame by frame whether the face can be edited.
+    judge frame by frame whether the face can be edited (unless not `judge`: then every frame with
+    a face counts as editable, and the frames are read only once).
 
     The frames are cut into consecutive chunks tracked in parallel threads (MediaPipe releases the
     GIL, so two cores track twice as fast), each reading its own chunk, so a decoding template is
@@ -169,7 +171,7 @@ def track_faces(
         raw.append(chosen)
         if chosen is not None or cut:
             previous = chosen
-    return _finish(source, raw, cuts, width, height, fps)
+    return _finish(source, raw, cuts, width, height, fps, judge)
 
 
 class FaceFinder:
@@ -322,7 +324,13 @@ def _choose(
 
 
 def _finish(
-    frames: FrameSource, raw: list[np.ndarray | None], cuts: np.ndarray, width: int, height: int, fps: float
+    frames: FrameSource,
+    raw: list[np.ndarray | None],
+    cuts: np.ndarray,
+    width: int,
+    height: int,
+    fps: float,
+    judge: bool = True,
 ) -> FaceTrack:
     n = len(raw)
     landmarks = np.full((n, N_LANDMARKS, 2), np.nan, dtype=np.float32)
@@ -333,7 +341,7 @@ def _finish(
             present[i] = True
     _fill_short_gaps(landmarks, present, cuts, max_gap=max(1, round(0.1 * fps)))
     _smooth_runs(landmarks, present, cuts, fps)
-    skip = assess(frames, landmarks, present, cuts, width, height)
+    skip = assess(frames, landmarks, present, cuts, width, height) if judge else None
     return FaceTrack(landmarks=landmarks, present=present, width=width, height=height, skip=skip, cuts=cuts)
 
 
