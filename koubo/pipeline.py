@@ -293,7 +293,7 @@ class Generator:
             try:
                 for i, frame in enumerate(rendered):
                     start = time.perf_counter()
-                    writer.write(frame)
+                    writer.write(frame, keyframe=checker is not None and i in checker.samples)
                     clock.add("encode", time.perf_counter() - start)
                     if checker is not None:
                         checker.add(frame)

@@ -192,7 +192,8 @@ class RenderedCheck:
         self._size = (max(2, round(width * factor)), max(2, round(height * factor)))  # (w, h), as cv2 has it
         self.n, self.fps = n_frames, fps
         self.seconds = 0.0  # spent on the check, in any thread
-        self._samples = {int(k) for k in np.linspace(0, n_frames - 1, min(CHECK_SAMPLES, n_frames)).round()}
+        # Frames compared with the file: the writer makes them keyframes, so each decodes alone.
+        self.samples = {int(k) for k in np.linspace(0, n_frames - 1, min(CHECK_SAMPLES, n_frames)).round()}
         self._kept: dict[int, np.ndarray] = {}
         self._added = 0
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -216,7 +217,7 @@ class RenderedCheck:
         start = time.perf_counter()
         width, height = self._size
         small = frame if frame.shape[:2] == (height, width) else cv2.resize(frame, self._size, cv2.INTER_AREA)
-        if self._added in self._samples:
+        if self._added in self.samples:
             self._kept[self._added] = small.copy()
         self._added += 1
         self.seconds += time.perf_counter() - start
@@ -253,11 +254,11 @@ class RenderedCheck:
     def _encoded_difference(self, path: Path) -> float:
         """Mean absolute difference (0..255) between the sampled rendered frames and the same frames
         decoded from the file: what the encoder lost (CRF 18: about 1-2)."""
-        stream = open_template(path, work_dir=path.parent, max_side=max(self._size))
+        stream = open_template(path, work_dir=path.parent)
         differences = []
         for k, rendered in sorted(self._kept.items()):
             decoded = next(stream.frames(k, k + 1))
-            if decoded.shape != rendered.shape:
+            if decoded.shape != rendered.shape:  # brought down as the rendered frame was
                 decoded = cv2.resize(decoded, self._size, interpolation=cv2.INTER_AREA)
             differences.append(float(np.abs(decoded.astype(np.int16) - rendered).mean()))
         return float(np.mean(differences)) if differences else 0.0

@@ -20,6 +20,7 @@ from types import TracebackType
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from koubo import errors
 from koubo.media.audio import resample_audio
@@ -548,13 +549,16 @@ class Mp4Writer:
         self.colour.tag(context)
         return stream
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one RGB uint8 frame of shape (height, width, 3)."""
+    def write(self, frame: np.ndarray, keyframe: bool = False) -> None:
+        """Append one RGB uint8 frame of shape (height, width, 3); a `keyframe` can be decoded on
+        its own (a reader seeking to it decodes one frame)."""
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             expected = (self.height, self.width, 3)
             raise ValueError(f"expected uint8 frames of shape {expected}, got {frame.dtype} {frame.shape}")
         picture = yuv420p_frame(np.ascontiguousarray(frame), self.colour)
         picture.pts = self._frames_written
+        if keyframe:
+            picture.pict_type = PictureType.I
         self._output.mux(self._video.encode(picture))
         self._frames_written += 1
         self._output.mux(self._soundtrack.packets_until(self._frames_written / self.fps))
