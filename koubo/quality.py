@@ -163,13 +163,16 @@ class _QueuedFrames:
 
     def __init__(self, frames: queue.Queue, n: int, width: int, height: int) -> None:
         self._frames, self._n, self.width, self.height = frames, n, width, height
+        self.waited = 0.0  # seconds the tracker waited for the renderer
 
     def __len__(self) -> int:
         return self._n
 
     def frames(self, start: int = 0, stop: int | None = None, should_stop=None):
         for _ in range(start, self._n if stop is None else stop):
+            waiting = time.perf_counter()
             frame = self._frames.get()
+            self.waited += time.perf_counter() - waiting
             if frame is None:  # the renderer stopped early
                 raise Cancelled()
             yield frame
@@ -210,7 +213,7 @@ class RenderedCheck:
         except BaseException as error:  # noqa: BLE001 (re-raised by finish())
             self._error.append(error)
         finally:
-            self.seconds += time.perf_counter() - start
+            self.seconds += time.perf_counter() - start - source.waited
 
     def add(self, frame: np.ndarray) -> None:
         """Hand over the next rendered frame (RGB, full size); blocks while the tracker is 8 behind."""
@@ -274,5 +277,6 @@ def check_video(
     """Measure sync and face coverage of any video file with an audio track."""
     info = probe(path, expect="video")
     video = open_template(path, work_dir=work_dir, should_stop=should_stop, max_side=TRACK_MAX_SIDE)
-    track = track_faces(video, fps=float(video.fps), progress=progress, should_stop=should_stop)
+    # Presence and landmarks are all the report reads: no trust judgement (a second pass).
+    track = track_faces(video, fps=float(video.fps), progress=progress, should_stop=should_stop, judge=False)
     return _report(track, Path(path), info, float(video.fps))
