@@ -171,7 +171,7 @@ def track_faces(
         raw.append(chosen)
         if chosen is not None or cut:
             previous = chosen
-    return _finish(source, raw, cuts, width, height, fps, judge)
+    return _finish(source, raw, cuts, width, height, fps, judge, should_stop)
 
 
 class FaceFinder:
@@ -331,6 +331,7 @@ def _finish(
     height: int,
     fps: float,
     judge: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FaceTrack:
     n = len(raw)
     landmarks = np.full((n, N_LANDMARKS, 2), np.nan, dtype=np.float32)
@@ -341,7 +342,7 @@ def _finish(
             present[i] = True
     _fill_short_gaps(landmarks, present, cuts, max_gap=max(1, round(0.1 * fps)))
     _smooth_runs(landmarks, present, cuts, fps)
-    skip = assess(frames, landmarks, present, cuts, width, height) if judge else None
+    skip = assess(frames, landmarks, present, cuts, width, height, should_stop) if judge else None
     return FaceTrack(landmarks=landmarks, present=present, width=width, height=height, skip=skip, cuts=cuts)
 
 

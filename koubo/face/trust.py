@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import IntEnum
 
@@ -72,6 +72,7 @@ def assess(
     cuts: np.ndarray,
     width: int,
     height: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """(N,) uint8 Skip code per frame; the first failing check names the reason."""
     skip = np.where(present, Skip.NONE, Skip.NO_FACE).astype(np.uint8)
@@ -85,7 +86,8 @@ def assess(
     ok[(ok == Skip.NONE) & _off_frame(lm, scale, width, height)] = Skip.OFF_FRAME
     ok[(ok == Skip.NONE) & (np.abs(yaw_ratio(lm) - 0.5) > PROFILE_LIMIT)] = Skip.PROFILE
     skip[idx] = ok
-    _appearance(frames if hasattr(frames, "frames") else ArrayFrames(np.asarray(frames)), landmarks, skip, cuts)
+    source = frames if hasattr(frames, "frames") else ArrayFrames(np.asarray(frames))
+    _appearance(source, landmarks, skip, cuts, should_stop)
     return skip
 
 
@@ -112,7 +114,9 @@ def _shots(cuts: np.ndarray) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
-def _appearance(frames, landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarray) -> None:
+def _appearance(
+    frames, landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarray, should_stop: Callable[[], bool] | None
+) -> None:
     """Mark OCCLUDED and BLUR by comparing each lower face with its shot's median lower face.
 
     `frames` is a tracker FrameSource: the lower faces are read in one pass over the frames
@@ -126,7 +130,7 @@ def _appearance(frames, landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarra
             shots.append((idx, reference, _canonical_frame(reference)))
     if not shots:
         return
-    faces = _lower_faces(frames, landmarks, {i: (ref, canon) for idx, ref, canon in shots for i in idx})
+    faces = _lower_faces(frames, landmarks, {i: (ref, canon) for idx, ref, canon in shots for i in idx}, should_stop)
     for idx, reference, canon in shots:
         mask = _skin_mask(landmarks[idx], reference, canon)
         if mask.sum() < 20:
@@ -151,7 +155,10 @@ def _appearance(frames, landmarks: np.ndarray, skip: np.ndarray, cuts: np.ndarra
 
 
 def _lower_faces(
-    frames, landmarks: np.ndarray, wanted: dict[int, tuple[np.ndarray, np.ndarray]]
+    frames,
+    landmarks: np.ndarray,
+    wanted: dict[int, tuple[np.ndarray, np.ndarray]],
+    should_stop: Callable[[], bool] | None,
 ) -> dict[int, np.ndarray]:
     """_lower_face of each frame in `wanted` (its shot's reference and canonical square), uint8."""
     order = sorted(wanted)
@@ -161,7 +168,7 @@ def _lower_faces(
 
     def run(chunk: int) -> None:
         mine = order[bounds[chunk] : bounds[chunk + 1]]
-        for i, frame in enumerate(frames.frames(mine[0], mine[-1] + 1), start=mine[0]):
+        for i, frame in enumerate(frames.frames(mine[0], mine[-1] + 1, should_stop), start=mine[0]):
             if i in wanted:
                 faces[i] = _lower_face(frame, landmarks[i], *wanted[i])
 
