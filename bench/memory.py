@@ -35,6 +35,7 @@ from koubo import samples
 WIDTH, HEIGHT, FPS = 1080, 1920, 25
 FACE_SIDE = 720  # the pasted face square, pixels
 SAMPLE_SECONDS = 0.2
+SHOW_EVERY = 60.0
 GOAL_RSS = 1.5e9
 GOAL_DISK = 2e9
 
@@ -116,10 +117,17 @@ def measured_run(command: list[str], env: dict[str, str], out_dir: Path, tmp: Pa
     output: list[bytes] = []
     reader = threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)
     reader.start()
+    shown = start
     while process.poll() is None:
         peaks["rss"] = max(peaks["rss"], tree_rss(process.pid))
         peaks["disk"] = max(peaks["disk"], folder_bytes([out_dir], ".koubo-*") + folder_bytes([tmp]))
         time.sleep(SAMPLE_SECONDS)
+        if time.perf_counter() - shown > SHOW_EVERY:  # a long run says where its peaks are so far
+            shown = time.perf_counter()
+            print(
+                f"    {shown - start:.0f} s: peak RSS so far {peaks['rss'] / 1e9:.2f} GB, disk {peaks['disk'] / 1e9:.3f} GB",
+                flush=True,
+            )
     reader.join()
     seconds = time.perf_counter() - start
     text = b"".join(output).decode(errors="replace")
