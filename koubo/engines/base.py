@@ -1,6 +1,6 @@
 """The engine protocol: what every lip-sync engine receives and returns.
 
-An engine sees the template frames (streamed in output order), the template's face track, the speech's features and the
+An engine sees the template frames, the template's face track, the speech's features and the
 timing of the output; it yields output frames in order. The built-in classic engine reads the
 MouthTargets; a neural engine (Wav2Lip) reads the mel windows; both get the same RenderInput.
 """
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RenderInput:
-    # The N template frames, RGB uint8: a TemplateStream that decodes them as they are read, or an
-    # (N, H, W, 3) array (held as ArrayFrames). Engines read them in output order (in_order) and
-    # borrow other frames' regions through crops(); never the whole template at once.
+    # The N template frames, RGB uint8: a TemplateStream that decodes them as they are read (maybe
+    # behind a ReadAhead thread), or an (N, H, W, 3) array (held as ArrayFrames). Engines read them
+    # in output order (in_order) and borrow other frames' regions through crops(); never the whole
+    # template at once.
     frames: TemplateStream | ArrayFrames
     fps: float
     track: FaceTrack  # over the N template frames
