@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import string
 import time
 import zipfile
@@ -25,7 +26,9 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
 
 from koubo.config import Settings
+from koubo.errors import KouboError
 from koubo.jobs.service import JobService
+from koubo.media.probe import probe
 from koubo.web.i18n import TEXT, language_from_header, t
 
 from media_fixtures import make_speech, make_talking_video, write_random_bytes, write_text_file
@@ -46,6 +49,8 @@ SPEECH_SECONDS = 1.5
 # A tiny job renders in seconds here; the margin is for a 2-core machine shared with other work.
 JOB_TIMEOUT_MS = 240_000
 RELOAD_TIMEOUT_MS = 60_000
+# An upload, its probe and the answer: a moment, or seconds on a busy 2-core machine.
+UPLOAD_CHECK_TIMEOUT_MS = 30_000
 # Small enough to exceed with a generated file, far above every fixture (tens of KiB).
 UPLOAD_LIMIT = 1024 * 1024
 
@@ -345,6 +350,74 @@ def test_unusable_upload_is_refused_with_the_servers_reason(
         )
     assert refused.status_code == 400
     expect(page.locator("#single-progress .koubo-error")).to_have_text(refused.json()["error"]["message_zh"])
+    assert len(_api_jobs(server)) == jobs_before
+
+
+def _probe_refusal(path: Path, kind: str) -> KouboError:
+    """What koubo's content probe (the one uploads and jobs go through) says of a bad file."""
+    with pytest.raises(KouboError) as refused:
+        probe(path, expect=kind)
+    return refused.value
+
+
+@needs_browser
+def test_each_file_is_checked_as_it_arrives_and_the_reason_shown_beside_its_input_in_both_languages(
+    server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
+) -> None:
+    bad_template = write_text_file(tmp_path / "坏模板 broken.mp4")
+    # An English browser switched to Chinese: Gradio's own strings must follow koubo's switch, not the browser.
+    session = visit("en-US")
+    page = session.page
+    jobs_before = len(_api_jobs(server))
+    expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
+    expect(page.locator("#single-video")).to_contain_text("Click to Upload")
+    page.locator("#koubo-lang").get_by_text("中文").click()
+    expect(page.locator("#single-video")).to_contain_text("点击上传")
+
+    # A bad speech file: koubo's own reason, beside the audio input, before anyone clicks Generate.
+    session.upload("#single-audio", media["not_audio"])
+    audio_refusal = _probe_refusal(media["not_audio"], "audio")
+    audio_check = page.locator("#single-audio-check [data-testid=upload-check]")
+    expect(audio_check).to_have_text(audio_refusal.zh, timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    expect(audio_check).to_have_attribute("data-ok", "false")
+    # A bad template: koubo's reason beside it, and not Gradio's English "Video not playable" toast.
+    session.upload("#single-video", bad_template)
+    video_refusal = _probe_refusal(bad_template, "video")
+    video_check = page.locator("#single-video-check [data-testid=upload-check]")
+    expect(video_check).to_have_text(video_refusal.zh, timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-upload-checks-zh.png"), full_page=True)
+
+    # The other language: every message switches.
+    page.locator("#koubo-lang").get_by_text("English").click()
+    expect(audio_check).to_have_text(audio_refusal.en, timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    expect(video_check).to_have_text(video_refusal.en)
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-upload-checks-en.png"), full_page=True)
+    # The browser could not play the bad template, and no toast said so in English.
+    expect(page.get_by_text("not playable")).to_have_count(0)
+
+    # A good file replaces the reason with what koubo found in it.
+    # (Its label is in the language Gradio had when the player appeared: not visible, only read aloud.)
+    page.locator("#single-video").get_by_role("button", name=re.compile("Clear|清除")).click()
+    expect(video_check).to_have_count(0)
+    session.upload("#single-video", media["template"])
+    expect(video_check).to_have_attribute("data-ok", "true", timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    expect(video_check).to_contain_text("160×160")
+    expect(video_check).to_contain_text("25 fps")
+
+    # The Batch tab's inputs are checked the same way, file by file.
+    page.get_by_role("tab", name=t("tab.batch", "en")).click()
+    session.upload("#batch-audios", media["speech"], media["not_audio"])
+    checks = page.locator("#batch-audios-check [data-testid=upload-check]")
+    expect(checks).to_have_count(2, timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    expect(checks.nth(0)).to_have_attribute("data-ok", "true")
+    expect(checks.nth(0)).to_contain_text(f"{media['speech'].name}: usable")
+    expect(checks.nth(1)).to_have_text(audio_refusal.en)
+    expect(page.locator("#batch-videos")).to_contain_text("Click to Upload")
+    page.locator("#koubo-lang").get_by_text("中文").click()
+    expect(checks.nth(1)).to_have_text(audio_refusal.zh, timeout=UPLOAD_CHECK_TIMEOUT_MS)
+    expect(page.locator("#batch-videos")).to_contain_text("点击上传")
+    page.screenshot(path=str(SCREENSHOTS / "koubo-ui-upload-checks-batch-zh.png"), full_page=True)
+    # Nothing was submitted.
     assert len(_api_jobs(server)) == jobs_before
 
 

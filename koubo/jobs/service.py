@@ -179,13 +179,16 @@ class JobService:
         shown = display_name(name)
         try:
             self.ensure_free_space()
-            info = self._check_upload(source, shown, kind)
+            info = self.check_upload(source, shown, kind)
             sha256 = content_hash(source)
             return self._find_asset(sha256, kind) or self._keep_upload(source, shown, kind, sha256, info)
         finally:
             source.unlink(missing_ok=True)
 
-    def _check_upload(self, source: Path, shown: str, kind: AssetKind) -> MediaInfo:
+    def check_upload(self, source: Path, name: str, kind: AssetKind) -> MediaInfo:
+        """What add_asset checks (size, content, length, frame budget), without keeping the file: the
+        UI says what is wrong with a file as soon as it arrives, before anything is submitted."""
+        shown = display_name(name)
         if kind not in ("audio", "video"):
             raise errors.invalid_params(
                 f"kind must be audio or video, not {kind!r}", f"kind 须为 audio 或 video，而不是 {kind!r}"

@@ -54,6 +54,7 @@ TEXT: dict[str, tuple[str, str]] = {
             "side is analysed once."
         ),
     ),
+    "upload.ok": ("{name}：可以使用（{facts}）", "{name}: usable ({facts})"),
     "options": ("生成选项", "Options"),
     "option.engine": ("引擎", "Engine"),
     "option.expressiveness": ("表现力（口型幅度）", "Expressiveness (mouth movement)"),

@@ -8,15 +8,18 @@ Long work never holds a Gradio worker: a click submits the job and returns; a gr
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import gradio as gr
+from gradio import __file__ as gradio_init
 
 from koubo import errors
 from koubo.config import Settings
@@ -44,12 +47,17 @@ from koubo.web.ui_render import (
     ACTIVE,
     CLICK_TOKEN_JS,
     FINISHED,
+    GRADIO_LOCALE_JS,
+    GRADIO_TEXT_JS,
+    GRADIO_TEXT_ZH,
     LOG_FOLLOW_JS,
     PANEL_CSS,
     RECONNECT_JS,
     SIZE_GUARD_JS,
     TAB_MEMORY_JS,
     TAB_RECALL_JS,
+    UNPLAYABLE_GUARD_JS,
+    UploadCheck,
     batch_panel,
     egress_panel,
     human_size,
@@ -61,8 +69,11 @@ from koubo.web.ui_render import (
     progress_panel,
     queue_panel,
     result_panel,
+    upload_checks_panel,
     workers_panel,
 )
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
 JOB_POLL_SECONDS = 1.0
@@ -145,6 +156,35 @@ class Handlers:
 
     # --- uploads and options ---------------------------------------------------------------------------
 
+    def _received(self, upload: str) -> Path:
+        """Only a file Gradio itself received from this page: never a path a caller named (Gradio checks
+        this too; this is the rule in koubo's own words). Whether such a path exists is not said."""
+        source = Path(upload)
+        if not source.resolve().is_relative_to(self.settings.gradio_dir.resolve()) or not source.is_file():
+            raise errors.not_an_upload()
+        return source
+
+    def check_uploads(self, lang: Lang, uploads: str | list[str] | None, kind: Kind) -> tuple[str, list[UploadCheck]]:
+        """As files arrive in an input: koubo's content probe on each (the one add_asset runs), shown
+        beside the input. Returns (the panel, the checks, kept to redraw the panel in another language)."""
+        paths = [] if not uploads else [uploads] if isinstance(uploads, str) else list(uploads)
+        checks = [self._check_upload(path, kind) for path in paths]
+        return upload_checks_panel(checks, lang), checks
+
+    def _check_upload(self, upload: str, kind: Kind) -> UploadCheck:
+        # Gradio keeps the browser's file name as the temp file's name: the name the message uses.
+        name = Path(upload).name
+        try:
+            source = self._received(upload)
+            size = source.stat().st_size
+            return UploadCheck.of(name, size, self.service.check_upload(source, name, kind))
+        except KouboError as error:
+            return UploadCheck(name, 0, error=error.to_dict())
+
+    @staticmethod
+    def render_checks(lang: Lang, checks: list[UploadCheck] | None) -> str:
+        return upload_checks_panel(checks or [], lang)
+
     def stage_upload(self, upload: str, kind: Kind) -> AssetView:
         """Hand a file Gradio saved in its temp folder to JobService as an asset (probed by content).
 
@@ -152,11 +192,7 @@ class Handlers:
         service's upload staging folder: a hard link where possible (templates can be gigabytes),
         else a copy.
         """
-        source = Path(upload)
-        # Only a file Gradio itself received from this page: never a path a caller named (Gradio checks
-        # this too; this is the rule in koubo's own words). Whether such a path exists is not said.
-        if not source.resolve().is_relative_to(self.settings.gradio_dir.resolve()) or not source.is_file():
-            raise errors.not_an_upload()
+        source = self._received(upload)
         staged = self.service.upload_tmp_dir / f"ui-{uuid.uuid4().hex}"
         try:
             os.link(source, staged)
@@ -509,6 +545,18 @@ def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
     return timers
 
 
+def gradio_locale_module() -> str | None:
+    """The file name of the Gradio front-end module that exports changeLocale (named by a hash that
+    changes with each Gradio release), or None if this Gradio has none: then its strings follow the
+    browser's language only."""
+    assets = Path(gradio_init).parent / "templates" / "frontend" / "assets"
+    for path in sorted(assets.glob("core-*.js")):
+        if "changeLocale" in path.read_text(encoding="utf-8", errors="replace"):
+            return path.name
+    log.warning("this Gradio has no changeLocale: its own strings follow the browser's language, not koubo's")
+    return None
+
+
 def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
     handlers = Handlers(service, settings, LinkMaker(settings))
     labels = Labels()
@@ -523,8 +571,9 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             with gr.Column(scale=4):
                 title = gr.HTML(
                     "<h1 style='margin: 0'>koubo 口播</h1>",
-                    js_on_load=SIZE_GUARD_JS + RECONNECT_JS,
+                    js_on_load=SIZE_GUARD_JS + UNPLAYABLE_GUARD_JS + GRADIO_TEXT_JS + RECONNECT_JS,
                     max_bytes=settings.upload_max_bytes,
+                    gradio_text=GRADIO_TEXT_ZH,
                 )
                 labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
             with gr.Column(scale=1, min_width=200):
@@ -546,25 +595,32 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         with gr.Tabs(selected="single") as tabs:
             # --- single ---
             with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
+                # Each input with koubo's check of its file right under it.
                 with gr.Row():
-                    audio = labels.label(
-                        gr.Audio(
-                            sources=["upload"],
-                            type="filepath",
-                            label=t("input.audio", DEFAULT_LANG),
-                            elem_id="single-audio",
-                        ),
-                        "input.audio",
-                    )
-                    video = labels.label(
-                        gr.Video(
-                            sources=["upload"],
-                            label=t("input.video", DEFAULT_LANG),
-                            elem_id="single-video",
-                            height=300,
-                        ),
-                        "input.video",
-                    )
+                    with gr.Column():
+                        audio = labels.label(
+                            gr.Audio(
+                                sources=["upload"],
+                                type="filepath",
+                                label=t("input.audio", DEFAULT_LANG),
+                                elem_id="single-audio",
+                                elem_classes=["koubo-upload"],
+                            ),
+                            "input.audio",
+                        )
+                        audio_check = _panel(elem_id="single-audio-check")
+                    with gr.Column():
+                        video = labels.label(
+                            gr.Video(
+                                sources=["upload"],
+                                label=t("input.video", DEFAULT_LANG),
+                                elem_id="single-video",
+                                elem_classes=["koubo-upload"],
+                                height=300,
+                            ),
+                            "input.video",
+                        )
+                        video_check = _panel(elem_id="single-video-check")
                 labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
                 single_options = _options_panel(labels, settings)
                 with gr.Row():
@@ -586,24 +642,30 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             with labels.label(gr.Tab(t("tab.batch", DEFAULT_LANG), id="batch"), "tab.batch") as batch_tab:
                 labels.text(gr.Markdown(t("batch.hint", DEFAULT_LANG)), "batch.hint")
                 with gr.Row():
-                    batch_audios = labels.label(
-                        gr.File(
-                            file_count="multiple",
-                            file_types=AUDIO_FILE_TYPES,
-                            label=t("input.audios", DEFAULT_LANG),
-                            elem_id="batch-audios",
-                        ),
-                        "input.audios",
-                    )
-                    batch_videos = labels.label(
-                        gr.File(
-                            file_count="multiple",
-                            file_types=VIDEO_FILE_TYPES,
-                            label=t("input.videos", DEFAULT_LANG),
-                            elem_id="batch-videos",
-                        ),
-                        "input.videos",
-                    )
+                    with gr.Column():
+                        batch_audios = labels.label(
+                            gr.File(
+                                file_count="multiple",
+                                file_types=AUDIO_FILE_TYPES,
+                                label=t("input.audios", DEFAULT_LANG),
+                                elem_id="batch-audios",
+                                elem_classes=["koubo-upload"],
+                            ),
+                            "input.audios",
+                        )
+                        batch_audios_check = _panel(elem_id="batch-audios-check")
+                    with gr.Column():
+                        batch_videos = labels.label(
+                            gr.File(
+                                file_count="multiple",
+                                file_types=VIDEO_FILE_TYPES,
+                                label=t("input.videos", DEFAULT_LANG),
+                                elem_id="batch-videos",
+                                elem_classes=["koubo-upload"],
+                            ),
+                            "input.videos",
+                        )
+                        batch_videos_check = _panel(elem_id="batch-videos-check")
                 labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
                 batch_options = _options_panel(labels, settings)
                 generate_batch = labels.text(
@@ -686,8 +748,14 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         queue_inputs = [lang, status_filter, page]
         queue_outputs = [queue_view, workers_view, history_view, page_info, page]
-        blocks.load(initial_language, [saved_lang], [lang], show_progress="hidden")
+        locale_module = gradio_locale_module()
+        gradio_locale_js = GRADIO_LOCALE_JS % locale_module if locale_module else None
+        # Gradio's own strings switch with koubo's, also when the page starts in the default language.
+        blocks.load(initial_language, [saved_lang], [lang], show_progress="hidden").then(
+            None, [lang], None, js=gradio_locale_js
+        )
         lang.input(lambda choice: choice, [lang], [saved_lang], show_progress="hidden")
+        lang.change(None, [lang], None, js=gradio_locale_js)
         (
             lang.change(labels.updates, [lang], labels.components, show_progress="hidden")
             .then(handlers.render_single, [lang, single_job], [single_progress, single_result], show_progress="hidden")
@@ -696,6 +764,19 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             .then(handlers.render_preview, [lang, batch_preview_job], [batch_preview], show_progress="hidden")
             .then(handlers.render_preview, [lang, history_preview_job], [history_preview], show_progress="hidden")
         )
+
+        # --- events: each file is checked as it arrives, and its check shown beside its input ---
+        for upload, kind, check_view in (
+            (audio, "audio", audio_check),
+            (video, "video", video_check),
+            (batch_audios, "audio", batch_audios_check),
+            (batch_videos, "video", batch_videos_check),
+        ):
+            checks = gr.State([])
+            upload.change(
+                partial(handlers.check_uploads, kind=kind), [lang, upload], [check_view, checks], show_progress="hidden"
+            )
+            lang.change(handlers.render_checks, [lang, checks], [check_view], show_progress="hidden")
 
         title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
 

@@ -8,6 +8,7 @@ so the UI keeps working when a proxy serves koubo under a sub-path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -17,6 +18,7 @@ import segno
 from koubo.jobs.service import BatchView, JobStatus, JobView, WorkerView
 from koubo.jobs.store import FINISHED, RETRYABLE
 from koubo.links.signing import SignedLink
+from koubo.media.probe import MediaInfo
 from koubo.web.i18n import Lang, error_text, stage_text, status_text, t
 
 # One stylesheet for every panel: gr.HTML scopes a css_template to its own component, and uses
@@ -35,6 +37,9 @@ PANEL_CSS = """
   margin: 8px 0 4px; min-width: 80px; }
 .koubo-bar > span { display: block; height: 100%; background: var(--color-accent); transition: width 0.4s; }
 .koubo-error { color: var(--error-text-color, #b42318); margin-top: 6px; white-space: pre-wrap; }
+.koubo-check { font-size: 0.9em; margin: 2px 2px 0; }
+.koubo-check .koubo-error { margin-top: 0; }
+.koubo-check .koubo-ok { color: #067647; font-weight: 600; }
 .koubo-empty { color: var(--body-text-color-subdued); padding: 8px 0; }
 .koubo-video { width: 100%; max-height: 420px; background: #000; border-radius: var(--radius-lg); display: block; }
 .koubo-table { width: 100%; border-collapse: collapse; font-size: 0.92em; border: none; margin: 6px 0 0; }
@@ -206,6 +211,66 @@ if (!window.kouboReconnect) {
 }
 """
 
+# Gradio's own strings (upload hints, toast titles, the footer) follow koubo's language switch: the
+# page calls Gradio's changeLocale (what Gradio's own Settings panel calls) in the Gradio module the
+# page has already loaded, found beside the page's entry script. %s: that module's file name.
+GRADIO_LOCALE_JS = """
+(lang) => {
+  window.kouboLang = lang;
+  if (window.kouboTranslateGradio) window.kouboTranslateGradio();
+  const entry = document.querySelector('script[type=module][src*="/assets/index-"]');
+  if (entry) {
+    import(new URL('%s', entry.src).href)
+      .then((core) => core.changeLocale(lang === 'zh' ? 'zh-CN' : 'en'))
+      .catch((error) => console.warn('koubo: Gradio language not switched', error));
+  }
+}
+"""
+
+# Gradio's upload components translate their hint once, as they appear: those on the page when the
+# language is switched keep the old words. The page translates them itself, with this table of
+# Gradio 6's own English and Chinese (zh-CN) wording, whenever they change (see GRADIO_TEXT_JS).
+GRADIO_TEXT_ZH = {
+    "Drop Audio Here": "将音频拖放到此处",
+    "Drop Video Here": "将视频拖放到此处",
+    "Drop File Here": "将文件拖放到此处",
+    "- or -": "- 或 -",
+    "Click to Upload": "点击上传",
+}
+GRADIO_TEXT_JS = """
+if (!window.kouboTranslateGradio) {
+  const toZh = props.gradio_text;
+  const toEn = Object.fromEntries(Object.entries(toZh).map(([en, zh]) => [zh, en]));
+  window.kouboTranslateGradio = () => {
+    const table = {zh: toZh, en: toEn}[window.kouboLang];
+    if (!table) return;
+    for (const upload of document.querySelectorAll('.koubo-upload')) {
+      const walker = document.createTreeWalker(upload, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.nodeValue.trim();
+        if (table[text]) node.nodeValue = node.nodeValue.replace(text, table[text]);
+      }
+    }
+  };
+  new MutationObserver(window.kouboTranslateGradio)
+    .observe(document.body, {childList: true, subtree: true, characterData: true});
+}
+"""
+
+# A template the browser cannot preview (a damaged file, or an AVI or RMVB koubo reads well) made
+# Gradio's player raise "Video not playable", an English toast whatever the language. Koubo's own
+# check beside the input (upload_checks_panel) says whether the file is usable, so the player's
+# error is stopped in the capture phase, before the player's own listener sees it.
+UNPLAYABLE_GUARD_JS = """
+if (!window.kouboUnplayableGuard) {
+  window.kouboUnplayableGuard = true;
+  document.addEventListener('error', (event) => {
+    const media = event.target;
+    if (media instanceof HTMLMediaElement && media.closest('.koubo-upload')) event.stopImmediatePropagation();
+  }, true);
+}
+"""
+
 ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
 
 
@@ -312,6 +377,62 @@ def progress_panel(job: JobView, lang: Lang) -> str:
 def message_panel(text: str, *, error: bool = False) -> str:
     css = "koubo-error" if error else "koubo-muted"
     return f'<div class="koubo-card"><div class="{css}" role="status">{escape(text)}</div></div>'
+
+
+@dataclass(frozen=True)
+class UploadCheck:
+    """What koubo's content probe said of one uploaded file: what it holds, or why it cannot be used."""
+
+    name: str
+    size: int
+    error: dict[str, str] | None = None  # KouboError.to_dict()
+    duration: float | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    sample_rate: int | None = None
+
+    @classmethod
+    def of(cls, name: str, size: int, info: MediaInfo) -> UploadCheck:
+        video, audio = info.video, info.audio
+        return cls(
+            name,
+            size,
+            duration=info.duration,
+            fps=float(video.fps) if video else None,
+            width=video.width if video else None,
+            height=video.height if video else None,
+            # A template's soundtrack is not what koubo uses: its rate is not worth a word.
+            sample_rate=audio.sample_rate if audio and not video else None,
+        )
+
+    def facts(self) -> str:
+        facts = [human_duration(self.duration), human_size(self.size)]
+        if self.width and self.height:
+            facts.append(f"{self.width}×{self.height}")
+        if self.fps:
+            facts.append(f"{round(self.fps, 2):g} fps")
+        if self.sample_rate:
+            facts.append(f"{self.sample_rate} Hz")
+        return " · ".join(fact for fact in facts if fact)
+
+
+def upload_checks_panel(checks: Sequence[UploadCheck], lang: Lang) -> str:
+    """Beside an upload input: one line per file, its facts when usable, else koubo's reason why not."""
+    lines = []
+    for check in checks:
+        if check.error:
+            code = escape(check.error.get("code", ""))
+            lines.append(
+                f'<div class="koubo-error" data-testid="upload-check" data-ok="false" data-code="{code}">'
+                f"{escape(error_text(check.error, lang))}</div>"
+            )
+        else:
+            lines.append(
+                '<div data-testid="upload-check" data-ok="true"><span class="koubo-ok">✓</span> '
+                f"{escape(t('upload.ok', lang, name=check.name, facts=check.facts()))}</div>"
+            )
+    return f'<div class="koubo-check">{"".join(lines)}</div>' if lines else ""
 
 
 def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
