@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     worker_engines: str | None = None
     worker_timeout: float = Field(60.0, gt=0)
+    worker_forget_after: float = Field(
+        3600.0, gt=0, description="seconds after its last heartbeat that a gone worker leaves the Workers panel"
+    )
     htpasswd_file: Path | None = Field(None, description="Apache/nginx htpasswd file: enables HTTP Basic auth")
     # Password guessing: after login_max_failures wrong passwords in a row, an address waits
     # login_backoff seconds (429 + Retry-After), doubled after each further failure up to login_backoff_max.

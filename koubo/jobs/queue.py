@@ -60,7 +60,14 @@ from koubo.jobs.store import (
     upload_pending,
     utcnow,
 )
-from koubo.jobs.workers import HEARTBEAT_S, keep_house, register, routing_of, worker_identity
+from koubo.jobs.workers import (
+    HEARTBEAT_S,
+    forget_gone_workers,
+    keep_house,
+    register,
+    routing_of,
+    worker_identity,
+)
 from koubo.ops.logs import job_context, setup_logging
 
 log = logging.getLogger(__name__)
@@ -471,11 +478,17 @@ def _housekeeping(settings: Settings, stop: EventLike, parent: int) -> None:
 
 def recover_periodically(settings: Settings, stop: threading.Event) -> None:
     """Recovery every RECOVERY_S until `stop` is set, for `koubo serve`'s web side: with
-    `--no-worker`, or every worker gone, nobody else would settle their jobs."""
+    `--no-worker`, or every worker gone, nobody else would settle their jobs. Rows of workers gone
+    for over settings.worker_forget_after are deleted here too."""
     queue = create_queue(settings)
     db = patiently(lambda: Database(settings.database_location), "opening the database", DB_PATIENCE_S)
     try:
-        keep_house(db, lambda: recover_jobs(settings, db, queue), stop.is_set)
+
+        def maintain() -> None:
+            recover_jobs(settings, db, queue)
+            forget_gone_workers(db, settings)
+
+        keep_house(db, maintain, stop.is_set)
     finally:
         db.close()
         queue.close()

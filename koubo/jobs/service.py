@@ -528,8 +528,8 @@ class JobService:
             log.info("deleted")
 
     def workers(self) -> list[WorkerView]:
-        """Every worker heard from in the last days, most recent first: alive or not, busy with what."""
-        return view_workers(self._db.workers(), self.settings.worker_timeout)
+        """Every worker heard from within settings.worker_forget_after, most recent first: alive or not, busy with what."""
+        return view_workers(self._db.workers(), self.settings)
 
     def recover(self) -> None:
         """Jobs left running by a worker that is gone are queued again once (else they fail as

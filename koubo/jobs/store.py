@@ -488,8 +488,8 @@ class Database:
         """Write (or overwrite: a restarted named worker) `routing`'s row, alive from now; rows of
         workers silent since `forget_before` are removed."""
         now = utcnow()
+        self.forget_workers(forget_before)
         with self.session() as session:
-            session.execute(delete(Worker).where(Worker.heartbeat_at < forget_before))
             session.merge(
                 Worker(
                     name=routing.name,
@@ -503,6 +503,11 @@ class Database:
                     stopped_at=None,
                 )
             )
+
+    def forget_workers(self, before: datetime) -> int:
+        """Removes the rows of workers last heard from before `before`; how many there were."""
+        with self.session() as session:
+            return session.execute(delete(Worker).where(Worker.heartbeat_at < before)).rowcount
 
     def worker_beat(self, name: str, *, stopped: bool = False) -> None:
         now = utcnow()

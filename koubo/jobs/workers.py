@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0
 # How often each worker and the web process look for lost jobs and missing queue messages.
 RECOVERY_S = 10.0
-# Rows of workers silent for this long leave the workers panel.
-FORGET_AFTER = timedelta(days=7)
 REGISTER_PATIENCE_S = 60.0
 STOP_CHECK_S = 0.2
 
@@ -97,8 +95,24 @@ def routing_of(settings: Settings) -> Routing:
     return Routing(settings.worker_name, tuple(settings.worker_engines.split(",")), settings.device)
 
 
-def view_workers(states: list[WorkerState], timeout: float, now: datetime | None = None) -> list[WorkerView]:
+def forget_before(settings: Settings, now: datetime | None = None) -> datetime:
+    """Workers last heard from before this are gone for good (every restart of a consumer leaves one):
+    they leave the Workers panel, and the maintenance thread deletes their rows."""
+    # Never sooner than a live worker could go silent: a slow beat is not a departure.
+    return (now or utcnow()) - timedelta(seconds=max(settings.worker_forget_after, settings.worker_timeout))
+
+
+def forget_gone_workers(db: Database, settings: Settings) -> None:
+    forgotten = db.forget_workers(forget_before(settings))
+    if forgotten:
+        log.info("forgot %d worker(s) gone for over %.0f s", forgotten, settings.worker_forget_after)
+
+
+def view_workers(states: list[WorkerState], settings: Settings, now: datetime | None = None) -> list[WorkerView]:
+    """The workers to show: alive or not, less those gone long enough to be forgotten (even before
+    the maintenance thread has deleted their rows)."""
     now = now or utcnow()
+    timeout, cutoff = settings.worker_timeout, forget_before(settings, now)
     return [
         WorkerView(
             name=s.name,
@@ -114,6 +128,7 @@ def view_workers(states: list[WorkerState], timeout: float, now: datetime | None
             stopped_at=s.stopped_at,
         )
         for s in states
+        if s.heartbeat_at >= cutoff
     ]
 
 
@@ -157,7 +172,7 @@ def register(db: Database, settings: Settings) -> Routing:
             host=socket.gethostname(),
             pid=os.getpid(),
             concurrency=settings.max_concurrent,
-            forget_before=utcnow() - FORGET_AFTER,
+            forget_before=forget_before(settings),
         ),
         "registering the worker",
         REGISTER_PATIENCE_S,

@@ -1,0 +1,59 @@
+"""The workers table as the Workers panel sees it: gone workers age out instead of piling up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+from koubo.config import Settings
+from koubo.jobs.store import Database, Routing, Worker, utcnow
+from koubo.jobs.workers import forget_gone_workers, view_workers
+
+
+def _register(db: Database, name: str, *, heard_ago: timedelta, stopped: bool) -> None:
+    db.register_worker(
+        Routing(name, ("classic",), "cpu"),
+        host="here",
+        pid=1,
+        concurrency=1,
+        forget_before=utcnow() - timedelta(days=365),
+    )
+    heard = utcnow() - heard_ago
+    with db.session() as session:
+        session.execute(
+            update(Worker).where(Worker.name == name).values(heartbeat_at=heard, stopped_at=heard if stopped else None)
+        )
+
+
+def test_workers_gone_for_longer_than_the_setting_leave_the_panel_and_the_table(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, worker_forget_after=3600)
+    db = Database(settings.database_location)
+    try:
+        _register(db, "alive", heard_ago=timedelta(seconds=1), stopped=False)
+        _register(db, "restarted-a-minute-ago", heard_ago=timedelta(minutes=1), stopped=True)
+        _register(db, "silent-for-ten-minutes", heard_ago=timedelta(minutes=10), stopped=False)
+        _register(db, "restarted-yesterday", heard_ago=timedelta(days=1), stopped=True)
+        _register(db, "silent-for-two-hours", heard_ago=timedelta(hours=2), stopped=False)
+
+        shown = {worker.name: worker.alive for worker in view_workers(db.workers(), settings)}
+        # Recently gone workers still show (as gone: someone may be looking for them); old ones do not.
+        assert shown == {"alive": True, "restarted-a-minute-ago": False, "silent-for-ten-minutes": False}
+
+        # The web process's maintenance deletes the old rows; the others stay.
+        forget_gone_workers(db, settings)
+        assert {state.name for state in db.workers()} == set(shown)
+    finally:
+        db.close()
+
+
+def test_a_forget_setting_shorter_than_the_heartbeat_timeout_never_hides_a_live_worker(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, worker_timeout=60, worker_forget_after=1)
+    db = Database(settings.database_location)
+    try:
+        _register(db, "slow-beat", heard_ago=timedelta(seconds=30), stopped=False)
+        forget_gone_workers(db, settings)
+        assert [(worker.name, worker.alive) for worker in view_workers(db.workers(), settings)] == [("slow-beat", True)]
+    finally:
+        db.close()
