@@ -70,6 +70,30 @@ def test_serve_listens_on_loopback_only_by_default_and_stops_with_its_children_o
         httpx.get(f"{server.url}/api/health", timeout=3.0)
 
 
+def test_sigterm_with_a_page_open_ends_its_stream_and_logs_no_error(tmp_path: Path) -> None:
+    server = launch(tmp_path)
+    try:
+        # Both children up, so that each must be stopped, not caught starting.
+        wait_until(lambda: len(children_of(server.process.pid)) == 2, 30, "the consumer and link server")
+        wait_until(lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/x"), 30, "the link server")
+        # What an open page holds: Gradio's heartbeat stream, which stays open as long as the page does.
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            with client.stream("GET", "/gradio_api/heartbeat/an-open-page") as stream:
+                lines = stream.iter_lines()
+                assert next(lines) == "data: ALIVE"
+                server.process.send_signal(signal.SIGTERM)
+                # The server ends the stream itself, rather than waiting for the page to go away.
+                list(lines)
+    finally:
+        code = server.stop(signal.SIGTERM)
+    assert code == 0, server.output()
+    log = (server.data_dir / "logs" / "koubo.log").read_text()
+    # No stream cancelled after the grace period, with its traceback, in the log the Logs tab shows.
+    assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
+    # Each child stopped cleanly on the one SIGTERM it was sent.
+    assert "link server stopped (exit code 0)" in log and "job consumer stopped (exit code 0)" in log, log[-3000:]
+
+
 def _get_or_none(url: str) -> httpx.Response | None:
     try:
         return httpx.get(url, timeout=3.0)

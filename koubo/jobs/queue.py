@@ -20,6 +20,7 @@ not exited STOP_GRACE_S later. The same closed pipe stops a child whose supervis
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import multiprocessing
@@ -661,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)
     else:
         run_consumer(load_settings())
+        # Stopped and written: the interpreter's last garbage collections would add seconds to a stop.
+        gc.freeze()
     return 0
 
 

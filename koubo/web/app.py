@@ -54,8 +54,17 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     blocks = build_ui(service, settings)
     # Gradio's own upload route gets the same size limit as /api/uploads.
     gradio.mount_gradio_app(app, blocks, path="/", max_file_size=settings.upload_max_bytes)
+    # The Gradio app just mounted: close_page_streams needs it.
+    app.state.gradio = app.routes[-1].app
     # Gradio checks that a file parameter is one a user uploaded (inside its temp folder) only once
     # it believes it was launched, which mount_gradio_app never records: without this, a call
     # naming /etc/passwd copies that file into its folder and serves it.
     blocks.has_launched = True
     return app
+
+
+def close_page_streams(app: FastAPI) -> None:
+    """Ends every open page's event stream (Gradio's heartbeat), as Gradio's own close() does. Called
+    as the server starts to shut down: an open stream would otherwise hold the shutdown for the whole
+    grace period, then be cancelled with an error and a traceback in the log."""
+    app.state.gradio.stop_event.set()
