@@ -371,8 +371,12 @@ def test_each_file_is_checked_as_it_arrives_and_the_reason_shown_beside_its_inpu
     jobs_before = len(_api_jobs(server))
     expect(page.locator("#generate")).to_have_text(t("button.generate", "en"))
     expect(page.locator("#single-video")).to_contain_text("Click to Upload")
+    # links_base_url is unset here: the first page says that links only open on this machine.
+    local_base = f"http://127.0.0.1:{server.links_port}"
+    expect(page.locator("#links-local-note")).to_have_text(t("link.local_note", "en", base=local_base))
     page.locator("#koubo-lang").get_by_text("中文").click()
     expect(page.locator("#single-video")).to_contain_text("点击上传")
+    expect(page.locator("#links-local-note")).to_have_text(t("link.local_note", "zh", base=local_base))
 
     # A bad speech file: koubo's own reason, beside the audio input, before anyone clicks Generate.
     session.upload("#single-audio", media["not_audio"])

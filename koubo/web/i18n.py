@@ -201,6 +201,18 @@ TEXT: dict[str, tuple[str, str]] = {
         "wav2lip 不可用：没有找到模型文件 {path}。把 wav2lip_gan.pth 放到那里后重启即可使用。",
         "wav2lip is not available: no checkpoint at {path}. Put wav2lip_gan.pth there and restart to use it.",
     ),
+    "link.local_note": (
+        (
+            "注意：未设置 links_base_url，直链和二维码指向 {base}，只能在运行 koubo 的这台电脑上打开。"
+            "要转发给别人或用手机扫码，请在 koubo.toml 中设置 links_base_url（或环境变量 KOUBO_LINKS_BASE_URL）"
+            "为别人能访问的地址，然后重启 koubo。"
+        ),
+        (
+            "Note: links_base_url is not set, so direct links and QR codes point at {base} and only open on the "
+            "machine running koubo. To forward them or scan them with a phone, set links_base_url in koubo.toml "
+            "(or KOUBO_LINKS_BASE_URL) to an address others can reach, then restart koubo."
+        ),
+    ),
     "link.copy": ("复制直链", "Copy link"),
     "link.expires": ("有效期至 {when}", "Valid until {when}"),
     "link.never": ("永久有效", "Never expires"),

@@ -119,6 +119,10 @@ class Labels:
         """Buttons and Markdown: their value is their text (a heading's text after its "### ")."""
         return self._add(component, lambda lang: gr.update(value=markdown_prefix + t(key, lang, **values)))
 
+    def html(self, component: Component, render: Callable[[Lang], str]) -> Component:
+        """HTML panels: their markup, drawn in the language."""
+        return self._add(component, lambda lang: gr.update(value=render(lang)))
+
     def choices(
         self, component: Component, key: str, options: list[tuple[str, str]], info: str | None = None
     ) -> Component:
@@ -576,6 +580,12 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     gradio_text=GRADIO_TEXT_ZH,
                 )
                 labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
+                if not settings.links_base_url:
+                    # Said once on the first page, not only beside each link handed out.
+                    def local_note(lang: Lang, base: str = settings.links_base) -> str:
+                        return message_panel(t("link.local_note", lang, base=base), error=True)
+
+                    labels.html(_panel(local_note(DEFAULT_LANG), elem_id="links-local-note"), local_note)
             with gr.Column(scale=1, min_width=200):
                 lang = gr.Radio(
                     LANGUAGE_CHOICES, value=DEFAULT_LANG, label=t("language", DEFAULT_LANG), elem_id="koubo-lang"
