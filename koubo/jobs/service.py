@@ -528,7 +528,8 @@ class JobService:
             log.info("deleted")
 
     def workers(self) -> list[WorkerView]:
-        """Every worker heard from within settings.worker_forget_after, most recent first: alive or not, busy with what."""
+        """Every worker heard from within settings.worker_forget_after, most recent first: alive or not,
+        busy with what."""
         return view_workers(self._db.workers(), self.settings)
 
     def recover(self) -> None:

@@ -580,12 +580,6 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                     gradio_text=GRADIO_TEXT_ZH,
                 )
                 labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
-                if not settings.links_base_url:
-                    # Said once on the first page, not only beside each link handed out.
-                    def local_note(lang: Lang, base: str = settings.links_base) -> str:
-                        return message_panel(t("link.local_note", lang, base=base), error=True)
-
-                    labels.html(_panel(local_note(DEFAULT_LANG), elem_id="links-local-note"), local_note)
             with gr.Column(scale=1, min_width=200):
                 lang = gr.Radio(
                     LANGUAGE_CHOICES, value=DEFAULT_LANG, label=t("language", DEFAULT_LANG), elem_id="koubo-lang"
@@ -605,6 +599,13 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         with gr.Tabs(selected="single") as tabs:
             # --- single ---
             with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
+                if not settings.links_base_url:
+                    # Said on the first page, not only beside each link handed out (and not above
+                    # every tab: the log view needs the height).
+                    def local_note(lang: Lang, base: str = settings.links_base) -> str:
+                        return message_panel(t("link.local_note", lang, base=base), error=True)
+
+                    labels.html(_panel(local_note(DEFAULT_LANG), elem_id="links-local-note"), local_note)
                 # Each input with koubo's check of its file right under it.
                 with gr.Row():
                     with gr.Column():
