@@ -94,48 +94,74 @@ Kind = Literal["audio", "video"]
 
 
 Component = TypeVar("Component", bound=gr.blocks.Block)
-Update = Callable[[Lang], dict[str, Any]]
+Texts = Callable[[Lang], dict[str, Any]]
 
 
 class Labels:
-    """Components whose visible text depends on the language, and how to relabel each one."""
+    """Components whose visible text depends on the language. Each is made here, with its text key
+    given once: the same function gives its first text (in DEFAULT_LANG) and its text after a switch."""
 
     def __init__(self) -> None:
         self.components: list[gr.blocks.Block] = []
-        self._updates: list[Update] = []
+        self._texts: list[Texts] = []
 
-    def _add(self, component: Component, update: Update) -> Component:
+    def _make(self, make: Callable[..., Component], texts: Texts, **kwargs: Any) -> Component:
+        component = make(**texts(DEFAULT_LANG), **kwargs)
         self.components.append(component)
-        self._updates.append(update)
+        self._texts.append(texts)
         return component
 
-    def label(self, component: Component, key: str, info: str | None = None, **values: object) -> Component:
-        def update(lang: Lang) -> dict[str, Any]:
-            return gr.update(label=t(key, lang), **({"info": t(info, lang, **values)} if info else {}))
+    def label(
+        self,
+        make: Callable[..., Component],
+        key: str,
+        *,
+        info: str | None = None,
+        info_values: dict[str, object] | None = None,
+        **kwargs: Any,
+    ) -> Component:
+        """Inputs, tabs and accordions: their label, and the line of help under it."""
 
-        return self._add(component, update)
+        def texts(lang: Lang) -> dict[str, Any]:
+            return {"label": t(key, lang)} | ({"info": t(info, lang, **(info_values or {}))} if info else {})
 
-    def text(self, component: Component, key: str, *, markdown_prefix: str = "", **values: object) -> Component:
+        return self._make(make, texts, **kwargs)
+
+    def text(
+        self,
+        make: Callable[..., Component],
+        key: str,
+        *,
+        values: dict[str, object] | None = None,
+        markdown_prefix: str = "",
+        **kwargs: Any,
+    ) -> Component:
         """Buttons and Markdown: their value is their text (a heading's text after its "### ")."""
-        return self._add(component, lambda lang: gr.update(value=markdown_prefix + t(key, lang, **values)))
+        return self._make(make, lambda lang: {"value": markdown_prefix + t(key, lang, **(values or {}))}, **kwargs)
 
-    def html(self, component: Component, render: Callable[[Lang], str]) -> Component:
+    def html(self, make: Callable[..., Component], render: Callable[[Lang], str], **kwargs: Any) -> Component:
         """HTML panels: their markup, drawn in the language."""
-        return self._add(component, lambda lang: gr.update(value=render(lang)))
+        return self._make(make, lambda lang: {"value": render(lang)}, **kwargs)
 
     def choices(
-        self, component: Component, key: str, options: list[tuple[str, str]], info: str | None = None
+        self,
+        make: Callable[..., Component],
+        key: str,
+        options: list[tuple[str, str]],
+        *,
+        info: str | None = None,
+        **kwargs: Any,
     ) -> Component:
-        """Radios and dropdowns: the label and each choice's text (choice values stay the same)."""
+        """Radios: the label and each choice's text (choice values stay the same)."""
 
-        def update(lang: Lang) -> dict[str, Any]:
+        def texts(lang: Lang) -> dict[str, Any]:
             extra = {"info": t(info, lang)} if info else {}
-            return gr.update(label=t(key, lang), choices=[(t(text, lang), value) for text, value in options], **extra)
+            return {"label": t(key, lang), "choices": [(t(text, lang), value) for text, value in options]} | extra
 
-        return self._add(component, update)
+        return self._make(make, texts, **kwargs)
 
     def updates(self, lang: Lang) -> list[dict[str, Any]]:
-        return [update(lang) for update in self._updates]
+        return [gr.update(**texts(lang)) for texts in self._texts]
 
 
 @dataclass
@@ -468,55 +494,31 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
     # wav2lip without its checkpoint would queue, run and fail: it is not offered, and the menu says why.
     checkpoint = checkpoint_path(settings)
     engines = [name for name in ENGINES if name != "wav2lip" or checkpoint.is_file()]
-    info = None if "wav2lip" in engines else "option.engine.missing"
-    with labels.label(gr.Accordion(t("options", DEFAULT_LANG), open=True), "options"), gr.Row():
+    missing = None if "wav2lip" in engines else "option.engine.missing"
+    qualities = [("quality.standard", "standard"), ("quality.high", "high")]
+    cleanings = [("denoise.off", "off"), ("denoise.mouth", "mouth"), ("denoise.all", "all")]
+    with labels.label(gr.Accordion, "options", open=True), gr.Row():
         engine = labels.label(
-            gr.Dropdown(
-                engines,
-                value=settings.engine if settings.engine in engines else engines[0],
-                label=t("option.engine", DEFAULT_LANG),
-                info=t(info, DEFAULT_LANG, path=checkpoint) if info else None,
-                elem_classes=["koubo-engine"],
-            ),
+            gr.Dropdown,
             "option.engine",
-            info=info,
-            path=checkpoint,
+            info=missing,
+            info_values={"path": checkpoint},
+            choices=engines,
+            value=settings.engine if settings.engine in engines else engines[0],
+            elem_classes=["koubo-engine"],
         )
         expressiveness = labels.label(
-            gr.Slider(
-                0.0,
-                2.0,
-                value=settings.expressiveness,
-                step=0.1,
-                label=t("option.expressiveness", DEFAULT_LANG),
-                info=t("option.expressiveness.info", DEFAULT_LANG),
-            ),
+            gr.Slider,
             "option.expressiveness",
             info="option.expressiveness.info",
+            minimum=0.0,
+            maximum=2.0,
+            value=settings.expressiveness,
+            step=0.1,
         )
-        qualities = [("quality.standard", "standard"), ("quality.high", "high")]
-        quality = labels.choices(
-            gr.Radio(
-                [(t(text, DEFAULT_LANG), value) for text, value in qualities],
-                value="standard",
-                label=t("option.quality", DEFAULT_LANG),
-                info=t("option.quality.info", DEFAULT_LANG),
-            ),
-            "option.quality",
-            qualities,
-            info="option.quality.info",
-        )
-        cleanings = [("denoise.off", "off"), ("denoise.mouth", "mouth"), ("denoise.all", "all")]
+        quality = labels.choices(gr.Radio, "option.quality", qualities, info="option.quality.info", value="standard")
         denoise = labels.choices(
-            gr.Radio(
-                [(t(text, DEFAULT_LANG), value) for text, value in cleanings],
-                value=settings.denoise,
-                label=t("option.denoise", DEFAULT_LANG),
-                info=t("option.denoise.info", DEFAULT_LANG),
-            ),
-            "option.denoise",
-            cleanings,
-            info="option.denoise.info",
+            gr.Radio, "option.denoise", cleanings, info="option.denoise.info", value=settings.denoise
         )
     return GenerateOptions(engine, expressiveness, quality, denoise)
 
@@ -561,33 +563,219 @@ def gradio_locale_module() -> str | None:
     return None
 
 
-def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
-    handlers = Handlers(service, settings, LinkMaker(settings))
-    labels = Labels()
-    hint_values = {
+# --- the page, one builder per part ---------------------------------------------------------------------
+
+
+@dataclass
+class Header:
+    title: gr.HTML
+    lang: gr.Radio
+    saved_lang: gr.BrowserState
+
+
+def _header(labels: Labels, settings: Settings) -> Header:
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=4):
+            title = gr.HTML(
+                "<h1 style='margin: 0'>koubo 口播</h1>",
+                js_on_load=SIZE_GUARD_JS + UNPLAYABLE_GUARD_JS + GRADIO_TEXT_JS + RECONNECT_JS,
+                max_bytes=settings.upload_max_bytes,
+                gradio_text=GRADIO_TEXT_ZH,
+            )
+            labels.text(gr.Markdown, "app.subtitle")
+        with gr.Column(scale=1, min_width=200):
+            lang = labels.label(
+                gr.Radio, "language", choices=LANGUAGE_CHOICES, value=DEFAULT_LANG, elem_id="koubo-lang"
+            )
+    # The language someone picked, kept in the browser; unset: the browser's own preference.
+    # A fixed secret: the choice is not confidential, and it should survive a server restart.
+    saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
+    return Header(title, lang, saved_lang)
+
+
+def _upload_hint(labels: Labels, settings: Settings) -> None:
+    values = {
         "max_size": human_size(settings.upload_max_bytes),
         "max_minutes": f"{max(settings.max_audio_seconds, settings.max_video_seconds) / 60:.0f}",
     }
+    labels.text(gr.Markdown, "input.hint", values=values)
+
+
+@dataclass
+class SingleTab:
+    tab: gr.Tab
+    audio: gr.Audio
+    audio_check: gr.HTML
+    video: gr.Video
+    video_check: gr.HTML
+    options: GenerateOptions
+    generate: gr.Button
+    cancel: gr.Button
+    progress: gr.HTML
+    result: gr.HTML
+    job: gr.State
+    token: gr.Textbox  # the click's token, set in the page
+    timer: gr.Timer
+
+
+def _single_tab(labels: Labels, settings: Settings) -> SingleTab:
+    with labels.label(gr.Tab, "tab.single", id="single") as tab:
+        if not settings.links_base_url:
+            # Said on the first page, not only beside each link handed out (and not above every
+            # tab: the log view needs the height).
+            def local_note(lang: Lang, base: str = settings.links_base) -> str:
+                return message_panel(t("link.local_note", lang, base=base), error=True)
+
+            labels.html(_panel, local_note, elem_id="links-local-note")
+        # Each input with koubo's check of its file right under it.
+        with gr.Row():
+            with gr.Column():
+                audio = labels.label(
+                    gr.Audio, "input.audio", sources=["upload"], type="filepath", elem_id="single-audio",
+                    elem_classes=["koubo-upload"],
+                )  # fmt: skip
+                audio_check = _panel(elem_id="single-audio-check")
+            with gr.Column():
+                video = labels.label(
+                    gr.Video, "input.video", sources=["upload"], elem_id="single-video", elem_classes=["koubo-upload"],
+                    height=300,
+                )  # fmt: skip
+                video_check = _panel(elem_id="single-video-check")
+        _upload_hint(labels, settings)
+        options = _options_panel(labels, settings)
+        with gr.Row():
+            generate = labels.text(gr.Button, "button.generate", variant="primary", elem_id="generate")
+            cancel = labels.text(gr.Button, "button.cancel", variant="stop", visible=False, elem_id="cancel")
+        progress = _panel(elem_id="single-progress")
+        result = _actions_panel(elem_id="single-result")  # its copy-link button
+        return SingleTab(
+            tab, audio, audio_check, video, video_check, options, generate, cancel, progress, result,
+            job=gr.State(None), token=gr.Textbox(visible=False), timer=gr.Timer(JOB_POLL_SECONDS, active=False),
+        )  # fmt: skip
+
+
+@dataclass
+class BatchTab:
+    tab: gr.Tab
+    audios: gr.File
+    audios_check: gr.HTML
+    videos: gr.File
+    videos_check: gr.HTML
+    options: GenerateOptions
+    generate: gr.Button
+    view: gr.HTML
+    preview: gr.HTML
+    batch: gr.State
+    preview_job: gr.State
+    token: gr.Textbox
+    timer: gr.Timer
+
+
+def _batch_tab(labels: Labels, settings: Settings) -> BatchTab:
+    with labels.label(gr.Tab, "tab.batch", id="batch") as tab:
+        labels.text(gr.Markdown, "batch.hint")
+        with gr.Row():
+            with gr.Column():
+                audios = labels.label(
+                    gr.File, "input.audios", file_count="multiple", file_types=AUDIO_FILE_TYPES,
+                    elem_id="batch-audios", elem_classes=["koubo-upload"],
+                )  # fmt: skip
+                audios_check = _panel(elem_id="batch-audios-check")
+            with gr.Column():
+                videos = labels.label(
+                    gr.File, "input.videos", file_count="multiple", file_types=VIDEO_FILE_TYPES,
+                    elem_id="batch-videos", elem_classes=["koubo-upload"],
+                )  # fmt: skip
+                videos_check = _panel(elem_id="batch-videos-check")
+        _upload_hint(labels, settings)
+        options = _options_panel(labels, settings)
+        generate = labels.text(gr.Button, "button.generate_batch", variant="primary", elem_id="generate-batch")
+        view = _actions_panel(elem_id="batch-panel")
+        preview = _preview_panel("batch-preview")  # its copy-link button
+        return BatchTab(
+            tab, audios, audios_check, videos, videos_check, options, generate, view, preview,
+            batch=gr.State(None), preview_job=gr.State(None), token=gr.Textbox(visible=False),
+            timer=gr.Timer(JOB_POLL_SECONDS, active=False),
+        )  # fmt: skip
+
+
+@dataclass
+class QueueTab:
+    tab: gr.Tab
+    queue: gr.HTML
+    workers: gr.HTML
+    status_filter: gr.Radio
+    history: gr.HTML
+    previous_page: gr.Button
+    page_info: gr.HTML
+    next_page: gr.Button
+    refresh: gr.Button
+    preview: gr.HTML
+    page: gr.State
+    preview_job: gr.State
+    timer: gr.Timer
+
+    @property
+    def inputs(self) -> list[gr.blocks.Block]:
+        """What Handlers.refresh_queue reads (after the language)."""
+        return [self.status_filter, self.page]
+
+    @property
+    def outputs(self) -> list[gr.blocks.Block]:
+        """What Handlers.refresh_queue returns, in its order."""
+        return [self.queue, self.workers, self.history, self.page_info, self.page]
+
+
+def _queue_tab(labels: Labels) -> QueueTab:
     status_options = [(f"status.{status}", status) for status in STATUS_FILTERS]
+    with labels.label(gr.Tab, "tab.queue", id="queue") as tab:
+        labels.text(gr.Markdown, "queue.title", markdown_prefix="### ")
+        queue = _actions_panel(elem_id="queue-table")
+        labels.text(gr.Markdown, "workers.title", markdown_prefix="### ")
+        workers = _panel(elem_id="workers-panel")
+        labels.text(gr.Markdown, "history.title", markdown_prefix="### ")
+        status_filter = labels.choices(gr.Radio, "history.filter", status_options, value="all", elem_id="status-filter")
+        history = _actions_panel(elem_id="history-table")
+        with gr.Row(equal_height=True):
+            previous_page = labels.text(gr.Button, "button.previous", size="sm", scale=0, min_width=100)
+            page_info = _panel(elem_id="page-info")
+            next_page = labels.text(gr.Button, "button.next", size="sm", scale=0, min_width=100)
+            refresh = labels.text(gr.Button, "button.refresh", size="sm", scale=0, min_width=100)
+        preview = _preview_panel("history-preview")  # its copy-link button
+        return QueueTab(
+            tab, queue, workers, status_filter, history, previous_page, page_info, next_page, refresh, preview,
+            page=gr.State(0), preview_job=gr.State(None), timer=gr.Timer(QUEUE_POLL_SECONDS, active=False),
+        )  # fmt: skip
+
+
+@dataclass
+class LogsTab:
+    tab: gr.Tab
+    lines: gr.Dropdown
+    filter: gr.Textbox
+    follow: gr.Checkbox
+    view: gr.HTML
+    timer: gr.Timer
+
+
+def _logs_tab(labels: Labels, settings: Settings) -> LogsTab:
+    with labels.label(gr.Tab, "tab.logs", id="logs") as tab:
+        with gr.Row(equal_height=True):
+            lines = labels.label(gr.Dropdown, "logs.lines", choices=LOG_LINE_CHOICES, value=200, scale=1)
+            job_filter = labels.label(gr.Textbox, "logs.filter", max_lines=1, scale=3)
+            follow = labels.label(gr.Checkbox, "logs.follow", value=True, scale=1)
+        labels.text(gr.Markdown, "logs.path", values={"path": settings.log_path})
+        view = gr.HTML("", css_template=PANEL_CSS, js_on_load=LOG_FOLLOW_JS, elem_id="log-view")
+        return LogsTab(tab, lines, job_filter, follow, view, gr.Timer(LOG_POLL_SECONDS, active=False))
+
+
+def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
+    handlers = Handlers(service, settings, LinkMaker(settings))
+    labels = Labels()
 
     with gr.Blocks(title="koubo 口播", analytics_enabled=False) as blocks:
-        with gr.Row(equal_height=True):
-            with gr.Column(scale=4):
-                title = gr.HTML(
-                    "<h1 style='margin: 0'>koubo 口播</h1>",
-                    js_on_load=SIZE_GUARD_JS + UNPLAYABLE_GUARD_JS + GRADIO_TEXT_JS + RECONNECT_JS,
-                    max_bytes=settings.upload_max_bytes,
-                    gradio_text=GRADIO_TEXT_ZH,
-                )
-                labels.text(gr.Markdown(t("app.subtitle", DEFAULT_LANG)), "app.subtitle")
-            with gr.Column(scale=1, min_width=200):
-                lang = gr.Radio(
-                    LANGUAGE_CHOICES, value=DEFAULT_LANG, label=t("language", DEFAULT_LANG), elem_id="koubo-lang"
-                )
-                labels.label(lang, "language")
-        # The language someone picked, kept in the browser; unset: the browser's own preference.
-        # A fixed secret: the choice is not confidential, and it should survive a server restart.
-        saved_lang = gr.BrowserState(None, storage_key="koubo-language", secret="koubo-ui-language")
+        header = _header(labels, settings)
+        lang = header.lang
         # What the page was showing, so a reload (or Gradio's own reload after a server restart)
         # comes back to the same tab, following the same job and batch.
         # The tab is kept by the page itself as it is clicked (TAB_MEMORY_JS): a reload a moment
@@ -597,159 +785,10 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
         with gr.Tabs(selected="single") as tabs:
-            # --- single ---
-            with labels.label(gr.Tab(t("tab.single", DEFAULT_LANG), id="single"), "tab.single") as single_tab:
-                if not settings.links_base_url:
-                    # Said on the first page, not only beside each link handed out (and not above
-                    # every tab: the log view needs the height).
-                    def local_note(lang: Lang, base: str = settings.links_base) -> str:
-                        return message_panel(t("link.local_note", lang, base=base), error=True)
-
-                    labels.html(_panel(local_note(DEFAULT_LANG), elem_id="links-local-note"), local_note)
-                # Each input with koubo's check of its file right under it.
-                with gr.Row():
-                    with gr.Column():
-                        audio = labels.label(
-                            gr.Audio(
-                                sources=["upload"],
-                                type="filepath",
-                                label=t("input.audio", DEFAULT_LANG),
-                                elem_id="single-audio",
-                                elem_classes=["koubo-upload"],
-                            ),
-                            "input.audio",
-                        )
-                        audio_check = _panel(elem_id="single-audio-check")
-                    with gr.Column():
-                        video = labels.label(
-                            gr.Video(
-                                sources=["upload"],
-                                label=t("input.video", DEFAULT_LANG),
-                                elem_id="single-video",
-                                elem_classes=["koubo-upload"],
-                                height=300,
-                            ),
-                            "input.video",
-                        )
-                        video_check = _panel(elem_id="single-video-check")
-                labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
-                single_options = _options_panel(labels, settings)
-                with gr.Row():
-                    generate = labels.text(
-                        gr.Button(t("button.generate", DEFAULT_LANG), variant="primary", elem_id="generate"),
-                        "button.generate",
-                    )
-                    cancel = labels.text(
-                        gr.Button(t("button.cancel", DEFAULT_LANG), variant="stop", visible=False, elem_id="cancel"),
-                        "button.cancel",
-                    )
-                single_progress = _panel(elem_id="single-progress")
-                single_result = _actions_panel(elem_id="single-result")  # its copy-link button
-                single_job = gr.State(None)
-                single_token = gr.Textbox(visible=False)  # the click's token, set in the page
-                single_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
-
-            # --- batch ---
-            with labels.label(gr.Tab(t("tab.batch", DEFAULT_LANG), id="batch"), "tab.batch") as batch_tab:
-                labels.text(gr.Markdown(t("batch.hint", DEFAULT_LANG)), "batch.hint")
-                with gr.Row():
-                    with gr.Column():
-                        batch_audios = labels.label(
-                            gr.File(
-                                file_count="multiple",
-                                file_types=AUDIO_FILE_TYPES,
-                                label=t("input.audios", DEFAULT_LANG),
-                                elem_id="batch-audios",
-                                elem_classes=["koubo-upload"],
-                            ),
-                            "input.audios",
-                        )
-                        batch_audios_check = _panel(elem_id="batch-audios-check")
-                    with gr.Column():
-                        batch_videos = labels.label(
-                            gr.File(
-                                file_count="multiple",
-                                file_types=VIDEO_FILE_TYPES,
-                                label=t("input.videos", DEFAULT_LANG),
-                                elem_id="batch-videos",
-                                elem_classes=["koubo-upload"],
-                            ),
-                            "input.videos",
-                        )
-                        batch_videos_check = _panel(elem_id="batch-videos-check")
-                labels.text(gr.Markdown(t("input.hint", DEFAULT_LANG, **hint_values)), "input.hint", **hint_values)
-                batch_options = _options_panel(labels, settings)
-                generate_batch = labels.text(
-                    gr.Button(t("button.generate_batch", DEFAULT_LANG), variant="primary", elem_id="generate-batch"),
-                    "button.generate_batch",
-                )
-                batch_view = _actions_panel(elem_id="batch-panel")
-                batch_preview = _preview_panel("batch-preview")  # its copy-link button
-                batch_id = gr.State(None)
-                batch_preview_job = gr.State(None)
-                batch_token = gr.Textbox(visible=False)
-                batch_timer = gr.Timer(JOB_POLL_SECONDS, active=False)
-
-            # --- queue and history ---
-            with labels.label(gr.Tab(t("tab.queue", DEFAULT_LANG), id="queue"), "tab.queue") as queue_tab:
-                labels.text(gr.Markdown(f"### {t('queue.title', DEFAULT_LANG)}"), "queue.title", markdown_prefix="### ")
-                queue_view = _actions_panel(elem_id="queue-table")
-                labels.text(
-                    gr.Markdown(f"### {t('workers.title', DEFAULT_LANG)}"), "workers.title", markdown_prefix="### "
-                )
-                workers_view = _panel(elem_id="workers-panel")
-                labels.text(
-                    gr.Markdown(f"### {t('history.title', DEFAULT_LANG)}"), "history.title", markdown_prefix="### "
-                )
-                status_filter = labels.choices(
-                    gr.Radio(
-                        [(t(text, DEFAULT_LANG), value) for text, value in status_options],
-                        value="all",
-                        label=t("history.filter", DEFAULT_LANG),
-                        elem_id="status-filter",
-                    ),
-                    "history.filter",
-                    status_options,
-                )
-                history_view = _actions_panel(elem_id="history-table")
-                with gr.Row(equal_height=True):
-                    previous_page = labels.text(
-                        gr.Button(t("button.previous", DEFAULT_LANG), size="sm", scale=0, min_width=100),
-                        "button.previous",
-                    )
-                    page_info = _panel(elem_id="page-info")
-                    next_page = labels.text(
-                        gr.Button(t("button.next", DEFAULT_LANG), size="sm", scale=0, min_width=100), "button.next"
-                    )
-                    refresh = labels.text(
-                        gr.Button(t("button.refresh", DEFAULT_LANG), size="sm", scale=0, min_width=100),
-                        "button.refresh",
-                    )
-                history_preview = _preview_panel("history-preview")  # its copy-link button
-                page = gr.State(0)
-                history_preview_job = gr.State(None)
-                queue_timer = gr.Timer(QUEUE_POLL_SECONDS, active=False)
-
-            # --- logs ---
-            with labels.label(gr.Tab(t("tab.logs", DEFAULT_LANG), id="logs"), "tab.logs") as logs_tab:
-                with gr.Row(equal_height=True):
-                    log_lines = labels.label(
-                        gr.Dropdown(LOG_LINE_CHOICES, value=200, label=t("logs.lines", DEFAULT_LANG), scale=1),
-                        "logs.lines",
-                    )
-                    log_filter = labels.label(
-                        gr.Textbox(label=t("logs.filter", DEFAULT_LANG), max_lines=1, scale=3), "logs.filter"
-                    )
-                    log_follow = labels.label(
-                        gr.Checkbox(value=True, label=t("logs.follow", DEFAULT_LANG), scale=1), "logs.follow"
-                    )
-                labels.text(
-                    gr.Markdown(t("logs.path", DEFAULT_LANG, path=settings.log_path)),
-                    "logs.path",
-                    path=settings.log_path,
-                )
-                log_view = gr.HTML("", css_template=PANEL_CSS, js_on_load=LOG_FOLLOW_JS, elem_id="log-view")
-                log_timer = gr.Timer(LOG_POLL_SECONDS, active=False)
+            single = _single_tab(labels, settings)
+            batch = _batch_tab(labels, settings)
+            queue = _queue_tab(labels)
+            logs = _logs_tab(labels, settings)
 
         # --- events: language ---
         def initial_language(saved: str | None, request: gr.Request) -> Lang:
@@ -757,31 +796,31 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 return choose_language(saved)
             return language_from_header(request.headers.get("accept-language"))
 
-        queue_inputs = [lang, status_filter, page]
-        queue_outputs = [queue_view, workers_view, history_view, page_info, page]
+        queue_inputs = [lang, *queue.inputs]
+        queue_outputs = queue.outputs
         locale_module = gradio_locale_module()
         gradio_locale_js = GRADIO_LOCALE_JS % locale_module if locale_module else None
         # Gradio's own strings switch with koubo's, also when the page starts in the default language.
-        blocks.load(initial_language, [saved_lang], [lang], show_progress="hidden").then(
+        blocks.load(initial_language, [header.saved_lang], [lang], show_progress="hidden").then(
             None, [lang], None, js=gradio_locale_js
         )
-        lang.input(lambda choice: choice, [lang], [saved_lang], show_progress="hidden")
+        lang.input(lambda choice: choice, [lang], [header.saved_lang], show_progress="hidden")
         lang.change(None, [lang], None, js=gradio_locale_js)
         (
             lang.change(labels.updates, [lang], labels.components, show_progress="hidden")
-            .then(handlers.render_single, [lang, single_job], [single_progress, single_result], show_progress="hidden")
-            .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
+            .then(handlers.render_single, [lang, single.job], [single.progress, single.result], show_progress="hidden")
+            .then(handlers.poll_batch, [lang, batch.batch], [batch.view, batch.timer], show_progress="hidden")
             .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-            .then(handlers.render_preview, [lang, batch_preview_job], [batch_preview], show_progress="hidden")
-            .then(handlers.render_preview, [lang, history_preview_job], [history_preview], show_progress="hidden")
+            .then(handlers.render_preview, [lang, batch.preview_job], [batch.preview], show_progress="hidden")
+            .then(handlers.render_preview, [lang, queue.preview_job], [queue.preview], show_progress="hidden")
         )
 
         # --- events: each file is checked as it arrives, and its check shown beside its input ---
         for upload, kind, check_view in (
-            (audio, "audio", audio_check),
-            (video, "video", video_check),
-            (batch_audios, "audio", batch_audios_check),
-            (batch_videos, "video", batch_videos_check),
+            (single.audio, "audio", single.audio_check),
+            (single.video, "video", single.video_check),
+            (batch.audios, "audio", batch.audios_check),
+            (batch.videos, "video", batch.videos_check),
         ):
             checks = gr.State([])
             upload.change(
@@ -789,92 +828,92 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             )
             lang.change(handlers.render_checks, [lang, checks], [check_view], show_progress="hidden")
 
-        title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
+        header.title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
 
         # --- events: single ---
-        single_poll_outputs = [single_progress, single_result, single_timer, cancel, generate]
+        single_poll_outputs = [single.progress, single.result, single.timer, single.cancel, single.generate]
         # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
-        generate.click(
+        single.generate.click(
             lambda token, *values: _kept(handlers.submit_single(*values, token)),
-            [single_token, lang, audio, video, *single_options.inputs],
-            [single_job, saved_job, *single_poll_outputs],
+            [single.token, lang, single.audio, single.video, *single.options.inputs],
+            [single.job, saved_job, *single_poll_outputs],
             js=CLICK_TOKEN_JS % "single",
             concurrency_limit=None,
             api_name="submit_single",
         )
-        single_timer.tick(
+        single.timer.tick(
             handlers.poll_single,
-            [lang, single_job],
+            [lang, single.job],
             single_poll_outputs,
             show_progress="hidden",
             concurrency_limit=None,
         )
-        cancel.click(handlers.cancel_single, [lang, single_job], [single_progress, cancel])
+        single.cancel.click(handlers.cancel_single, [lang, single.job], [single.progress, single.cancel])
 
         # --- events: batch ---
-        generate_batch.click(
+        batch.generate.click(
             lambda token, *values: _kept(handlers.submit_batch(*values, token)),
-            [batch_token, lang, batch_audios, batch_videos, *batch_options.inputs],
-            [batch_id, saved_batch, batch_view, batch_preview, batch_timer],
+            [batch.token, lang, batch.audios, batch.videos, *batch.options.inputs],
+            [batch.batch, saved_batch, batch.view, batch.preview, batch.timer],
             js=CLICK_TOKEN_JS % "batch",
             concurrency_limit=None,
             api_name="submit_batch",
         )
-        batch_timer.tick(
+        batch.timer.tick(
             handlers.poll_batch,
-            [lang, batch_id],
-            [batch_view, batch_timer],
+            [lang, batch.batch],
+            [batch.view, batch.timer],
             show_progress="hidden",
             concurrency_limit=None,
         )
-        batch_view.job_action(
+        batch.view.job_action(
             handlers.batch_action,
-            [lang, batch_id],
-            [batch_view, batch_preview, batch_preview_job, batch_timer],
+            [lang, batch.batch],
+            [batch.view, batch.preview, batch.preview_job, batch.timer],
             show_progress="hidden",
         )
 
         # --- events: queue and history (polled only while the tab is open) ---
-        history_action_outputs = [history_preview, history_preview_job, *queue_outputs]
-        for table in (queue_view, history_view):
+        history_action_outputs = [queue.preview, queue.preview_job, *queue_outputs]
+        for table in (queue.queue, queue.history):
             table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
-        queue_timer.tick(
+        queue.timer.tick(
             handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden", concurrency_limit=None
         )
-        refresh.click(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-        status_filter.change(lambda: 0, None, [page], show_progress="hidden").then(
+        queue.refresh.click(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+        queue.status_filter.change(lambda: 0, None, [queue.page], show_progress="hidden").then(
             handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden"
         )
-        previous_page.click(handlers.previous_page, queue_inputs, queue_outputs, show_progress="hidden")
-        next_page.click(handlers.next_page, queue_inputs, queue_outputs, show_progress="hidden")
+        queue.previous_page.click(handlers.previous_page, queue_inputs, queue_outputs, show_progress="hidden")
+        queue.next_page.click(handlers.next_page, queue_inputs, queue_outputs, show_progress="hidden")
 
         # --- events: logs ---
-        log_inputs = [lang, log_lines, log_filter]
-        log_timer.tick(handlers.read_log, log_inputs, [log_view], show_progress="hidden", concurrency_limit=None)
-        for control in (log_lines, log_filter):
-            control.change(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
-        log_follow.change(lambda follow: gr.Timer(active=follow), [log_follow], [log_timer])
+        log_inputs = [lang, logs.lines, logs.filter]
+        logs.timer.tick(handlers.read_log, log_inputs, [logs.view], show_progress="hidden", concurrency_limit=None)
+        for control in (logs.lines, logs.filter):
+            control.change(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
+        logs.follow.change(lambda follow: gr.Timer(active=follow), [logs.follow], [logs.timer])
 
         # --- tabs: only the open tab's table and log are polled ---
-        for tab, name in ((single_tab, "single"), (batch_tab, "batch"), (queue_tab, "queue"), (logs_tab, "logs")):
-            tab.select(_polling_for(name), [log_follow], [queue_timer, log_timer], show_progress="hidden")
+        for tab, name in ((single.tab, "single"), (batch.tab, "batch"), (queue.tab, "queue"), (logs.tab, "logs")):
+            tab.select(_polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
             tab.select(None, None, None, js=TAB_MEMORY_JS % name)
 
         # --- a reload: back to the tab, the job and the batch the page was showing ---
         (
             blocks.load(
                 handlers.restore,
-                [saved_tab, saved_job, saved_batch, log_follow],
-                [tabs, single_job, batch_id, single_timer, batch_timer, queue_timer, log_timer],
+                [saved_tab, saved_job, saved_batch, logs.follow],
+                [tabs, single.job, batch.batch, single.timer, batch.timer, queue.timer, logs.timer],
                 js=TAB_RECALL_JS,
                 show_progress="hidden",
             )
-            .then(handlers.poll_single, [lang, single_job], single_poll_outputs, show_progress="hidden")
-            .then(handlers.poll_batch, [lang, batch_id], [batch_view, batch_timer], show_progress="hidden")
+            .then(handlers.poll_single, [lang, single.job], single_poll_outputs, show_progress="hidden")
+            .then(handlers.poll_batch, [lang, batch.batch], [batch.view, batch.timer], show_progress="hidden")
             .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-            .then(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+            .then(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
         )
-        queue_tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-        logs_tab.select(handlers.read_log, log_inputs, [log_view], show_progress="hidden")
+        queue.tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+        logs.tab.select(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
 
     return blocks
