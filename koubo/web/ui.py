@@ -617,6 +617,11 @@ class SingleTab:
     token: gr.Textbox  # the click's token, set in the page
     timer: gr.Timer
 
+    @property
+    def poll_outputs(self) -> list[gr.blocks.Block]:
+        """What Handlers.poll_single returns, in its order."""
+        return [self.progress, self.result, self.timer, self.cancel, self.generate]
+
 
 def _single_tab(labels: Labels, settings: Settings) -> SingleTab:
     with labels.label(gr.Tab, "tab.single", id="single") as tab:
@@ -757,6 +762,11 @@ class LogsTab:
     view: gr.HTML
     timer: gr.Timer
 
+    @property
+    def inputs(self) -> list[gr.blocks.Block]:
+        """What Handlers.read_log reads (after the language)."""
+        return [self.lines, self.filter]
+
 
 def _logs_tab(labels: Labels, settings: Settings) -> LogsTab:
     with labels.label(gr.Tab, "tab.logs", id="logs") as tab:
@@ -767,6 +777,77 @@ def _logs_tab(labels: Labels, settings: Settings) -> LogsTab:
         labels.text(gr.Markdown, "logs.path", values={"path": settings.log_path})
         view = gr.HTML("", css_template=PANEL_CSS, js_on_load=LOG_FOLLOW_JS, elem_id="log-view")
         return LogsTab(tab, lines, job_filter, follow, view, gr.Timer(LOG_POLL_SECONDS, active=False))
+
+
+def _wire_single(single: SingleTab, handlers: Handlers, lang: gr.Radio, saved_job: gr.BrowserState) -> None:
+    # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
+    single.generate.click(
+        lambda token, *values: _kept(handlers.submit_single(*values, token)),
+        [single.token, lang, single.audio, single.video, *single.options.inputs],
+        [single.job, saved_job, *single.poll_outputs],
+        js=CLICK_TOKEN_JS % "single",
+        concurrency_limit=None,
+        api_name="submit_single",
+    )
+    single.timer.tick(
+        handlers.poll_single,
+        [lang, single.job],
+        single.poll_outputs,
+        show_progress="hidden",
+        concurrency_limit=None,
+    )
+    single.cancel.click(handlers.cancel_single, [lang, single.job], [single.progress, single.cancel])
+
+
+def _wire_batch(batch: BatchTab, handlers: Handlers, lang: gr.Radio, saved_batch: gr.BrowserState) -> None:
+    # As in the single tab, the batch is kept in the browser by the answer that shows it.
+    batch.generate.click(
+        lambda token, *values: _kept(handlers.submit_batch(*values, token)),
+        [batch.token, lang, batch.audios, batch.videos, *batch.options.inputs],
+        [batch.batch, saved_batch, batch.view, batch.preview, batch.timer],
+        js=CLICK_TOKEN_JS % "batch",
+        concurrency_limit=None,
+        api_name="submit_batch",
+    )
+    batch.timer.tick(
+        handlers.poll_batch,
+        [lang, batch.batch],
+        [batch.view, batch.timer],
+        show_progress="hidden",
+        concurrency_limit=None,
+    )
+    batch.view.job_action(
+        handlers.batch_action,
+        [lang, batch.batch],
+        [batch.view, batch.preview, batch.preview_job, batch.timer],
+        show_progress="hidden",
+    )
+
+
+def _wire_queue(queue: QueueTab, handlers: Handlers, lang: gr.Radio) -> None:
+    """Its events; its tables are polled only while the tab is open (see _polling_for)."""
+    queue_inputs, queue_outputs = [lang, *queue.inputs], queue.outputs
+    history_action_outputs = [queue.preview, queue.preview_job, *queue_outputs]
+    for table in (queue.queue, queue.history):
+        table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
+    queue.timer.tick(
+        handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden", concurrency_limit=None
+    )
+    queue.refresh.click(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
+    queue.status_filter.change(lambda: 0, None, [queue.page], show_progress="hidden").then(
+        handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden"
+    )
+    queue.previous_page.click(handlers.previous_page, queue_inputs, queue_outputs, show_progress="hidden")
+    queue.next_page.click(handlers.next_page, queue_inputs, queue_outputs, show_progress="hidden")
+
+
+def _wire_logs(logs: LogsTab, handlers: Handlers, lang: gr.Radio) -> None:
+    logs.timer.tick(
+        handlers.read_log, [lang, *logs.inputs], [logs.view], show_progress="hidden", concurrency_limit=None
+    )
+    for control in (logs.lines, logs.filter):
+        control.change(handlers.read_log, [lang, *logs.inputs], [logs.view], show_progress="hidden")
+    logs.follow.change(lambda follow: gr.Timer(active=follow), [logs.follow], [logs.timer])
 
 
 def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
@@ -830,69 +911,10 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         header.title.file_too_large(handlers.refuse_large_file, [lang], None, show_progress="hidden")
 
-        # --- events: single ---
-        single_poll_outputs = [single.progress, single.result, single.timer, single.cancel, single.generate]
-        # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
-        single.generate.click(
-            lambda token, *values: _kept(handlers.submit_single(*values, token)),
-            [single.token, lang, single.audio, single.video, *single.options.inputs],
-            [single.job, saved_job, *single_poll_outputs],
-            js=CLICK_TOKEN_JS % "single",
-            concurrency_limit=None,
-            api_name="submit_single",
-        )
-        single.timer.tick(
-            handlers.poll_single,
-            [lang, single.job],
-            single_poll_outputs,
-            show_progress="hidden",
-            concurrency_limit=None,
-        )
-        single.cancel.click(handlers.cancel_single, [lang, single.job], [single.progress, single.cancel])
-
-        # --- events: batch ---
-        batch.generate.click(
-            lambda token, *values: _kept(handlers.submit_batch(*values, token)),
-            [batch.token, lang, batch.audios, batch.videos, *batch.options.inputs],
-            [batch.batch, saved_batch, batch.view, batch.preview, batch.timer],
-            js=CLICK_TOKEN_JS % "batch",
-            concurrency_limit=None,
-            api_name="submit_batch",
-        )
-        batch.timer.tick(
-            handlers.poll_batch,
-            [lang, batch.batch],
-            [batch.view, batch.timer],
-            show_progress="hidden",
-            concurrency_limit=None,
-        )
-        batch.view.job_action(
-            handlers.batch_action,
-            [lang, batch.batch],
-            [batch.view, batch.preview, batch.preview_job, batch.timer],
-            show_progress="hidden",
-        )
-
-        # --- events: queue and history (polled only while the tab is open) ---
-        history_action_outputs = [queue.preview, queue.preview_job, *queue_outputs]
-        for table in (queue.queue, queue.history):
-            table.job_action(handlers.history_action, queue_inputs, history_action_outputs, show_progress="hidden")
-        queue.timer.tick(
-            handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden", concurrency_limit=None
-        )
-        queue.refresh.click(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-        queue.status_filter.change(lambda: 0, None, [queue.page], show_progress="hidden").then(
-            handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden"
-        )
-        queue.previous_page.click(handlers.previous_page, queue_inputs, queue_outputs, show_progress="hidden")
-        queue.next_page.click(handlers.next_page, queue_inputs, queue_outputs, show_progress="hidden")
-
-        # --- events: logs ---
-        log_inputs = [lang, logs.lines, logs.filter]
-        logs.timer.tick(handlers.read_log, log_inputs, [logs.view], show_progress="hidden", concurrency_limit=None)
-        for control in (logs.lines, logs.filter):
-            control.change(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
-        logs.follow.change(lambda follow: gr.Timer(active=follow), [logs.follow], [logs.timer])
+        _wire_single(single, handlers, lang, saved_job)
+        _wire_batch(batch, handlers, lang, saved_batch)
+        _wire_queue(queue, handlers, lang)
+        _wire_logs(logs, handlers, lang)
 
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single.tab, "single"), (batch.tab, "batch"), (queue.tab, "queue"), (logs.tab, "logs")):
@@ -908,12 +930,12 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
                 js=TAB_RECALL_JS,
                 show_progress="hidden",
             )
-            .then(handlers.poll_single, [lang, single.job], single_poll_outputs, show_progress="hidden")
+            .then(handlers.poll_single, [lang, single.job], single.poll_outputs, show_progress="hidden")
             .then(handlers.poll_batch, [lang, batch.batch], [batch.view, batch.timer], show_progress="hidden")
             .then(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-            .then(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
+            .then(handlers.read_log, [lang, *logs.inputs], [logs.view], show_progress="hidden")
         )
         queue.tab.select(handlers.refresh_queue, queue_inputs, queue_outputs, show_progress="hidden")
-        logs.tab.select(handlers.read_log, log_inputs, [logs.view], show_progress="hidden")
+        logs.tab.select(handlers.read_log, [lang, *logs.inputs], [logs.view], show_progress="hidden")
 
     return blocks
