@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -94,6 +94,8 @@ Kind = Literal["audio", "video"]
 
 
 Component = TypeVar("Component", bound=gr.blocks.Block)
+# What a handler answers: a new value (or gr.update) for each component it changes, the others left as they are.
+Outputs = dict[gr.blocks.Block, Any]
 Texts = Callable[[Lang], dict[str, Any]]
 
 
@@ -183,6 +185,11 @@ class Handlers:
     service: JobService
     settings: Settings
     links: LinkMaker
+    # The page's parts, once built: handlers answer with {component: value}, never a tuple whose
+    # order must match an output list written elsewhere.
+    single: SingleTab = field(init=False)
+    batch: BatchTab = field(init=False)
+    queue: QueueTab = field(init=False)
 
     # --- uploads and options ---------------------------------------------------------------------------
 
@@ -245,6 +252,17 @@ class Handlers:
 
     # --- single ------------------------------------------------------------------------------------------
 
+    def _following(self, job: JobView | None) -> Outputs:
+        """The single tab's timer and buttons: polling, with Cancel shown and Generate disabled, while
+        its job is queued or running ("cancelling…" shows in the card once a cancel is asked)."""
+        tab = self.single
+        active = job is not None and job.status in ACTIVE
+        return {
+            tab.timer: gr.Timer(active=active),
+            tab.cancel: gr.update(visible=active and not job.cancel_requested),
+            tab.generate: gr.update(interactive=not active),
+        }
+
     def submit_single(
         self,
         lang: Lang,
@@ -255,14 +273,13 @@ class Handlers:
         quality: str,
         denoise: str,
         client_token: str,
-    ) -> tuple[Any, ...]:
-        """Returns (job id, progress card, result, timer, cancel button, generate button).
-
-        `client_token` is the click's (see CLICK_TOKEN_JS): a double click submits one job."""
-        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
+    ) -> Outputs:
+        """The job, its card and the tab's state. `client_token` is the click's (see CLICK_TOKEN_JS):
+        a double click submits one job."""
+        tab = self.single
         if not audio or not video:
             message = message_panel(t("error.need_audio" if not audio else "error.need_video", lang), error=True)
-            return None, message, "", *idle
+            return {tab.job: None, tab.progress: message, tab.result: ""} | self._following(None)
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
@@ -272,45 +289,62 @@ class Handlers:
                 audio_asset.id, video_asset.id, params, Lane.high, client_token=client_token or None
             )
         except KouboError as error:
-            return None, message_panel(error_text(error, lang), error=True), "", *idle
-        busy = (gr.Timer(active=True), gr.update(visible=True), gr.update(interactive=False))
-        return job.id, progress_panel(job, lang), "", *busy
+            message = message_panel(error_text(error, lang), error=True)
+            return {tab.job: None, tab.progress: message, tab.result: ""} | self._following(None)
+        # Followed from now on, whatever the next tick finds.
+        busy = {
+            tab.timer: gr.Timer(active=True),
+            tab.cancel: gr.update(visible=True),
+            tab.generate: gr.update(interactive=False),
+        }
+        return {tab.job: job.id, tab.progress: progress_panel(job, lang), tab.result: ""} | busy
 
-    def poll_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
-        """One timer tick: (progress card, result, timer, cancel button, generate button). The result
-        is written once, on the tick that sees the job finish, so a playing video is never reloaded.
-        Generate stays disabled while the job it made is queued or running."""
-        idle = (gr.Timer(active=False), gr.update(visible=False), gr.update(interactive=True))
+    def poll_single(self, lang: Lang, job_id: str | None) -> Outputs:
+        """One timer tick: the card and the tab's state. The result is written once, on the tick that
+        sees the job finish, so a playing video is never reloaded."""
+        tab = self.single
         if not job_id:
-            return gr.skip(), gr.skip(), *idle
+            return self._following(None)
         try:
             job = self.service.get(job_id)
         except KouboError as error:
-            return message_panel(error_text(error, lang), error=True), "", *idle
-        if job.status in ACTIVE:
-            cancel = gr.update(visible=not job.cancel_requested)  # "cancelling…" shows in the card
-            busy = (gr.Timer(active=True), cancel, gr.update(interactive=False))
-            return progress_panel(job, lang), gr.skip(), *busy
-        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base), *idle
+            return {tab.progress: message_panel(error_text(error, lang), error=True), tab.result: ""} | self._following(
+                None
+            )
+        shown = {tab.progress: progress_panel(job, lang)}
+        if job.status not in ACTIVE:
+            shown[tab.result] = result_panel(job, lang, self._link(job), self._local_base)
+        return shown | self._following(job)
 
-    def render_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
-        """(progress card, result) in `lang`, after a language switch."""
+    def render_single(self, lang: Lang, job_id: str | None) -> Outputs:
+        """The card and the result in `lang`, after a language switch."""
+        tab = self.single
         if not job_id:
-            return gr.skip(), gr.skip()
+            return gr.skip()  # every output as it is (an empty dict would not say so to Gradio)
         try:
             job = self.service.get(job_id)
         except KouboError as error:
-            return message_panel(error_text(error, lang), error=True), ""
-        return progress_panel(job, lang), result_panel(job, lang, self._link(job), self._local_base)
+            return {tab.progress: message_panel(error_text(error, lang), error=True), tab.result: ""}
+        return {
+            tab.progress: progress_panel(job, lang),
+            tab.result: result_panel(job, lang, self._link(job), self._local_base),
+        }
 
-    def cancel_single(self, lang: Lang, job_id: str | None) -> tuple[Any, ...]:
+    def cancel_single(self, lang: Lang, job_id: str | None) -> Outputs:
+        tab = self.single
         if not job_id:
-            return gr.skip(), gr.update(visible=False)
+            return {tab.cancel: gr.update(visible=False)}
         try:
             job = self.service.cancel(job_id)
         except KouboError as error:
-            return message_panel(error_text(error, lang), error=True), gr.update(visible=False)
-        return progress_panel(job, lang), gr.update(visible=job.status in ACTIVE and not job.cancel_requested)
+            return {
+                tab.progress: message_panel(error_text(error, lang), error=True),
+                tab.cancel: gr.update(visible=False),
+            }
+        return {
+            tab.progress: progress_panel(job, lang),
+            tab.cancel: gr.update(visible=job.status in ACTIVE and not job.cancel_requested),
+        }
 
     # --- batch -------------------------------------------------------------------------------------------
 
@@ -324,11 +358,17 @@ class Handlers:
         quality: str,
         denoise: str,
         client_token: str,
-    ) -> tuple[Any, ...]:
-        """Returns (batch id, batch panel, preview, timer); a double click submits one batch."""
+    ) -> Outputs:
+        """The batch, its panel, an emptied preview and the timer; a double click submits one batch."""
+        tab = self.batch
         audios, videos = audios or [], videos or []
+
+        def refused(text: str) -> Outputs:
+            message = message_panel(text, error=True)
+            return {tab.batch: None, tab.view: message, tab.preview: "", tab.timer: gr.Timer(active=False)}
+
         if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
-            return None, message_panel(t("error.batch_shape", lang), error=True), "", gr.Timer(active=False)
+            return refused(t("error.batch_shape", lang))
         try:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
             video_ids = [self.stage_upload(path, "video").id for path in videos]
@@ -339,8 +379,10 @@ class Handlers:
                 client_token=client_token or None,
             )
         except KouboError as error:
-            return None, message_panel(error_text(error, lang), error=True), "", gr.Timer(active=False)
-        return batch.id, self._batch_panel(batch, lang), "", gr.Timer(active=True)
+            return refused(error_text(error, lang))
+        return {tab.batch: batch.id, tab.view: self._batch_panel(batch, lang), tab.preview: ""} | {
+            tab.timer: gr.Timer(active=True)
+        }
 
     def _batch_panel(self, batch: BatchView, lang: Lang) -> str:
         zip_link = signed_batch_link(self.settings, batch.id, batch_zip_name(batch.id))
@@ -359,22 +401,23 @@ class Handlers:
             return None
         return self.links.job_link(job.id, job.output_name, job.storage_key)
 
-    def poll_batch(self, lang: Lang, batch_id: str | None) -> tuple[Any, ...]:
-        """(batch panel, timer): polls until every item has finished."""
+    def poll_batch(self, lang: Lang, batch_id: str | None) -> Outputs:
+        """The batch panel and its timer, which polls until every item has finished."""
+        tab = self.batch
         if not batch_id:
-            return gr.skip(), gr.Timer(active=False)
+            return {tab.timer: gr.Timer(active=False)}
         try:
             batch = self.service.get_batch(batch_id)
         except KouboError as error:
-            return message_panel(error_text(error, lang), error=True), gr.Timer(active=False)
+            return {tab.view: message_panel(error_text(error, lang), error=True), tab.timer: gr.Timer(active=False)}
         running = any(job.status not in FINISHED for job in batch.jobs)
-        return self._batch_panel(batch, lang), gr.Timer(active=running)
+        return {tab.view: self._batch_panel(batch, lang), tab.timer: gr.Timer(active=running)}
 
-    def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> tuple[Any, ...]:
-        """A batch row's button: (batch panel, preview, previewed job, timer)."""
-        preview, shown = self._job_action(lang, event)
-        panel, timer = self.poll_batch(lang, batch_id)
-        return panel, gr.skip() if preview is None else preview, shown, timer
+    def batch_action(self, lang: Lang, batch_id: str | None, event: gr.EventData) -> Outputs:
+        """A batch row's button: what it did to the preview, then the batch panel again."""
+        return self._job_action(lang, event, self.batch.preview, self.batch.preview_job) | self.poll_batch(
+            lang, batch_id
+        )
 
     def render_preview(self, lang: Lang, job_id: str | None) -> Any:
         """The open preview again in `lang`, after a language switch."""
@@ -388,8 +431,9 @@ class Handlers:
 
     # --- queue and history --------------------------------------------------------------------------------
 
-    def refresh_queue(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
-        """(queue panel, workers panel, history table, page label, page), the page clamped to what exists."""
+    def refresh_queue(self, lang: Lang, status_filter: str, page: int) -> Outputs:
+        """The queue, workers and history panels, and the page, clamped to what exists."""
+        tab = self.queue
         active, _ = self.service.list_jobs(status=JobStatus.running, limit=QUEUE_LIST_LIMIT)
         queued, _ = self.service.list_jobs(status=JobStatus.queued, limit=QUEUE_LIST_LIMIT)
         status = None if status_filter == "all" else JobStatus(status_filter)
@@ -401,35 +445,35 @@ class Handlers:
         history = job_table(
             jobs, lang, actions=("preview", "download", "copy", "retry", "cancel", "delete"), empty_key="history.empty"
         )
-        return (
-            queue_panel(self.service.queue_summary(), [*active, *queued], lang),
-            workers_panel(self.service.workers(), lang)
+        return {
+            tab.queue: queue_panel(self.service.queue_summary(), [*active, *queued], lang),
+            tab.workers: workers_panel(self.service.workers(), lang)
             + egress_panel(combined(read_snapshots(self.settings.data_dir)), lang),
-            history,
-            page_label(page, pages, total, lang),
-            page,
-        )
+            tab.history: history,
+            tab.page_info: page_label(page, pages, total, lang),
+            tab.page: page,
+        }
 
-    def previous_page(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
+    def previous_page(self, lang: Lang, status_filter: str, page: int) -> Outputs:
         return self.refresh_queue(lang, status_filter, max(0, page - 1))
 
-    def next_page(self, lang: Lang, status_filter: str, page: int) -> tuple[Any, ...]:
+    def next_page(self, lang: Lang, status_filter: str, page: int) -> Outputs:
         # refresh_queue brings a page past the last one back to the last.
         return self.refresh_queue(lang, status_filter, page + 1)
 
-    def history_action(self, lang: Lang, status_filter: str, page: int, event: gr.EventData) -> tuple[Any, ...]:
-        """A queue or history row's button: (preview, previewed job, queue, history, page label, page)."""
-        preview, shown = self._job_action(lang, event)
-        return (gr.skip() if preview is None else preview, shown, *self.refresh_queue(lang, status_filter, page))
+    def history_action(self, lang: Lang, status_filter: str, page: int, event: gr.EventData) -> Outputs:
+        """A queue or history row's button: what it did to the preview, then the tab's panels again."""
+        preview = self._job_action(lang, event, self.queue.preview, self.queue.preview_job)
+        return preview | self.refresh_queue(lang, status_filter, page)
 
-    def _job_action(self, lang: Lang, event: gr.EventData) -> tuple[str | None, Any]:
-        """Do what a row's button asks and say how it went in a toast; returns the preview panel's
-        new content (None where it stays as it is) and the job it shows (gr.skip() if unchanged)."""
+    def _job_action(self, lang: Lang, event: gr.EventData, preview: gr.HTML, previewed: gr.State) -> Outputs:
+        """Do what a row's button asks and say how it went in a toast; returns the new content of the
+        tab's preview panel and the job it shows, where they change."""
         action, job_id = str(getattr(event, "action", "")), str(getattr(event, "job", ""))
         try:
             if action == "preview":
                 job = self.service.get(job_id)
-                return preview_panel(job, lang, self._link(job), self._local_base), job.id
+                return {preview: preview_panel(job, lang, self._link(job), self._local_base), previewed: job.id}
             title = t("toast.info", lang)
             if action == "retry":
                 self.service.retry(job_id)
@@ -442,10 +486,10 @@ class Handlers:
                 self.service.delete(job_id)
                 gr.Info(t("job.deleted", lang, id=job_id[:8]), title=title)
                 # The preview may be showing the video that is now gone.
-                return "", None
+                return {preview: "", previewed: None}
         except KouboError as error:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
-        return None, gr.skip()
+        return {}
 
     def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
         """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
@@ -537,9 +581,9 @@ def _preview_panel(elem_id: str) -> gr.HTML:
     return gr.HTML("", css_template=PANEL_CSS, js_on_load=ACTIONS_JS, elem_id=elem_id, elem_classes=["koubo-preview"])
 
 
-def _kept(outputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A submit's outputs with its first one (the job or batch id) twice: for the page and for the browser."""
-    return (outputs[0], *outputs)
+def _kept(outputs: Outputs, page: gr.State, browser: gr.BrowserState) -> Outputs:
+    """A submit's outputs with the job or batch id, shown in the page, kept in the browser too."""
+    return outputs | {browser: outputs[page]}
 
 
 def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
@@ -782,7 +826,7 @@ def _logs_tab(labels: Labels, settings: Settings) -> LogsTab:
 def _wire_single(single: SingleTab, handlers: Handlers, lang: gr.Radio, saved_job: gr.BrowserState) -> None:
     # The job is kept in the browser by the same answer that shows it: a reload right after still has it.
     single.generate.click(
-        lambda token, *values: _kept(handlers.submit_single(*values, token)),
+        lambda token, *values: _kept(handlers.submit_single(*values, token), single.job, saved_job),
         [single.token, lang, single.audio, single.video, *single.options.inputs],
         [single.job, saved_job, *single.poll_outputs],
         js=CLICK_TOKEN_JS % "single",
@@ -802,7 +846,7 @@ def _wire_single(single: SingleTab, handlers: Handlers, lang: gr.Radio, saved_jo
 def _wire_batch(batch: BatchTab, handlers: Handlers, lang: gr.Radio, saved_batch: gr.BrowserState) -> None:
     # As in the single tab, the batch is kept in the browser by the answer that shows it.
     batch.generate.click(
-        lambda token, *values: _kept(handlers.submit_batch(*values, token)),
+        lambda token, *values: _kept(handlers.submit_batch(*values, token), batch.batch, saved_batch),
         [batch.token, lang, batch.audios, batch.videos, *batch.options.inputs],
         [batch.batch, saved_batch, batch.view, batch.preview, batch.timer],
         js=CLICK_TOKEN_JS % "batch",
@@ -866,9 +910,9 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
         with gr.Tabs(selected="single") as tabs:
-            single = _single_tab(labels, settings)
-            batch = _batch_tab(labels, settings)
-            queue = _queue_tab(labels)
+            single = handlers.single = _single_tab(labels, settings)
+            batch = handlers.batch = _batch_tab(labels, settings)
+            queue = handlers.queue = _queue_tab(labels)
             logs = _logs_tab(labels, settings)
 
         # --- events: language ---
