@@ -57,3 +57,19 @@ def test_a_forget_setting_shorter_than_the_heartbeat_timeout_never_hides_a_live_
         assert [(worker.name, worker.alive) for worker in view_workers(db.workers(), settings)] == [("slow-beat", True)]
     finally:
         db.close()
+
+
+def test_the_workers_panel_marks_gone_workers_and_escapes_names() -> None:
+    from koubo.jobs.workers import WorkerView
+    from koubo.web.i18n import t
+    from koubo.web.ui_render import workers_panel
+
+    now = utcnow()
+    alive = WorkerView("gpu<1>", "h", "cuda", ["classic", "wav2lip"], 2, True, 1, ["j"], now, now, None)
+    gone = WorkerView("old & gone", "h", "cpu", ["classic"], 1, False, 0, [], now, now, now)
+    for lang in ("zh", "en"):
+        html = workers_panel([alive, gone], lang)
+        assert 'data-worker="gpu&lt;1&gt;" data-state="alive"' in html and "gpu<1>" not in html
+        assert 'data-worker="old &amp; gone" data-state="gone"' in html
+        assert t("workers.alive", lang) in html and t("workers.gone", lang) in html and "1 / 2" in html
+        assert workers_panel([], lang) == f'<div class="koubo-empty">{t("workers.empty", lang)}</div>'

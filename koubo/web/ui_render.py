@@ -20,6 +20,7 @@ from koubo.jobs.store import FINISHED, RETRYABLE
 from koubo.links.signing import SignedLink
 from koubo.media.probe import MediaInfo
 from koubo.web.i18n import Lang, error_text, stage_text, status_text, t
+from koubo.web.markup import render
 
 # One stylesheet for every panel: gr.HTML scopes a css_template to its own component, and uses
 # Gradio's theme variables so light and dark mode both read well.
@@ -419,20 +420,7 @@ class UploadCheck:
 
 def upload_checks_panel(checks: Sequence[UploadCheck], lang: Lang) -> str:
     """Beside an upload input: one line per file, its facts when usable, else koubo's reason why not."""
-    lines = []
-    for check in checks:
-        if check.error:
-            code = escape(check.error.get("code", ""))
-            lines.append(
-                f'<div class="koubo-error" data-testid="upload-check" data-ok="false" data-code="{code}">'
-                f"{escape(error_text(check.error, lang))}</div>"
-            )
-        else:
-            lines.append(
-                '<div data-testid="upload-check" data-ok="true"><span class="koubo-ok">✓</span> '
-                f"{escape(t('upload.ok', lang, name=check.name, facts=check.facts()))}</div>"
-            )
-    return f'<div class="koubo-check">{"".join(lines)}</div>' if lines else ""
+    return render("upload_checks.html", checks=checks, lang=lang, error_text=error_text)
 
 
 def _report_line(report: dict[str, Any] | None, lang: Lang) -> str:
@@ -690,7 +678,7 @@ def job_table(
     # On a narrow window the table scrolls sideways rather than wrapping its rows.
     return (
         f'<div class="koubo-scroll"><table class="koubo-table jobs"><thead><tr>{header}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table></div>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -737,35 +725,7 @@ def queue_panel(summary: dict[str, int], jobs: Sequence[JobView], lang: Lang) ->
 
 def workers_panel(workers: Sequence[WorkerView], lang: Lang) -> str:
     """One row per worker: alive or gone, jobs running of its concurrency, device, engines, last heartbeat."""
-    if not workers:
-        return f'<div class="koubo-empty">{escape(t("workers.empty", lang))}</div>'
-    head = [
-        t("col.worker", lang),
-        t("workers.state", lang),
-        t("workers.busy", lang),
-        t("workers.device", lang),
-        t("workers.engines", lang),
-        t("workers.heartbeat", lang),
-    ]
-    rows = []
-    for worker in workers:
-        state = "alive" if worker.alive else "gone"
-        badge = f'<span class="koubo-badge st-{"running" if worker.alive else "cancelled"}">'
-        rows.append(
-            f'<tr data-worker="{escape(worker.name)}" data-state="{state}">'
-            f'<td class="name">{escape(worker.name)}</td>'
-            f"<td>{badge}{escape(t(f'workers.{state}', lang))}</span></td>"
-            f"<td>{worker.busy} / {worker.concurrency}</td>"
-            f"<td>{escape(worker.device)}</td>"
-            f"<td>{escape(', '.join(worker.engines))}</td>"
-            f'<td class="koubo-muted">{escape(local_time(worker.heartbeat_at))}</td></tr>'
-        )
-    header = "".join(f"<th>{escape(name)}</th>" for name in head)
-    return (
-        f'<table class="koubo-table" data-testid="workers"><thead><tr>{header}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
-
+    return render("workers.html", workers=workers, lang=lang, local_time=local_time)
 
 
 def egress_panel(egress: dict[str, Any], lang: Lang) -> str:
@@ -786,9 +746,7 @@ def egress_panel(egress: dict[str, Any], lang: Lang) -> str:
         for link, count in egress["busiest"]
     )
     head = "".join(f"<th>{escape(t(key, lang))}</th>" for key in ("egress.link", "egress.job", "egress.downloads"))
-    table = (
-        f'<table class="koubo-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>' if rows else ""
-    )
+    table = f'<table class="koubo-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>' if rows else ""
     return f'<div data-testid="egress"><div class="koubo-muted">{escape(line)}</div>{table}</div>'
 
 
