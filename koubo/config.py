@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
+    # Each worker slot keeps one generation process for job after job (models loaded once, caches
+    # kept); it is replaced by a fresh one after this many jobs, or once its resident memory is above
+    # generation_max_rss after a job, so that what jobs leave behind cannot grow without bound.
+    generation_max_jobs: int = Field(100, ge=1)
+    generation_max_rss: Size = Field(4 * 1024**3, gt=0)
     # Background noise out of the speech (koubo/features/denoise.py): for the mouth only, or for the
     # output's sound track too. Each job may choose otherwise.
     denoise: Literal["off", "mouth", "all"] = "off"

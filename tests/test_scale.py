@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from koubo.config import Settings
-from koubo.jobs.queue import create_queue, recover_jobs
+from koubo.jobs.huey_queue import create_queue
+from koubo.jobs.recovery import recover_jobs
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import Asset, Database, Job, Routing, utcnow
 
