@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     video_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
+    # H.264 through NVENC (an NVIDIA GPU's encoder; PyAV's wheels carry h264_nvenc) or libx264. auto
+    # tries NVENC and falls back to libx264 silently where it does not open (no GPU, or a GPU
+    # without NVENC such as H100/H200); nvenc falls back too, with a warning in the log.
+    video_encoder: Literal["auto", "libx264", "nvenc"] = "auto"
 
     # Generation.
     engine: str = "classic"

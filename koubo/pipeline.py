@@ -287,6 +287,7 @@ class Generator:
             crf=s.video_crf if options.crf is None else options.crf,
             preset=options.preset or s.video_preset,
             colour=template.colour,
+            encoder=s.video_encoder,
         ) as writer:
             rendered = ahead(engine.render(job, should_stop=should_stop), FRAMES_AHEAD, "render", rendering)
             step = max(1, job.n_out // 100)
