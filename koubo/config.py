@@ -152,9 +152,12 @@ class Settings(BaseSettings):
         "wav2lip_gan.pth", description="Wav2Lip checkpoint: a file name inside models_dir, or an absolute path"
     )
 
-    # Feature caches: this many entries of each kind stay in memory; the disk copy has no limit
+    # Feature caches, keyed by content (a file's sha256): this many entries of each kind stay in memory; the disk copy has no limit
     # (retention cleans it).
     cache_memory_entries: int = Field(16, ge=0)
+    # ...and no more than this many bytes of them in all, least recently used out first: a warm
+    # generation process keeps its cache from job to job.
+    cache_memory_bytes: Size = Field(512 * 1024**2, ge=0)
 
     # Retention (koubo/ops/retention.py): finished videos older than retention_days, or the oldest
     # beyond retention_max_bytes in all, are deleted; their jobs stay in the history as "expired".

@@ -90,7 +90,11 @@ class _Stopwatch:
 class Generator:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self.cache = FeatureCache(self.settings.cache_dir, memory_entries=self.settings.cache_memory_entries)
+        self.cache = FeatureCache(
+            self.settings.cache_dir,
+            memory_entries=self.settings.cache_memory_entries,
+            memory_bytes=self.settings.cache_memory_bytes,
+        )
 
     # --- features, cached by content ---------------------------------------------------------------
 
