@@ -542,3 +542,15 @@ def test_log_lines_carry_the_job_id_in_a_file_of_any_name(tmp_path):
 )
 def test_run_order_interleaves_the_lanes(high, normal, streak, burst, expected):
     assert run_order(high, normal, streak, burst) == expected
+
+
+def test_stages_own_their_progress_weights_and_every_stage_has_its_words():
+    from koubo.stages import Stage, overall_progress
+    from koubo.web.i18n import TEXT, stage_text
+
+    assert sum(stage.weight for stage in Stage) == pytest.approx(1.0)
+    steps = [overall_progress(stage, f) for stage in Stage for f in (0.0, 0.5, 1.0)]
+    assert steps == sorted(steps) and steps[0] == 0.0 and steps[-1] == 1.0
+    for stage in Stage:
+        assert f"stage.{stage}" in TEXT and stage_text(stage, "en") != stage_text(stage, "zh")
+    assert overall_progress("unknown", 1.0) == 0.0
