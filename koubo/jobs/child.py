@@ -50,6 +50,7 @@ def run_generation_process(results_fd: int) -> None:
     generator = _load_pipeline(settings)
     db = Database(settings.database_location)
     results = os.fdopen(results_fd, "wb", buffering=0)
+    results.write(b'{"ready": true}\n')
     jobs_run = 0
     try:
         while (line := requests.next_line()) is not None:

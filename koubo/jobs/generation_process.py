@@ -12,8 +12,9 @@ settings.generation_max_rss, which bounds what a long run of jobs can leave behi
 The protocol (koubo.jobs.child is the other side): the first line on the child's stdin is the
 settings as JSON, each further line one job `{"job": id, "worker": name}`; the end of stdin means
 "stop". The child answers on a pipe of its own (stdout belongs to native libraries that print):
-one JSON line `{"job": id}` when it has finished with a job, whatever the job's outcome (which the
-child has written to the database).
+`{"ready": true}` once the pipeline is loaded, then `{"job": id}` each time it has finished with a
+job, whatever the job's outcome (which the child has written to the database). A worker claims a
+job only once its process is ready, so the job's time (and task_timeout) is the generation's own.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class GenerationProcess:
         self._results = read_end
         self._buffer = b""
         self.jobs_taken = 0
+        self.ready = False  # it has loaded the pipeline and waits for jobs
         self.current: str | None = None  # the job it works on, until it says it has finished
         # The settings travel whole: they may come from code (serve(settings)), not only from the environment.
         self._send(settings.model_dump_json())
@@ -72,26 +74,41 @@ class GenerationProcess:
         self.jobs_taken += 1
         return self._send(json.dumps({"job": job_id, "worker": worker}))
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Up to `timeout` seconds for it to have loaded the pipeline; False if it has not (or exited)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and self._read(deadline - time.monotonic()):
+            pass
+        return self.ready
+
     def wait(self, timeout: float) -> bool:
         """Up to `timeout` seconds for the current job to end (reported) or the process to exit;
         True when either happened."""
         deadline = time.monotonic() + timeout
         while self.current is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            ready, _, _ = select.select([self._results], [], [], remaining)
-            if not ready:
-                return False
-            chunk = os.read(self._results, 4096)
-            if not chunk:  # the pipe's only writer, the process, has exited
-                self.popen.wait()
-                return True
-            self._buffer += chunk
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                if json.loads(line).get("job") == self.current:
-                    self.current = None
+            if not self._read(deadline - time.monotonic()):
+                return not self.alive()
+        return True
+
+    def _read(self, timeout: float) -> bool:
+        """Read what it has said within `timeout` seconds; False when nothing came (or it has exited)."""
+        if timeout <= 0:
+            return False
+        ready, _, _ = select.select([self._results], [], [], timeout)
+        if not ready:
+            return False
+        chunk = os.read(self._results, 4096)
+        if not chunk:  # the pipe's only writer, the process, has exited
+            self.popen.wait()
+            return False
+        self._buffer += chunk
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if message.get("ready"):
+                self.ready = True
+            elif message.get("job") is not None and message.get("job") == self.current:
+                self.current = None
         return True
 
     def stop(self) -> None:

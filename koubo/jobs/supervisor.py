@@ -32,6 +32,8 @@ from koubo.ops.logs import job_context
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # cancel requests, timeouts and a dead generation process are noticed this fast
+# A process that takes longer to load gets its job anyway: it fails as crashed or runs late, visibly.
+READY_WAIT_S = 120.0
 
 
 class StopReason(Enum):
@@ -50,6 +52,12 @@ def supervise_next(settings: Settings, db: Database, queue: JobQueue, slot: Warm
     module's docstring)."""
     worker = worker_name()
     routing = routing_of(settings)
+    # A job is claimed once the slot's process has loaded the pipeline: its start, its progress and
+    # its timeout are the generation's, and another worker may take the job meanwhile.
+    process = slot.take()
+    if not process.wait_ready(READY_WAIT_S):
+        how = f"exited ({process.returncode})" if not process.alive() else f"not ready after {READY_WAIT_S:.0f} s"
+        log.warning("generation process %d %s; the next job starts regardless", process.pid, how)
     job_id = patiently(
         lambda: db.claim_next(worker, routing, settings.queue_high_burst), "claiming a job", DB_PATIENCE_S
     )
