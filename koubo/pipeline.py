@@ -18,7 +18,7 @@ from pathlib import Path
 from koubo.config import Settings, load_settings
 from koubo.engines.base import RenderInput, get_engine
 from koubo.errors import KouboError, no_face, too_long
-from koubo.face.tracker import FaceTrack, track_faces
+from koubo.face.tracker import FaceTrack, FinderPool, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.denoise import Denoise, denoise
@@ -95,6 +95,8 @@ class Generator:
             memory_entries=self.settings.cache_memory_entries,
             memory_bytes=self.settings.cache_memory_bytes,
         )
+        # MediaPipe's graphs, loaded once for every job of this Generator (a warm generation process).
+        self.finders = FinderPool()
 
     # --- features, cached by content ---------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class Generator:
                 max_faces=self.settings.max_faces,
                 progress=progress,
                 should_stop=should_stop,
+                finders=self.finders,
             )
 
         return self.cache.get_or_compute(FACE_CACHE, key, compute), not computed
