@@ -22,8 +22,9 @@ from koubo.ops.logs import setup_logging
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_GRACE_S = 5.0  # a stopping consumer waits this long to mark its worker row stopped
-# Idle workers look for new messages at least this often (Huey's default backs off to 10 s).
-IDLE_POLL_MAX_S = 1.0
+# Idle workers look for new messages at least this often (Huey's default backs off to 10 s): with a
+# warm generation process, this wait is most of a job's submit -> first progress. One indexed read.
+IDLE_POLL_MAX_S = 0.2
 
 
 class EventLike(Protocol):
