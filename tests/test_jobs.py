@@ -554,3 +554,43 @@ def test_stages_own_their_progress_weights_and_every_stage_has_its_words():
     for stage in Stage:
         assert f"stage.{stage}" in TEXT and stage_text(stage, "en") != stage_text(stage, "zh")
     assert overall_progress("unknown", 1.0) == 0.0
+
+
+def test_a_generation_process_is_kept_until_its_memory_or_job_limit_then_replaced(monkeypatch):
+    from koubo.jobs import generation_process
+    from koubo.jobs.generation_process import WarmSlot
+
+    class FakeProcess:
+        started: list[FakeProcess] = []
+
+        def __init__(self, settings: Settings) -> None:
+            self.pid, self.returncode = 1000 + len(FakeProcess.started), None
+            self.jobs_taken, self.current, self.rss, self.closed = 0, None, 0, False
+            FakeProcess.started.append(self)
+
+        def alive(self) -> bool:
+            return not self.closed
+
+        def rss_bytes(self) -> int:
+            return self.rss
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(generation_process, "GenerationProcess", FakeProcess)
+    slot = WarmSlot(Settings(generation_max_rss=1000, generation_max_jobs=3))
+    first = slot.take()
+    first.jobs_taken, first.rss = 1, 1000
+    slot.after_job(first)
+    assert slot.take() is first and not first.closed
+    first.jobs_taken, first.rss = 2, 1001  # above generation_max_rss after its second job
+    slot.after_job(first)
+    second = slot.take()
+    assert second is not first and first.closed and len(FakeProcess.started) == 2
+    second.jobs_taken = 3  # generation_max_jobs
+    slot.after_job(second)
+    assert second.closed and slot.take() is FakeProcess.started[2]
+    third = slot.take()
+    third.jobs_taken, third.current = 1, "a job it never reported the end of"  # stopped or killed
+    slot.after_job(third)
+    assert third.closed and slot.take() is FakeProcess.started[3]
