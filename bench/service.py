@@ -236,7 +236,8 @@ def measure_rss(work: Path, jobs: int, media: dict) -> list[str]:
             if (index + 1) % 10 == 0:
                 pid = server.generation_process(job_id)
                 rss = rss_mib(pid) if pid else None
-                lines.append(f"after {index + 1:3d} jobs: generation process {pid} resident {rss or 0:.0f} MiB")
+                memory = f"resident {rss:.0f} MiB" if rss else "gone (retired after the job)"
+                lines.append(f"after {index + 1:3d} jobs: generation process {pid} {memory}")
     finally:
         server.stop()
     return lines
