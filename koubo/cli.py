@@ -192,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """A job consumer on this machine, the same one `koubo serve` starts, until Ctrl-C or SIGTERM."""
     from koubo.config import load_settings
-    from koubo.jobs.queue import run_consumer
+    from koubo.jobs.consumer import run_consumer
 
     options = {"max_concurrent": args.concurrency, "device": args.device, "worker_engines": args.engines}
     options["worker_name"] = args.name

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         default_factory=list, description="proxy addresses whose X-Forwarded-For names the real client"
     )
     max_concurrent: int = Field(1, ge=1, le=64, description="jobs rendered at the same time")
+    # Each worker slot keeps one generation process for job after job (models loaded once, caches
+    # kept); it is replaced by a fresh one after this many jobs, or once its resident memory is above
+    # generation_max_rss after a job, so that what jobs leave behind cannot grow without bound.
+    generation_max_jobs: int = Field(100, ge=1)
+    generation_max_rss: Size = Field(4 * 1024**3, gt=0)
     # Background noise out of the speech (koubo/features/denoise.py): for the mouth only, or for the
     # output's sound track too. Each job may choose otherwise.
     denoise: Literal["off", "mouth", "all"] = "off"
@@ -132,6 +137,10 @@ class Settings(BaseSettings):
     video_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
+    # H.264 through NVENC (an NVIDIA GPU's encoder; PyAV's wheels carry h264_nvenc) or libx264. auto
+    # tries NVENC and falls back to libx264 silently where it does not open (no GPU, or a GPU
+    # without NVENC such as H100/H200); nvenc falls back too, with a warning in the log.
+    video_encoder: Literal["auto", "libx264", "nvenc"] = "auto"
 
     # Generation.
     engine: str = "classic"
@@ -146,9 +155,12 @@ class Settings(BaseSettings):
         "wav2lip_gan.pth", description="Wav2Lip checkpoint: a file name inside models_dir, or an absolute path"
     )
 
-    # Feature caches: this many entries of each kind stay in memory; the disk copy has no limit
+    # Feature caches, keyed by content (a file's sha256): this many entries of each kind stay in memory; the disk copy has no limit
     # (retention cleans it).
     cache_memory_entries: int = Field(16, ge=0)
+    # ...and no more than this many bytes of them in all, least recently used out first: a warm
+    # generation process keeps its cache from job to job.
+    cache_memory_bytes: Size = Field(512 * 1024**2, ge=0)
 
     # Retention (koubo/ops/retention.py): finished videos older than retention_days, or the oldest
     # beyond retention_max_bytes in all, are deleted; their jobs stay in the history as "expired".

@@ -18,7 +18,7 @@ from pathlib import Path
 from koubo.config import Settings, load_settings
 from koubo.engines.base import RenderInput, get_engine
 from koubo.errors import KouboError, no_face, too_long
-from koubo.face.tracker import FaceTrack, track_faces
+from koubo.face.tracker import FaceTrack, FinderPool, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
 from koubo.features.denoise import Denoise, denoise
@@ -90,7 +90,13 @@ class _Stopwatch:
 class Generator:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self.cache = FeatureCache(self.settings.cache_dir, memory_entries=self.settings.cache_memory_entries)
+        self.cache = FeatureCache(
+            self.settings.cache_dir,
+            memory_entries=self.settings.cache_memory_entries,
+            memory_bytes=self.settings.cache_memory_bytes,
+        )
+        # MediaPipe's graphs, loaded once for every job of this Generator (a warm generation process).
+        self.finders = FinderPool()
 
     # --- features, cached by content ---------------------------------------------------------------
 
@@ -134,6 +140,7 @@ class Generator:
                 max_faces=self.settings.max_faces,
                 progress=progress,
                 should_stop=should_stop,
+                finders=self.finders,
             )
 
         return self.cache.get_or_compute(FACE_CACHE, key, compute), not computed
@@ -287,6 +294,7 @@ class Generator:
             crf=s.video_crf if options.crf is None else options.crf,
             preset=options.preset or s.video_preset,
             colour=template.colour,
+            encoder=s.video_encoder,
         ) as writer:
             rendered = ahead(engine.render(job, should_stop=should_stop), FRAMES_AHEAD, "render", rendering)
             step = max(1, job.n_out // 100)

@@ -255,9 +255,9 @@ def _server_with_shutdown_hook(hook: Callable[[], None], config: uvicorn.Config)
 
 def _start_background_threads(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
     """Retention (always: stale temporary files are swept even without a policy), recovery of lost
-    jobs and queue messages (koubo.jobs.queue.recover_periodically) and, with a webhook_url, the
+    jobs and queue messages (koubo.jobs.recovery.recover_periodically) and, with a webhook_url, the
     webhook notifier and, with storage_upload on, the object-storage uploader. Daemons: a hung one never keeps koubo from exiting."""
-    from koubo.jobs.queue import recover_periodically
+    from koubo.jobs.recovery import recover_periodically
     from koubo.ops.notify import run_notifier
     from koubo.ops.offload import run_uploader
     from koubo.ops.retention import run_periodically

@@ -132,3 +132,28 @@ def test_content_hash_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert content_hash(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_memory_keeps_the_most_recently_used_entries_within_its_byte_budget(tmp_path: Path) -> None:
+    mib = np.zeros(2**20, np.uint8)
+    cache = FeatureCache(tmp_path, memory_entries=16, memory_bytes=3 * 2**20 + 4096)
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4)]
+    for key in keys[:3]:
+        cache.get_or_compute("face-v1", key, lambda: {"landmarks": mib.copy()})
+    cache.get_or_compute("face-v1", keys[0], CountingCompute(None))  # a memory hit: now the newest
+    cache.get_or_compute("audio-v1", keys[3], lambda: {"mel": mib.copy()})  # another kind, same budget
+    assert 3 * 2**20 <= cache.memory_used <= 3 * 2**20 + 4096
+    # keys[1] was the least recently used: it went, and comes back from disk, not memory.
+    before = dict(cache.stats["face-v1"])
+    cache.get_or_compute("face-v1", keys[1], CountingCompute(None))
+    assert cache.stats["face-v1"]["disk_hits"] == before.get("disk_hits", 0) + 1
+    cache.get_or_compute("face-v1", keys[0], CountingCompute(None))
+    assert cache.stats["face-v1"]["memory_hits"] == 2
+
+
+def test_an_entry_larger_than_the_memory_budget_stays_on_disk_only(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, memory_bytes=1000)
+    cache.get_or_compute("face-v1", KEY, lambda: np.zeros(2000, np.uint8))
+    assert cache.memory_used == 0
+    assert cache.get_or_compute("face-v1", KEY, CountingCompute(None)).nbytes == 2000
+    assert cache.stats["face-v1"]["disk_hits"] == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,20 +95,23 @@ def wait_until_generating(service: JobService, job_id: str, timeout: float = 60)
     return wait_until(generating, timeout, f"job {job_id} generating")
 
 
-def generation_pids(job_id: str) -> list[int]:
-    """Processes whose command line is `... --run-job <job_id> ...`: the job's generation child."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if b"--run-job" in argv and job_id.encode() in argv and state != "Z":
-            found.append(int(entry.name))
-    return found
+def generation_process_of(data_dir: Path, job_id: str) -> int | None:
+    """The pid of the generation process that took the job, from the line it logs when it does."""
+    pattern = re.compile(rf"\[job {re.escape(job_id)}\] in generation process (\d+) \(its job (\d+)\)")
+    found = [int(m.group(1)) for line in tail_log(data_dir / "logs" / "koubo.log", 2000) if (m := pattern.search(line))]
+    return found[-1] if found else None
+
+
+def generation_pids(data_dir: Path, job_id: str) -> list[int]:
+    """The job's generation process, while it lives (not a zombie)."""
+    pid = generation_process_of(data_dir, job_id)
+    if pid is None:
+        return []
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return []
+    return [] if state == "Z" else [pid]
 
 
 @contextmanager
@@ -295,7 +299,7 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_within_seconds(serv
 
     with consumer(data_dir):
         wait_until_generating(service, running.id)
-        assert generation_pids(running.id)
+        assert generation_pids(data_dir, running.id)
         asked = time.monotonic()
         service.cancel(running.id)
         stopped = wait_for_status(service, running.id, set(JobStatus) - {JobStatus.running}, 10)
@@ -304,7 +308,7 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_within_seconds(serv
         assert took < 3.5, f"cancel took {took:.2f} s"
         assert stopped.error is not None and stopped.error["message_zh"]
         assert output_dir_files(service, running.id) == []
-        assert generation_pids(running.id) == []
+        assert generation_pids(data_dir, running.id) == []
         # The queued job's message is used up without starting it.
         time.sleep(1.5)
         assert service.get(queued.id).started_at is None
@@ -339,7 +343,7 @@ def test_a_killed_generation_process_fails_the_job_and_the_worker_goes_on(servic
 
     with consumer(data_dir):
         wait_until_generating(service, victim.id)
-        (pid,) = generation_pids(victim.id)
+        (pid,) = generation_pids(data_dir, victim.id)
         os.kill(pid, signal.SIGKILL)
         failed = wait_for_status(service, victim.id, set(JobStatus) - {JobStatus.running}, 10)
         assert failed.status == JobStatus.failed
@@ -347,6 +351,24 @@ def test_a_killed_generation_process_fails_the_job_and_the_worker_goes_on(servic
         assert "signal 9" in failed.error["message_en"] and "信号 9" in failed.error["message_zh"]
         assert output_dir_files(service, victim.id) == []
         assert wait_for_status(service, after.id, {JobStatus.done}, 60).worker == failed.worker
+        # Only the killed process went: the next job ran in its replacement.
+        assert generation_process_of(data_dir, after.id) not in (None, pid)
+
+
+@pytest.mark.timeout(120)
+def test_jobs_in_a_row_run_in_one_warm_generation_process_until_it_is_recycled(service, data_dir, media):
+    audio = upload(service, media["speech"], "audio")
+    video = upload(service, media["video"], "video")
+    ids = [service.submit(audio, video).id for _ in range(3)]
+    with consumer(data_dir, generation_max_jobs="2"):
+        for job_id in ids:
+            assert wait_for_status(service, job_id, {JobStatus.done}, 90).output_size
+    first, second, third = (generation_process_of(data_dir, job_id) for job_id in ids)
+    assert first is not None and first == second, (first, second)
+    # generation_max_jobs = 2: the third job found a fresh process, started when the second ended.
+    assert third is not None and third != first
+    log = (data_dir / "logs" / "koubo.log").read_text()
+    assert f"generation process {first} retires after 2 job(s)" in log
 
 
 # --- restarts ---------------------------------------------------------------------------------------------
@@ -369,7 +391,7 @@ def test_jobs_survive_consumer_restarts_and_crashes(service, data_dir, media):
     assert handed_back.status == JobStatus.queued and handed_back.queue_position == 1
     assert handed_back.attempts == 1 and handed_back.worker is None
     assert service.get(second.id).queue_position == 2
-    assert generation_pids(first.id) == []
+    assert generation_pids(data_dir, first.id) == []
 
     # A consumer killed outright (SIGKILL to its whole group) leaves its job "running".
     crashed = start_consumer(data_dir)
@@ -520,3 +542,55 @@ def test_log_lines_carry_the_job_id_in_a_file_of_any_name(tmp_path):
 )
 def test_run_order_interleaves_the_lanes(high, normal, streak, burst, expected):
     assert run_order(high, normal, streak, burst) == expected
+
+
+def test_stages_own_their_progress_weights_and_every_stage_has_its_words():
+    from koubo.stages import Stage, overall_progress
+    from koubo.web.i18n import TEXT, stage_text
+
+    assert sum(stage.weight for stage in Stage) == pytest.approx(1.0)
+    steps = [overall_progress(stage, f) for stage in Stage for f in (0.0, 0.5, 1.0)]
+    assert steps == sorted(steps) and steps[0] == 0.0 and steps[-1] == 1.0
+    for stage in Stage:
+        assert f"stage.{stage}" in TEXT and stage_text(stage, "en") != stage_text(stage, "zh")
+    assert overall_progress("unknown", 1.0) == 0.0
+
+
+def test_a_generation_process_is_kept_until_its_memory_or_job_limit_then_replaced(monkeypatch):
+    from koubo.jobs import generation_process
+    from koubo.jobs.generation_process import WarmSlot
+
+    class FakeProcess:
+        started: list[FakeProcess] = []
+
+        def __init__(self, settings: Settings) -> None:
+            self.pid, self.returncode = 1000 + len(FakeProcess.started), None
+            self.jobs_taken, self.current, self.rss, self.closed = 0, None, 0, False
+            FakeProcess.started.append(self)
+
+        def alive(self) -> bool:
+            return not self.closed
+
+        def rss_bytes(self) -> int:
+            return self.rss
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(generation_process, "GenerationProcess", FakeProcess)
+    slot = WarmSlot(Settings(generation_max_rss=1000, generation_max_jobs=3))
+    first = slot.take()
+    first.jobs_taken, first.rss = 1, 1000
+    slot.after_job(first)
+    assert slot.take() is first and not first.closed
+    first.jobs_taken, first.rss = 2, 1001  # above generation_max_rss after its second job
+    slot.after_job(first)
+    second = slot.take()
+    assert second is not first and first.closed and len(FakeProcess.started) == 2
+    second.jobs_taken = 3  # generation_max_jobs
+    slot.after_job(second)
+    assert second.closed and slot.take() is FakeProcess.started[2]
+    third = slot.take()
+    third.jobs_taken, third.current = 1, "a job it never reported the end of"  # stopped or killed
+    slot.after_job(third)
+    assert third.closed and slot.take() is FakeProcess.started[3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import koubo.media.video as video_module
 from koubo.errors import Cancelled, MediaError
 from koubo.media.audio import ANALYSIS_RATE, load_audio
 from koubo.media.probe import probe
-from koubo.media.video import Mp4Writer, loop_indices, output_frame_count, read_template
+from koubo.media.video import Mp4Writer, loop_indices, nvenc_opens, output_frame_count, read_template
 
 from media_fixtures import (
     as_streamed_wav,
@@ -492,6 +493,51 @@ def test_failed_write_leaves_neither_output_nor_temporary_file(tmp_path, templat
             raise RuntimeError("engine failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["previous.mp4"]
     assert previous.read_bytes() == b"an older result"
+
+
+@pytest.mark.parametrize("encoder", ["auto", "nvenc"])
+def test_an_encoder_that_does_not_open_falls_back_to_libx264_and_a_valid_file(
+    tmp_path, template_frames, speech_wav, caplog, encoder
+) -> None:
+    if nvenc_opens(256, 256, Fraction(25)):
+        pytest.skip("NVENC opens on this machine: nothing to fall back from")
+    with caplog.at_level(logging.WARNING, logger="koubo.media.video"):
+        with Mp4Writer(
+            tmp_path / "out.mp4",
+            width=256,
+            height=256,
+            fps=Fraction(25),
+            audio_path=speech_wav,
+            duration=1.0,
+            encoder=encoder,
+        ) as writer:
+            for frame in template_frames[:25]:
+                writer.write(frame)
+    assert writer.encoder == "libx264"
+    info = probe(tmp_path / "out.mp4", expect="video")
+    assert info.video is not None and (info.video.codec, info.video.width) == ("h264", 256)
+    assert info.video.frame_count == 25
+    warned = [r.getMessage() for r in caplog.records if "nvenc" in r.getMessage()]
+    # Forced: the fallback is said in the log; auto: silent.
+    assert len(warned) == (1 if encoder == "nvenc" else 0), warned
+
+
+def test_libx264_asked_for_never_tries_nvenc(tmp_path, template_frames, speech_wav, monkeypatch) -> None:
+    def refuse(*args: object) -> bool:
+        raise AssertionError("NVENC was tried")
+
+    monkeypatch.setattr("koubo.media.video.nvenc_opens", refuse)
+    with Mp4Writer(
+        tmp_path / "out.mp4",
+        width=256,
+        height=256,
+        fps=Fraction(25),
+        audio_path=speech_wav,
+        duration=1.0,
+        encoder="libx264",
+    ) as writer:
+        writer.write(template_frames[0])
+    assert writer.encoder == "libx264"
 
 
 def test_close_publishes_only_the_final_name(tmp_path, template_frames, speech_wav) -> None:

@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from koubo.config import Settings
-from koubo.jobs.queue import create_queue, recover_jobs
+from koubo.jobs.huey_queue import create_queue
+from koubo.jobs.recovery import recover_jobs
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import Asset, Database, Job, Routing, utcnow
 
@@ -310,7 +311,16 @@ def test_batch_spreads_over_two_workers_and_survives_a_killed_worker_and_redis_a
 
             finished = wait_until(lambda: _all_finished(client, job_ids), 420, "every job to finish", interval=1.0)
             cuda = client.get(f"/api/jobs/{cuda_job['id']}").json()
-            gone = {w["name"]: w for w in client.get("/api/workers").json()}
+            # A worker's row goes stale WORKER_TIMEOUT_S after its last heartbeat; with warm generation
+            # processes the batch may finish before that.
+            gone = wait_until(
+                lambda: (
+                    not (found := {w["name"]: w for w in client.get("/api/workers").json()})["box-b"]["alive"] and found
+                ),
+                WORKER_TIMEOUT_S + 30,
+                "the killed worker to show as gone",
+                interval=0.5,
+            )
     finally:
         for worker in workers:
             worker.kill_all()

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -114,6 +117,7 @@ def track_faces(
     should_stop: Callable[[], bool] | None = None,
     workers: int | None = None,
     judge: bool = True,
+    finders: FinderPool | None = None,
 ) -> FaceTrack:
     """Detect and follow one face over `frames` (RGB uint8), then fill short gaps, smooth, and
     judge frame by frame whether the face can be edited (unless not `judge`: then every frame with
@@ -122,7 +126,8 @@ def track_faces(
     The frames are cut into consecutive chunks tracked in parallel threads (MediaPipe releases the
     GIL, so two cores track twice as fast), each reading its own chunk, so a decoding template is
     never held in memory; which face is "the" face is decided afterwards in one pass over all
-    detections, so the choice stays consistent across chunk boundaries.
+    detections, so the choice stays consistent across chunk boundaries. `finders` keeps the loaded
+    MediaPipe graphs for the next call (a Generator's, in a warm generation process).
     """
     source = frames if hasattr(frames, "frames") else ArrayFrames(np.asarray(frames))
     n = len(source)
@@ -136,9 +141,10 @@ def track_faces(
     thumbs = np.zeros((n, 32, 32), np.uint8)  # whole grey levels: a long template's stay small
     done = [0] * chunks
 
+    pool = finders or FinderPool()
+
     def run(chunk: int) -> None:
-        finder = FaceFinder(max_faces)
-        try:
+        with pool.finder(max_faces) as finder:
             previous: np.ndarray | None = None
             chunk_frames = source.frames(bounds[chunk], bounds[chunk + 1], should_stop)
             for i, frame in enumerate(chunk_frames, start=bounds[chunk]):
@@ -150,17 +156,19 @@ def track_faces(
                 detections[i] = finder.faces(frame, previous)
                 previous = _choose(detections[i], previous, width, height, select)
                 done[chunk] += 1
-        finally:
-            finder.close()
 
-    with ThreadPoolExecutor(chunks) as pool:
-        pending = {pool.submit(run, c) for c in range(chunks)}
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                future.result()  # re-raises Cancelled or a MediaPipe error at once
-            if progress is not None:
-                progress(sum(done) / n)
+    try:
+        with ThreadPoolExecutor(chunks) as threads:
+            pending = {threads.submit(run, c) for c in range(chunks)}
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()  # re-raises Cancelled or a MediaPipe error at once
+                if progress is not None:
+                    progress(sum(done) / n)
+    finally:
+        if finders is None:
+            pool.close()
 
     cuts = np.zeros(n, bool)
     cuts[1:] = [_is_cut(a, b) for a, b in itertools.pairwise(thumbs)]
@@ -172,6 +180,40 @@ def track_faces(
         if chosen is not None or cut:
             previous = chosen
     return _finish(source, raw, cuts, width, height, fps, judge, should_stop)
+
+
+class FinderPool:
+    """FaceFinders kept between calls: loading MediaPipe's two graphs costs 0.2-0.7 s per thread.
+
+    A finder serves one thread at a time. Both graphs run in static-image mode and carry nothing
+    from one frame to the next, so a finder returned to the pool is as good as a new one; one that
+    raised is closed instead.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[int, list[FaceFinder]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def finder(self, max_faces: int) -> Iterator[FaceFinder]:
+        with self._lock:
+            idle = self._idle[max_faces]
+            finder = idle.pop() if idle else None
+        finder = finder or FaceFinder(max_faces)
+        try:
+            yield finder
+        except BaseException:
+            finder.close()
+            raise
+        with self._lock:
+            self._idle[max_faces].append(finder)
+
+    def close(self) -> None:
+        with self._lock:
+            finders = [finder for idle in self._idle.values() for finder in idle]
+            self._idle.clear()
+        for finder in finders:
+            finder.close()
 
 
 class FaceFinder:

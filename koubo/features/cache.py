@@ -8,17 +8,21 @@ trusted like the code that wrote them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import pickle
 import re
+import sys
 import tempfile
 import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -46,14 +50,34 @@ def _checked_name(what: str, name: str) -> str:
     return name
 
 
-class FeatureCache:
-    """get_or_compute(kind, key, compute): memory LRU per kind, then disk, then compute and store both."""
+def memory_size(value: Any) -> int:
+    """Roughly the bytes `value` holds: its arrays' buffers, through dataclasses, dicts and sequences."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(memory_size(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, dict):
+        return sum(memory_size(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(memory_size(item) for item in value)
+    return sys.getsizeof(value)
 
-    def __init__(self, root: Path, memory_entries: int = 16) -> None:
+
+class FeatureCache:
+    """get_or_compute(kind, key, compute): memory LRU per kind, then disk, then compute and store both.
+
+    The memory side keeps at most `memory_entries` entries of each kind and `memory_bytes` in all
+    (memory_size): a warm generation process runs job after job with one cache, and the face track
+    of a long template is hundreds of MB.
+    """
+
+    def __init__(self, root: Path, memory_entries: int = 16, memory_bytes: int = 512 * 1024**2) -> None:
         self.root = Path(root)
         self.memory_entries = memory_entries
+        self.memory_bytes = memory_bytes
         self.stats: dict[str, Counter[str]] = defaultdict(Counter)
         self._memory: dict[str, OrderedDict[str, Any]] = defaultdict(OrderedDict)
+        self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()  # every kind's entries, oldest use first
         self._lock = threading.Lock()
 
     def path(self, kind: str, key: str) -> Path:
@@ -67,6 +91,7 @@ class FeatureCache:
             entries = self._memory[kind]
             if key in entries:
                 entries.move_to_end(key)
+                self._sizes.move_to_end((kind, key))
                 self.stats[kind]["memory_hits"] += 1
                 return entries[key]
         found, value = self._read(path, kind, key)
@@ -82,20 +107,34 @@ class FeatureCache:
     def clear_memory(self) -> None:
         with self._lock:
             self._memory.clear()
+            self._sizes.clear()
+
+    @property
+    def memory_used(self) -> int:
+        """Bytes held in memory now (memory_size of every entry)."""
+        with self._lock:
+            return sum(self._sizes.values())
 
     def _count(self, kind: str, event: str) -> None:
         with self._lock:
             self.stats[kind][event] += 1
 
     def _remember(self, kind: str, key: str, value: Any) -> None:
-        if self.memory_entries <= 0:
-            return
+        size = memory_size(value)
+        if self.memory_entries <= 0 or size > self.memory_bytes:
+            return  # larger than the whole budget: it would only push everything else out
         with self._lock:
             entries = self._memory[kind]
             entries[key] = value
             entries.move_to_end(key)
+            self._sizes[(kind, key)] = size
+            self._sizes.move_to_end((kind, key))
             while len(entries) > self.memory_entries:
-                entries.popitem(last=False)
+                oldest, _ = entries.popitem(last=False)
+                del self._sizes[(kind, oldest)]
+            while sum(self._sizes.values()) > self.memory_bytes:
+                (old_kind, old_key), _ = self._sizes.popitem(last=False)
+                del self._memory[old_kind][old_key]
 
     @staticmethod
     def _read(path: Path, kind: str, key: str) -> tuple[bool, Any]:

@@ -2,7 +2,7 @@
 
 Thread-safe: every call opens its own database session, so FastAPI may call it from its thread
 pool. No state lives in this process's memory that another process needs: a job is its row, and
-the queue consumer (`python -m koubo.jobs.queue`, see koubo.jobs.queue) does the work.
+the queue consumer (`python -m koubo.jobs.queue`, see koubo.jobs.consumer) does the work.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from koubo.engines import ENGINES
 from koubo.engines.base import unknown_engine
 from koubo.errors import JobNotFound
 from koubo.features.cache import content_hash
-from koubo.jobs.queue import create_queue, recover_jobs
+from koubo.jobs.huey_queue import create_queue
+from koubo.jobs.recovery import recover_jobs
 from koubo.jobs.store import (
     RETRYABLE,
     Asset,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from koubo import errors
 from koubo.config import Settings
 from koubo.engines import ENGINES, cuda_available
@@ -30,6 +32,10 @@ HEARTBEAT_S = 2.0
 # How often each worker and the web process look for lost jobs and missing queue messages.
 RECOVERY_S = 10.0
 REGISTER_PATIENCE_S = 60.0
+# How long a worker waits for the database to come back (a restart) before giving up on a job.
+DB_PATIENCE_S = 120.0
+# Errors of a database that is restarting or out of reach: a worker waits them out.
+DB_UNREACHABLE = (OperationalError, InterfaceError)
 STOP_CHECK_S = 0.2
 
 

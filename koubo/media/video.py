@@ -8,6 +8,7 @@ speech's length; `Mp4Writer` encodes H.264 + AAC and publishes the file only onc
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import secrets
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import av
 import numpy as np
@@ -34,6 +36,8 @@ from koubo.media.probe import (
     pick_video_stream,
     probe,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MEMMAP_THRESHOLD_BYTES",
@@ -491,6 +495,34 @@ def loop_indices(n_template: int, n_out: int) -> np.ndarray:
     return np.where(phase < n_template, phase, cycle - phase)
 
 
+Encoder = Literal["auto", "libx264", "nvenc"]
+# x264's preset names on NVENC's scale (p1 fastest .. p7 best).
+_NVENC_PRESETS = {
+    "ultrafast": "p1",
+    "superfast": "p1",
+    "veryfast": "p2",
+    "faster": "p3",
+    "fast": "p4",
+    "medium": "p4",
+    "slow": "p5",
+    "slower": "p6",
+    "veryslow": "p7",
+}
+
+
+def nvenc_opens(width: int, height: int, fps: Fraction) -> bool:
+    """Whether an h264_nvenc encoder opens for this size here (a GPU with NVENC and its driver)."""
+    try:
+        context = av.CodecContext.create("h264_nvenc", "w")
+        context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+        context.time_base = 1 / Fraction(fps)
+        context.open()
+    except (av.FFmpegError, ValueError) as error:  # ValueError: a PyAV build without it
+        log.debug("h264_nvenc does not open: %s", error)
+        return False
+    return True  # the probe context is freed with its last reference
+
+
 class Mp4Writer:
     """H.264 (libx264, 8-bit yuv420p, high profile) + AAC from the original audio file, +faststart.
 
@@ -514,6 +546,7 @@ class Mp4Writer:
         crf: int = 18,
         preset: str = "veryfast",
         colour: Colour = Colour(),
+        encoder: Encoder = "auto",
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
@@ -530,23 +563,31 @@ class Mp4Writer:
             self._source.close()
             raise
         try:
-            self._video = self._add_video(crf, preset)
+            self._video = self._add_video(crf, preset, encoder)
             self._soundtrack = _Soundtrack(self._source, self._output, duration, Path(audio_path).name)
         except BaseException:
             self.abort()
             raise
 
-    def _add_video(self, crf: int, preset: str) -> av.VideoStream:
-        stream = self._output.add_stream(
-            "libx264", rate=self.fps, options={"crf": str(crf), "preset": preset, "profile": "high"}
-        )
+    def _add_video(self, crf: int, preset: str, encoder: Encoder) -> av.VideoStream:
+        # NVENC when asked for ("auto" tries it) and it opens at this size; libx264 otherwise. A GPU
+        # without NVENC (H100/H200), a driver without libnvidia-encode or no GPU at all is no error.
+        codec, options = "libx264", {"crf": str(crf), "preset": preset, "profile": "high"}
+        if encoder != "libx264" and nvenc_opens(self.width, self.height, self.fps):
+            codec = "h264_nvenc"
+            options = {"rc": "vbr", "cq": str(crf), "preset": _NVENC_PRESETS[preset], "profile": "high"}
+        elif encoder == "nvenc":
+            log.warning("video_encoder = nvenc, but h264_nvenc does not open here; encoding with libx264")
+        stream = self._output.add_stream(codec, rate=self.fps, options=options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         context = stream.codec_context
         context.time_base = 1 / self.fps
-        # x264's frame threads (any thread type but SLICE, PyAV's default) outrun sliced threads;
-        # 0 lets it size the pool from the cores.
-        context.thread_type, context.thread_count = "FRAME", 0
+        if codec == "libx264":
+            # x264's frame threads (any thread type but SLICE, PyAV's default) outrun sliced threads;
+            # 0 lets it size the pool from the cores.
+            context.thread_type, context.thread_count = "FRAME", 0
         self.colour.tag(context)
+        self.encoder = codec
         return stream
 
     def write(self, frame: np.ndarray, keyframe: bool = False) -> None:

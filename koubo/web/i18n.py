@@ -10,11 +10,23 @@ from collections.abc import Mapping
 from typing import Literal
 
 from koubo.errors import KouboError
+from koubo.stages import Stage
 
 Lang = Literal["zh", "en"]
 DEFAULT_LANG: Lang = "zh"
 # Shown in the language switch in their own language, whichever language the page is in.
 LANGUAGE_CHOICES: list[tuple[str, Lang]] = [("中文", "zh"), ("English", "en")]
+
+# Each pipeline stage's name as a job shows it; the "stage.<name>" keys of TEXT come from here.
+STAGE_TEXT: dict[Stage, tuple[str, str]] = {
+    Stage.starting: ("启动中：加载模型", "Starting: loading models"),
+    Stage.features: ("分析语音", "Analysing speech"),
+    Stage.decode: ("读取模板", "Reading template"),
+    Stage.face: ("跟踪人脸", "Tracking the face"),
+    Stage.render: ("合成画面", "Rendering"),
+    Stage.check: ("检查口型同步", "Checking lip sync"),
+    Stage.done: ("完成", "Done"),
+}
 
 # key -> (Chinese, English). Placeholders use str.format names.
 TEXT: dict[str, tuple[str, str]] = {
@@ -87,13 +99,6 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.timed_out": ("超时", "Timed out"),
     "status.expired": ("已过期", "Expired"),
     "status.all": ("全部", "All"),
-    "stage.starting": ("启动中：加载模型", "Starting: loading models"),
-    "stage.features": ("分析语音", "Analysing speech"),
-    "stage.decode": ("读取模板", "Reading template"),
-    "stage.face": ("跟踪人脸", "Tracking the face"),
-    "stage.render": ("合成画面", "Rendering"),
-    "stage.check": ("检查口型同步", "Checking lip sync"),
-    "stage.done": ("完成", "Done"),
     "job.position": ("排队第 {position} 位", "Position {position} in the queue"),
     "job.elapsed": ("已用时 {elapsed}", "{elapsed} elapsed"),
     "job.took": ("用时 {elapsed}", "took {elapsed}"),
@@ -236,6 +241,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "“{name}” is larger than the allowed {limit}.",
     ),
     "error.action_failed": ("操作未完成", "Not done"),
+    **{f"stage.{stage}": text for stage, text in STAGE_TEXT.items()},
 }
 
 STATUS_FILTERS: tuple[str, ...] = ("all", "queued", "running", "done", "failed", "cancelled", "timed_out", "expired")
