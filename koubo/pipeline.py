@@ -194,7 +194,7 @@ class Generator:
             with clock.stage("decode"):
                 # Only probed and its first frame decoded: frames are decoded as tracking and
                 # rendering read them, and never all held (a 10-minute 1080p template is ~90 GB).
-                report("decode", 0.0)
+                # The stage is announced once the probe has admitted the template under the frame budget.
                 template = open_template(
                     video,
                     work_dir=work_dir,
