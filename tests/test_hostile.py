@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 
 from koubo.config import Settings
 from koubo.links.signing import MAX_LIFETIME, Keyring, LinkError, signed_link, verify
-from koubo.ops.logs import OneLineRateLimit
+from koubo.logs import OneLineRateLimit
 from koubo.web.app import create_app
 
 from job_fixtures import finished_job

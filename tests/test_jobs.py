@@ -26,8 +26,8 @@ from koubo.config import Settings
 from koubo.errors import EngineError, JobNotFound, KouboError, MediaError
 from koubo.jobs.service import AssetKind, JobService, JobStatus, JobView, Lane
 from koubo.jobs.store import run_order
+from koubo.logs import job_context, setup_logging, tail_log
 from koubo.media.probe import probe
-from koubo.ops.logs import job_context, setup_logging, tail_log
 from koubo.pipeline import AUDIO_CACHE
 
 from media_fixtures import make_speech, make_talking_video, write_text_file

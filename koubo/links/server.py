@@ -36,8 +36,8 @@ from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, malformed, verify
 from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
+from koubo.logs import OneLineRateLimit, setup_logging
 from koubo.naming import is_link_name
-from koubo.ops.logs import OneLineRateLimit, setup_logging
 from koubo.ops.throttle import LoginThrottle
 from koubo.web.auth import CredentialCheck, challenge_header
 from koubo.web.htpasswd import Htpasswd

@@ -31,7 +31,7 @@ from koubo.links.egress import combined, read_snapshots
 from koubo.links.handout import LinkMaker
 from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
-from koubo.ops.logs import tail_log
+from koubo.logs import tail_log
 from koubo.web.i18n import (
     DEFAULT_LANG,
     LANGUAGE_CHOICES,
