@@ -179,7 +179,7 @@ def not_an_upload() -> KouboError:
 
 
 def too_many_attempts(seconds: int) -> KouboError:
-    """An address in its back-off after wrong passwords (koubo.ops.throttle)."""
+    """An address in its back-off after wrong passwords (koubo.auth.throttle)."""
     return KouboError(
         "too_many_attempts",
         f"Too many wrong passwords from your address; try again in {seconds} s.",

@@ -27,6 +27,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from koubo.auth.credentials import CredentialCheck, challenge_header
+from koubo.auth.htpasswd import Htpasswd
+from koubo.auth.throttle import LoginThrottle
 from koubo.config import Settings
 from koubo.errors import HTTP_STATUS_ERRORS, KouboError, too_many_attempts
 from koubo.jobs.service import JobService
@@ -38,9 +41,6 @@ from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
 from koubo.logs import OneLineRateLimit, setup_logging
 from koubo.naming import is_link_name
-from koubo.ops.throttle import LoginThrottle
-from koubo.web.auth import CredentialCheck, challenge_header
-from koubo.web.htpasswd import Htpasswd
 
 # A link serves only a finished job's video, and a finished video is never rewritten: only failed,
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a
