@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from koubo.config import Settings
-from koubo.engines import cuda_available
+from koubo.config import Settings, load_settings
+from koubo.engines import resolve_device
 from koubo.engines.base import RenderInput
 from koubo.engines.blend import (
     blend_patch,
@@ -93,14 +93,6 @@ class TorchRunner:
             # The failed batch's blocks stay reserved by the caching allocator unless handed back.
             torch.cuda.empty_cache()
             raise
-
-
-def resolve_device(requested: str) -> str:
-    """auto -> cuda when PyTorch sees a GPU; cuda without one falls back to the CPU with a warning."""
-    available = cuda_available()
-    if requested == "cuda" and not available:
-        log.warning("device=cuda but PyTorch sees no CUDA GPU; the wav2lip engine runs on the CPU")
-    return "cuda" if requested in ("auto", "cuda") and available else "cpu"
 
 
 def _free_bytes(device: str) -> int:
@@ -305,3 +297,8 @@ class Wav2LipEngine:
                 continue
             i += size
         return np.concatenate(out)
+
+
+def make_engine(settings: Settings | None = None) -> Wav2LipEngine:
+    """The registry's entry (koubo.engines.ENGINE_MODULES); loads the weights (EngineError if it cannot)."""
+    return Wav2LipEngine(settings or load_settings())
