@@ -46,7 +46,7 @@ def resolve(name: str, modules: set[str]) -> str | None:
 
 
 def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterable[str]:
-    """Dotted names this module imports, `from a import b` giving a.b (b may be a module)."""
+    """Dotted names this module imports, `from a import b` giving a.b (b may be a module or a name in a)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -57,7 +57,7 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterable[str
                 base = ".".join([*anchor, node.module] if node.module else anchor)
             else:
                 base = node.module or ""
-            yield base
+            # Each name, which resolve() cuts back to `base` when it is not a module itself.
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
