@@ -18,7 +18,7 @@ from pathlib import Path
 from koubo.config import Settings, load_settings
 from koubo.diskspace import ensure_room_to_write
 from koubo.engines.base import RenderInput, get_engine
-from koubo.errors import KouboError, no_face, too_long
+from koubo.errors import ErrorCode, KouboError, no_face, too_long
 from koubo.face.tracker import FaceTrack, FinderPool, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
@@ -340,7 +340,7 @@ class Generator:
             try:
                 results.append(self.generate(a, v, target, options, item_progress, should_stop))
             except KouboError as error:
-                if error.code == "cancelled":
+                if error.code == ErrorCode.CANCELLED:
                     raise
                 results.append(error)
         return results

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from koubo.config import Settings, child_environment
-from koubo.errors import KouboError
+from koubo.errors import ErrorCode, KouboError
 from koubo.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
         name, code = child_exit[0]
         zh = "任务处理进程" if name == "job consumer" else "直链下载服务"
         raise KouboError(
-            "worker_exited" if name == "job consumer" else "links_exited",
+            ErrorCode.WORKER_EXITED if name == "job consumer" else ErrorCode.LINKS_EXITED,
             f"The {name} exited unexpectedly (exit code {code}); see the log.",
             f"{zh}意外退出（退出码 {code}），详见日志。",
         )

@@ -35,7 +35,7 @@ def resolve_device(setting: str) -> str:
         return "cuda"
     if setting == "cuda":
         raise errors.KouboError(
-            "no_cuda",
+            errors.ErrorCode.NO_CUDA,
             "device = cuda, but PyTorch sees no CUDA GPU on this machine.",
             "device = cuda，但 PyTorch 在这台机器上找不到 CUDA GPU。",
         )

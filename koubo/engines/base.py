@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from koubo.engines import ENGINE_MODULES, ENGINES
-from koubo.errors import EngineError
+from koubo.errors import EngineError, ErrorCode
 from koubo.face.tracker import FaceTrack
 from koubo.media.video import ArrayFrames, TemplateStream
 
@@ -58,7 +58,7 @@ class Engine(Protocol):
 
 def unknown_engine(name: str) -> EngineError:
     return EngineError(
-        "unknown_engine",
+        ErrorCode.UNKNOWN_ENGINE,
         f"Unknown engine “{name}”; available: {', '.join(ENGINES)}.",
         f"未知的引擎“{name}”；可用：{'、'.join(ENGINES)}。",
     )

@@ -36,7 +36,7 @@ from koubo.engines.blend import (
 )
 from koubo.engines.checkpoint import checkpoint_path, file_sha256, require_checkpoint, torch_missing
 from koubo.engines.wav2lip_onnx import default_export_path, matching_export
-from koubo.errors import Cancelled, EngineError
+from koubo.errors import Cancelled, EngineError, ErrorCode
 from koubo.face import geometry as geo
 from koubo.face.tracker import FaceTrack, shot_runs
 from koubo.features.mel import mel_windows
@@ -288,7 +288,7 @@ class Wav2LipEngine:
             except self.runner.memory_errors:
                 if size == 1:
                     raise EngineError(
-                        "out_of_memory",
+                        ErrorCode.OUT_OF_MEMORY,
                         f"The wav2lip engine ran out of {self.runner.device} memory even for one frame.",
                         f"wav2lip 引擎在 {self.runner.device} 上内存不足，连单帧都无法处理。",
                     ) from None
