@@ -318,21 +318,23 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_within_seconds(serv
     assert refused.value.code == "no_output"
 
 
-@pytest.mark.timeout(150)
+# Generous bounds on waiting: they only limit how long a failure takes to show. What the test pins
+# is measured from the job's own timestamps, so a busy machine cannot fail it.
+@pytest.mark.timeout(1200)
 def test_a_job_past_the_task_timeout_is_stopped_and_the_next_job_runs(service, data_dir, media):
     video = upload(service, media["video"], "video")
     slow = service.submit(upload(service, media["very_long"], "audio"), video)
     quick = service.submit(upload(service, media["speech"], "audio"), video)
 
     with consumer(data_dir, task_timeout=str(TIMEOUT_S)):
-        stopped = wait_for_status(service, slow.id, set(JobStatus) - {JobStatus.queued, JobStatus.running}, 60)
+        stopped = wait_for_status(service, slow.id, set(JobStatus) - {JobStatus.queued, JobStatus.running}, 300)
         assert stopped.status == JobStatus.timed_out
         assert stopped.error is not None and stopped.error["code"] == "timed_out"
         assert f"{TIMEOUT_S} s" in stopped.error["message_en"] and f"{TIMEOUT_S} 秒" in stopped.error["message_zh"]
         ran = (stopped.finished_at - stopped.started_at).total_seconds()
         assert TIMEOUT_S <= ran < TIMEOUT_S + 5, ran
         assert output_dir_files(service, slow.id) == []
-        assert wait_for_status(service, quick.id, {JobStatus.done}, 60).output_size
+        assert wait_for_status(service, quick.id, {JobStatus.done}, 600).output_size
 
 
 @pytest.mark.timeout(120)
