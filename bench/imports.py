@@ -6,14 +6,14 @@ it only hides the cycle from the interpreter. Edges go to the most specific koub
 (`from koubo.web import auth` is an edge to koubo.web.auth).
 
 The package level groups modules by their first name under koubo (koubo.web.api.jobs → web,
-koubo.service → service). The intended order, lowest first, is
-media → features → face → engines → pipeline → jobs → ops → web/links; modules such as config,
-errors and naming sit below all of them.
+koubo.serve → serve). LAYERS is the intended order, lowest first: a package imports only from its
+own layer or those below it.
 
     python bench/imports.py [--edges]
 
-Prints the package-level edges, then the cycles (strongly connected components) at the package
-level and at the module level; last, the counts.
+Prints the package-level edges, the edges against the layer order, then the cycles (strongly
+connected components) at the package level and at the module level; last, the counts.
+tests/test_imports.py keeps the last three empty.
 """
 
 from __future__ import annotations
@@ -26,6 +26,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "koubo"
+# Lowest first. The first two layers are what every stage may use: settings, errors, names, the
+# log, the disk-space guard, the bucket and the password checks.
+LAYERS: list[set[str]] = [
+    {"koubo", "config", "errors", "naming", "units"},
+    {"logs", "diskspace", "storage", "auth"},
+    {"media"},
+    {"features"},
+    {"face"},
+    {"engines"},
+    {"quality"},
+    {"pipeline"},
+    {"jobs"},
+    {"links"},
+    {"ops"},
+    {"web"},
+    {"serve"},
+    {"samples"},
+    {"cli"},
+]
 
 
 def module_name(path: Path) -> str:
@@ -90,6 +109,17 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, dict[str, list[str]]]
     return packages
 
 
+def against_order(packages: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Package edges that go up the layers, or that touch a package LAYERS does not place."""
+    rank = {name: index for index, layer in enumerate(LAYERS) for name in layer}
+    found = []
+    for source, targets in sorted(packages.items()):
+        for target in sorted(targets):
+            if source not in rank or target not in rank or rank[source] < rank[target]:
+                found.append(f"{source} -> {target}: {', '.join(sorted(targets[target]))}")
+    return found
+
+
 def cycles(graph: dict[str, Iterable[str]]) -> list[list[str]]:
     """Strongly connected components with more than one node (Tarjan), each sorted."""
     index: dict[str, int] = {}
@@ -147,6 +177,11 @@ def main() -> None:
                 for edge in sorted(packages[source][target]):
                     print(f"      {edge}")
 
+    upward = against_order(packages)
+    print("edges against the layer order:")
+    for edge in upward:
+        print(f"  {edge}")
+
     package_cycles = cycles({p: packages[p].keys() for p in packages})
     print("package-level cycles:")
     for component in package_cycles:
@@ -165,7 +200,8 @@ def main() -> None:
     n_package_edges = sum(len(t) for t in packages.values())
     print(
         f"modules {len(graph)}, module edges {n_edges}, package edges {n_package_edges}, "
-        f"package cycles {len(package_cycles)}, module cycles {len(module_cycles)}"
+        f"edges against the order {len(upward)}, package cycles {len(package_cycles)}, "
+        f"module cycles {len(module_cycles)}"
     )
 
 
