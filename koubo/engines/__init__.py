@@ -24,7 +24,7 @@ def cuda_available() -> bool:
 
 
 def resolve_device(setting: str) -> str:
-    """"cpu" or "cuda" for the `device` setting: "auto" is CUDA when PyTorch sees a GPU, else the CPU.
+    """ "cpu" or "cuda" for the `device` setting: "auto" is CUDA when PyTorch sees a GPU, else the CPU.
 
     "cuda" on a machine without one raises `no_cuda` rather than running on the CPU: a worker
     that offered CUDA would claim the jobs meant for a GPU and run them many times slower.

@@ -100,7 +100,9 @@ class Keyring:
             raise KouboError(ErrorCode.UNKNOWN_KEY, f"No link key “{kid}”.", f"没有名为“{kid}”的链接密钥。")
         if not kept:
             raise KouboError(
-                ErrorCode.LAST_KEY, "The last link key cannot be retired; rotate first.", "不能删除最后一个链接密钥；请先轮换。"
+                ErrorCode.LAST_KEY,
+                "The last link key cannot be retired; rotate first.",
+                "不能删除最后一个链接密钥；请先轮换。",
             )
         self._write(kept, replace=True)
 

@@ -19,6 +19,7 @@ from koubo.errors import HTTP_STATUS_ERRORS, ErrorCode, KouboError, validation_m
 
 log = logging.getLogger(__name__)
 
+
 def _human_size(size: int) -> str:
     value, unit = float(size), "bytes"
     for larger in ("KiB", "MiB", "GiB", "TiB"):
@@ -33,7 +34,9 @@ class UploadTooLarge(KouboError):
 
     def __init__(self, limit: int) -> None:
         size = _human_size(limit)
-        super().__init__(ErrorCode.TOO_LARGE, f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。")
+        super().__init__(
+            ErrorCode.TOO_LARGE, f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。"
+        )
 
 
 class RequestTooLarge(KouboError):
@@ -42,7 +45,9 @@ class RequestTooLarge(KouboError):
     def __init__(self, limit: int) -> None:
         size = _human_size(limit)
         super().__init__(
-            ErrorCode.TOO_LARGE, f"The request body is larger than the allowed {size}.", f"请求体超过允许的大小（{size}）。"
+            ErrorCode.TOO_LARGE,
+            f"The request body is larger than the allowed {size}.",
+            f"请求体超过允许的大小（{size}）。",
         )
 
 
