@@ -178,7 +178,7 @@ def _port(text: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web app (API + UI), the job consumer and the link server, until Ctrl-C or SIGTERM."""
     from koubo.config import load_settings
-    from koubo.service import serve
+    from koubo.serve import serve
 
     overrides = {name: value for name in ("host", "port") if (value := getattr(args, name)) is not None}
     serve(load_settings(**overrides), with_worker=not args.no_worker, with_links=not args.no_links)
@@ -203,7 +203,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print the log's last lines; with -f keep printing new ones as they are written, like tail -f."""
     from koubo.config import load_settings
-    from koubo.service import LogFollower
+    from koubo.logs import LogFollower
 
     follower = LogFollower(load_settings().log_path)
     for line in follower.tail(args.lines):

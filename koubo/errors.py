@@ -1,22 +1,118 @@
-"""koubo's error types. Each carries a stable code and a message in English and Chinese.
+"""koubo's error types and the one table of error codes, each with its HTTP status.
 
-A function that can fail on user input raises one of these; the CLI prints it on one line,
-a job records it, the API returns it as JSON.
+Each error carries a stable code and a message in English and Chinese. A function that can fail
+on user input raises one of these; the CLI prints it on one line, a job records it, the web app
+and the link server answer it as JSON with the status its code has here.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every code koubo's errors carry, and the HTTP status both servers answer it with.
+
+    API clients switch on the value (stable: never rename one). A code without a status of its own
+    is a 400: the request (its file, its parameters) is what has to change. Job outcomes (timed_out,
+    worker_crashed...) are recorded on the job and seldom answer a request; they keep the 400.
+    """
+
+    status: int
+
+    def __new__(cls, code: str, status: int = 400) -> ErrorCode:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.status = status
+        return member
+
+    # Input files that cannot be used.
+    NOT_MEDIA = "not_media"
+    NO_AUDIO = "no_audio"
+    NO_VIDEO = "no_video"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    UNDECODABLE = "undecodable"
+    TRUNCATED = "truncated"
+    FRAME_TOO_LARGE = "frame_too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    NO_FACE = "no_face"
+    WRONG_KIND = "wrong_kind"
+    NOT_AN_UPLOAD = "not_an_upload"
+    TOO_LARGE = "too_large", 413
+
+    # Requests: their shape, what they name, the state of what they name.
+    INVALID_REQUEST = "invalid_request", 422
+    INVALID_PARAMS = "invalid_params", 422
+    INVALID_PARAMETER = "invalid_parameter"  # a link server's query parameter (?page=)
+    REQUEST_TIMEOUT = "request_timeout", 408
+    NOT_FOUND = "not_found", 404
+    # A conflict with the job's current state, not a malformed request (RFC 9110 §15.5.10): the job
+    # exists, and retrying it later or waiting for its video resolves it.
+    NOT_RETRYABLE = "not_retryable", 409
+    NO_OUTPUT = "no_output", 409
+    # The job is kept in the history, its video deleted by retention for good.
+    OUTPUT_EXPIRED = "output_expired", 410
+    DISK_FULL = "disk_full", 507
+    TOO_MANY_ATTEMPTS = "too_many_attempts", 429
+    # Errors that are only an HTTP status (HTTP_STATUS_ERRORS below).
+    UNAUTHORIZED = "unauthorized", 401
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    INTERNAL_ERROR = "internal_error", 500
+    HTTP_ERROR = "http_error"  # any other status a framework answers; sent with that status
+
+    # Engines.
+    UNKNOWN_ENGINE = "unknown_engine"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    CHECKPOINT_MISSING = "checkpoint_missing"
+    CHECKPOINT_INVALID = "checkpoint_invalid"
+    OUT_OF_MEMORY = "out_of_memory"
+    NO_CUDA = "no_cuda"
+
+    # How a job ended when it did not finish.
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    WORKER_CRASHED = "worker_crashed"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
+
+    # Direct links and the link server.
+    LINK_INVALID = "link_invalid"
+    LINK_TAMPERED = "link_tampered", 403
+    LINK_EXPIRED = "link_expired", 410
+    LINK_EXHAUSTED = "link_exhausted", 410
+    LINK_NAME_INVALID = "link_name_invalid"
+    LINK_LIFETIME_INVALID = "link_lifetime_invalid"
+    LINK_TOO_LONG = "link_too_long"
+    TOO_MANY_DOWNLOADS = "too_many_downloads", 429
+    LISTING_NEEDS_AUTH = "listing_needs_auth"
+    UNKNOWN_KEY = "unknown_key"
+    LAST_KEY = "last_key"
+
+    # Configuration and the service's own processes.
+    BAD_CONFIG = "bad_config"
+    AUTH_CONFIG = "auth_config"
+    # Object storage is configured wrongly: the server's fault, not the request's.
+    STORAGE_CONFIG = "storage_config", 503
+    STORAGE_MISMATCH = "storage_mismatch"
+    WORKER_EXITED = "worker_exited"
+    LINKS_EXITED = "links_exited"
 
 
 class KouboError(Exception):
     """Base error: `code` is stable (API clients switch on it), `en`/`zh` are for people."""
 
-    code: str = "error"
-
-    def __init__(self, code: str, en: str, zh: str) -> None:
+    def __init__(self, code: ErrorCode, en: str, zh: str) -> None:
         super().__init__(f"{en} / {zh}")
-        self.code = code
+        # A plain str, as jobs store it and JSON carries it; an unknown code fails here, at once.
+        self.code: str = ErrorCode(code).value
         self.en = en
         self.zh = zh
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this error is answered with (ErrorCode's table)."""
+        return ErrorCode(self.code).status
 
     def message(self, lang: str = "en") -> str:
         return self.zh if lang.lower().startswith("zh") else self.en
@@ -41,16 +137,16 @@ class Cancelled(KouboError):
     """Work stopped because someone asked for it; not a failure of the input."""
 
     def __init__(self) -> None:
-        super().__init__("cancelled", "The job was cancelled.", "任务已取消。")
+        super().__init__(ErrorCode.CANCELLED, "The job was cancelled.", "任务已取消。")
 
 
 # Errors that are only an HTTP status (unknown path, wrong method, missing credentials), as
 # (code, en, zh): the web app and the link server answer them alike.
-HTTP_STATUS_ERRORS: dict[int, tuple[str, str, str]] = {
-    401: ("unauthorized", "Authentication required.", "需要登录。"),
-    404: ("not_found", "Not found.", "未找到。"),
-    405: ("method_not_allowed", "Method not allowed.", "不支持该请求方法。"),
-    500: ("internal_error", "Internal server error; the log has the details.", "服务器内部错误，详情见日志。"),
+HTTP_STATUS_ERRORS: dict[int, tuple[ErrorCode, str, str]] = {
+    401: (ErrorCode.UNAUTHORIZED, "Authentication required.", "需要登录。"),
+    404: (ErrorCode.NOT_FOUND, "Not found.", "未找到。"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed.", "不支持该请求方法。"),
+    500: (ErrorCode.INTERNAL_ERROR, "Internal server error; the log has the details.", "服务器内部错误，详情见日志。"),
 }
 
 
@@ -60,7 +156,7 @@ def _describe(name: str) -> str:
 
 def not_media(name: str) -> MediaError:
     return MediaError(
-        "not_media",
+        ErrorCode.NOT_MEDIA,
         f"{_describe(name)} is not an audio or video file that koubo can read.",
         f"文件 {name} 不是可识别的音频或视频文件。",
     )
@@ -68,7 +164,7 @@ def not_media(name: str) -> MediaError:
 
 def no_audio_stream(name: str) -> MediaError:
     return MediaError(
-        "no_audio",
+        ErrorCode.NO_AUDIO,
         f"{_describe(name)} contains no audio track; please upload a speech recording.",
         f"文件 {name} 中没有音频轨道，请上传语音文件。",
     )
@@ -76,7 +172,7 @@ def no_audio_stream(name: str) -> MediaError:
 
 def no_video_stream(name: str) -> MediaError:
     return MediaError(
-        "no_video",
+        ErrorCode.NO_VIDEO,
         f"{_describe(name)} contains no video track; please upload a template video.",
         f"文件 {name} 中没有视频画面，请上传模板视频。",
     )
@@ -84,7 +180,7 @@ def no_video_stream(name: str) -> MediaError:
 
 def empty_media(name: str) -> MediaError:
     return MediaError(
-        "empty",
+        ErrorCode.EMPTY,
         f"{_describe(name)} is empty (zero length).",
         f"文件 {name} 为空（时长为零）。",
     )
@@ -92,7 +188,7 @@ def empty_media(name: str) -> MediaError:
 
 def too_long(name: str, seconds: float, limit: float) -> MediaError:
     return MediaError(
-        "too_long",
+        ErrorCode.TOO_LONG,
         f"{_describe(name)} lasts {seconds:.1f} s, longer than the allowed {limit:.0f} s.",
         f"文件 {name} 时长 {seconds:.1f} 秒，超过允许的 {limit:.0f} 秒。",
     )
@@ -100,7 +196,7 @@ def too_long(name: str, seconds: float, limit: float) -> MediaError:
 
 def undecodable(name: str, codec: str) -> MediaError:
     return MediaError(
-        "undecodable",
+        ErrorCode.UNDECODABLE,
         f"{_describe(name)} uses a codec that cannot be decoded ({codec}).",
         f"文件 {name} 的编码格式（{codec}）无法解码。",
     )
@@ -108,7 +204,7 @@ def undecodable(name: str, codec: str) -> MediaError:
 
 def truncated(name: str) -> MediaError:
     return MediaError(
-        "truncated",
+        ErrorCode.TRUNCATED,
         f"{_describe(name)} is damaged or incomplete (truncated); please upload it again.",
         f"文件 {name} 已损坏或不完整（被截断），请重新上传。",
     )
@@ -116,7 +212,7 @@ def truncated(name: str) -> MediaError:
 
 def no_face(name: str) -> FaceError:
     return FaceError(
-        "no_face",
+        ErrorCode.NO_FACE,
         f"No face was found in {_describe(name)}; the template must show a person facing the camera.",
         f"模板视频 {name} 中未检测到人脸，请使用正面人像视频。",
     )
@@ -131,30 +227,30 @@ class NotFound(KouboError):
 
 class JobNotFound(NotFound):
     def __init__(self, job_id: str) -> None:
-        super().__init__("not_found", f"There is no job {job_id}.", f"任务 {job_id} 不存在。")
+        super().__init__(ErrorCode.NOT_FOUND, f"There is no job {job_id}.", f"任务 {job_id} 不存在。")
 
 
 def asset_not_found(asset_id: str) -> NotFound:
-    return NotFound("not_found", f"There is no uploaded file {asset_id}.", f"上传的文件 {asset_id} 不存在。")
+    return NotFound(ErrorCode.NOT_FOUND, f"There is no uploaded file {asset_id}.", f"上传的文件 {asset_id} 不存在。")
 
 
 def batch_not_found(batch_id: str) -> NotFound:
-    return NotFound("not_found", f"There is no batch {batch_id}.", f"批量任务 {batch_id} 不存在。")
+    return NotFound(ErrorCode.NOT_FOUND, f"There is no batch {batch_id}.", f"批量任务 {batch_id} 不存在。")
 
 
 def invalid_params(en: str, zh: str) -> KouboError:
-    return KouboError("invalid_params", f"Invalid request: {en}", f"请求参数无效：{zh}")
+    return KouboError(ErrorCode.INVALID_PARAMS, f"Invalid request: {en}", f"请求参数无效：{zh}")
 
 
 def invalid_request(en: str, zh: str) -> KouboError:
     """A request without the shape the endpoint expects; `en` and `zh` are whole sentences."""
-    return KouboError("invalid_request", f"Invalid request. {en}", f"请求无效。{zh}")
+    return KouboError(ErrorCode.INVALID_REQUEST, f"Invalid request. {en}", f"请求无效。{zh}")
 
 
 def wrong_asset_kind(name: str, expected: str) -> KouboError:
     en_kind, zh_kind = ("an audio file", "音频") if expected == "audio" else ("a template video", "模板视频")
     return KouboError(
-        "wrong_kind",
+        ErrorCode.WRONG_KIND,
         f"{_describe(name)} was uploaded as another kind of file; {en_kind} is needed here.",
         f"文件 {name} 的上传类型不对，此处需要{zh_kind}。",
     )
@@ -163,7 +259,7 @@ def wrong_asset_kind(name: str, expected: str) -> KouboError:
 def too_large(name: str, size: int, limit: int) -> MediaError:
     mib, limit_mib = size / 2**20, limit / 2**20
     return MediaError(
-        "too_large",
+        ErrorCode.TOO_LARGE,
         f"{_describe(name)} is {mib:.0f} MiB, larger than the allowed {limit_mib:.0f} MiB.",
         f"文件 {name} 大小为 {mib:.0f} MiB，超过允许的 {limit_mib:.0f} MiB。",
     )
@@ -172,16 +268,16 @@ def too_large(name: str, size: int, limit: int) -> MediaError:
 def not_an_upload() -> KouboError:
     """A file parameter that is not a file uploaded through the page; deliberately silent about why."""
     return KouboError(
-        "not_an_upload",
+        ErrorCode.NOT_AN_UPLOAD,
         "This file was not uploaded through this page; please upload it again.",
         "该文件不是通过本页面上传的，请重新上传。",
     )
 
 
 def too_many_attempts(seconds: int) -> KouboError:
-    """An address in its back-off after wrong passwords (koubo.ops.throttle)."""
+    """An address in its back-off after wrong passwords (koubo.auth.throttle)."""
     return KouboError(
-        "too_many_attempts",
+        ErrorCode.TOO_MANY_ATTEMPTS,
         f"Too many wrong passwords from your address; try again in {seconds} s.",
         f"来自您地址的错误密码次数过多，请 {seconds} 秒后再试。",
     )
@@ -201,7 +297,7 @@ _STATUS_ZH = {
 
 def not_retryable(status: str) -> KouboError:
     return KouboError(
-        "not_retryable",
+        ErrorCode.NOT_RETRYABLE,
         f"Only a failed, cancelled or timed-out job can be retried; this one is {status}.",
         f"只有失败、已取消或超时的任务可以重试；此任务状态为“{_STATUS_ZH.get(status, status)}”。",
     )
@@ -209,19 +305,19 @@ def not_retryable(status: str) -> KouboError:
 
 def no_output(job_id: str) -> KouboError:
     return KouboError(
-        "no_output",
+        ErrorCode.NO_OUTPUT,
         f"Job {job_id} has no finished video to download.",
         f"任务 {job_id} 没有可下载的成品视频。",
     )
 
 
 def batch_has_no_output() -> KouboError:
-    return KouboError("no_output", "No video of this batch has finished yet.", "该批次还没有完成的视频。")
+    return KouboError(ErrorCode.NO_OUTPUT, "No video of this batch has finished yet.", "该批次还没有完成的视频。")
 
 
 def output_expired(job_id: str) -> KouboError:
     return KouboError(
-        "output_expired",
+        ErrorCode.OUTPUT_EXPIRED,
         f"The video of job {job_id} was deleted by the retention policy; generate it again if needed.",
         f"任务 {job_id} 的视频已按保留策略删除；如需要请重新生成。",
     )
@@ -230,7 +326,7 @@ def output_expired(job_id: str) -> KouboError:
 def disk_full(free: int, needed: int) -> KouboError:
     free_gib, needed_gib = free / 2**30, needed / 2**30
     return KouboError(
-        "disk_full",
+        ErrorCode.DISK_FULL,
         f"The server's disk is almost full ({free_gib:.1f} GiB free, {needed_gib:.1f} GiB needed); "
         "no new uploads or jobs are accepted until space is freed.",
         f"服务器磁盘空间不足（剩余 {free_gib:.1f} GiB，至少需要 {needed_gib:.1f} GiB），释放空间前不接受新的上传或任务。",
@@ -240,7 +336,7 @@ def disk_full(free: int, needed: int) -> KouboError:
 def disk_low_while_writing(free: int, needed: int) -> KouboError:
     free_mib, needed_mib = free / 2**20, needed / 2**20
     return KouboError(
-        "disk_full",
+        ErrorCode.DISK_FULL,
         f"The server's disk ran low while this job was writing ({free_mib:.0f} MiB free, {needed_mib:.0f} MiB "
         "needed); the job was stopped and its files removed.",
         f"任务写入时服务器磁盘空间不足（剩余 {free_mib:.0f} MiB，至少需要 {needed_mib:.0f} MiB），任务已停止并删除了其文件。",
@@ -249,7 +345,7 @@ def disk_low_while_writing(free: int, needed: int) -> KouboError:
 
 def frame_too_large(name: str, width: int, height: int, max_width: int, max_height: int) -> MediaError:
     return MediaError(
-        "frame_too_large",
+        ErrorCode.FRAME_TOO_LARGE,
         f"{_describe(name)} is {width}x{height}, larger than the allowed {max_width}x{max_height}.",
         f"文件 {name} 的画面为 {width}x{height}，超过允许的 {max_width}x{max_height}。",
     )
@@ -257,7 +353,7 @@ def frame_too_large(name: str, width: int, height: int, max_width: int, max_heig
 
 def too_many_pixels(name: str, what_en: str, what_zh: str, pixels: int, limit: int) -> MediaError:
     return MediaError(
-        "too_many_pixels",
+        ErrorCode.TOO_MANY_PIXELS,
         f"{_describe(name)} would need {pixels / 1e9:.1f} billion pixels for {what_en}, more than the allowed "
         f"{limit / 1e9:.1f} billion; use a shorter or smaller video.",
         f"文件 {name} 的{what_zh}需要 {pixels / 1e8:.0f} 亿像素，超过允许的 {limit / 1e8:.0f} 亿像素；"
@@ -267,7 +363,7 @@ def too_many_pixels(name: str, what_en: str, what_zh: str, pixels: int, limit: i
 
 def job_timed_out(limit: float) -> KouboError:
     return KouboError(
-        "timed_out",
+        ErrorCode.TIMED_OUT,
         f"The job ran longer than the allowed {limit:.0f} s and was stopped.",
         f"任务运行超过允许的 {limit:.0f} 秒，已被停止。",
     )
@@ -279,7 +375,7 @@ def worker_crashed(returncode: int) -> KouboError:
     else:
         en_how, zh_how = f"exit code {returncode}", f"退出码 {returncode}"
     return KouboError(
-        "worker_crashed",
+        ErrorCode.WORKER_CRASHED,
         f"The generation process ended unexpectedly ({en_how}) without a result.",
         f"生成进程意外结束（{zh_how}），没有产生结果。",
     )
@@ -288,7 +384,7 @@ def worker_crashed(returncode: int) -> KouboError:
 def worker_lost(worker: str | None) -> KouboError:
     name = worker or "?"
     return KouboError(
-        "worker_lost",
+        ErrorCode.WORKER_LOST,
         f"The worker {name} stopped responding while running this job (its process or machine is gone), "
         "and so did the one before; retry the job to run it again.",
         f"运行此任务的工作节点 {name} 失去响应（进程或机器已不在），此前一次也是如此；请重试该任务。",
@@ -297,7 +393,7 @@ def worker_lost(worker: str | None) -> KouboError:
 
 def internal_error() -> KouboError:
     return KouboError(
-        "internal",
+        ErrorCode.INTERNAL,
         "koubo ran into an internal error while generating this video; the details are in the log.",
         "生成视频时发生内部错误，详细信息见日志。",
     )
@@ -307,7 +403,7 @@ def bad_queue_url(url: str) -> KouboError:
     # Only the scheme: the rest of a queue URL may hold a password.
     scheme = url.partition(":")[0]
     return KouboError(
-        "bad_config",
+        ErrorCode.BAD_CONFIG,
         f"Queue URLs of the kind {scheme!r} are not supported: use sqlite:///path or redis://host.",
         f"不支持 {scheme!r} 类型的队列地址：请使用 sqlite:///路径 或 redis://主机。",
     )

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from koubo.config import Settings, load_settings
+from koubo.diskspace import ensure_room_to_write
 from koubo.engines.base import RenderInput, get_engine
-from koubo.errors import KouboError, no_face, too_long
+from koubo.errors import ErrorCode, KouboError, no_face, too_long
 from koubo.face.tracker import FaceTrack, FinderPool, track_faces
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
@@ -28,7 +29,6 @@ from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import Mp4Writer, TemplateStream, loop_indices, open_template, output_frame_count
 from koubo.naming import output_name
-from koubo.ops.diskspace import ensure_room_to_write
 from koubo.quality import QualityReport, RenderedCheck, edit_counts
 
 # Bump when the face tracker or feature extraction changes what they compute.
@@ -340,7 +340,7 @@ class Generator:
             try:
                 results.append(self.generate(a, v, target, options, item_progress, should_stop))
             except KouboError as error:
-                if error.code == "cancelled":
+                if error.code == ErrorCode.CANCELLED:
                     raise
                 results.append(error)
         return results

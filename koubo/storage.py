@@ -23,7 +23,7 @@ from botocore.config import Config
 from s3transfer.utils import ChunksizeAdjuster
 
 from koubo.config import Settings
-from koubo.errors import KouboError
+from koubo.errors import ErrorCode, KouboError
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,13 @@ class StorageError(KouboError):
 
 
 def storage_config_error(en: str, zh: str) -> KouboError:
-    return KouboError("storage_config", f"Object storage settings: {en}", f"对象存储设置：{zh}")
+    return KouboError(ErrorCode.STORAGE_CONFIG, f"Object storage settings: {en}", f"对象存储设置：{zh}")
 
 
 def link_too_long(asked: float) -> KouboError:
     days = MAX_PRESIGN_SECONDS // 86400
     return KouboError(
-        "link_too_long",
+        ErrorCode.LINK_TOO_LONG,
         f"Links to object storage last at most {days} days (S3 presigned URLs cannot last longer); "
         f"{'a link that never expires' if asked == 0 else f'{asked:.0f} seconds'} was asked.",
         f"对象存储链接最长有效 {days} 天（S3 预签名链接不能更长），而请求的是"
@@ -101,7 +101,7 @@ class ObjectStore:
         if head["ContentLength"] != size or etag.lower() != expected:
             self.delete(key)
             raise StorageError(
-                "storage_mismatch",
+                ErrorCode.STORAGE_MISMATCH,
                 f"The uploaded object {key} does not match the local file (size {head['ContentLength']} of {size}, "
                 f"ETag {etag}, expected {expected}); it was deleted and the upload will be retried.",
                 f"上传的对象 {key} 与本地文件不一致（大小 {head['ContentLength']}/{size}，ETag {etag}，应为 {expected}），"

@@ -1,4 +1,5 @@
-"""Real server processes for tests: `koubo serve` on a free loopback port, and waiting on it."""
+"""Real server processes for tests: `koubo serve` and `koubo links` on free loopback ports, and
+`wait_until`, the one way tests wait for something to happen (never a fixed sleep)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """`check()`'s first true result, asked every `interval` seconds; AssertionError naming `what`
+    after `timeout` seconds. Give a generous timeout: it only bounds a failure, a pass returns early."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -30,6 +34,13 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def koubo_env(work: Path, data_dir: Path, overrides: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any KOUBO_ setting of the caller's, a config file that
+    does not exist, `data_dir`, and then `overrides`."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
+    return {**base, "KOUBO_CONFIG": str(work / "no-koubo.toml"), "KOUBO_DATA_DIR": str(data_dir), **overrides}
 
 
 @dataclass
@@ -77,16 +88,8 @@ def launch(
     app's and the link server's); wait for /api/health."""
     data_dir = work / "data"
     port, links_port = ports or (free_port(host), free_port(host))
-    base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
-    full_env = {
-        **base,
-        "KOUBO_CONFIG": str(work / "no-koubo.toml"),
-        "KOUBO_DATA_DIR": str(data_dir),
-        "KOUBO_PORT": str(port),
-        # Its own link-server port too: several test servers may run at once.
-        "KOUBO_LINKS_PORT": str(links_port),
-        **(env or {}),
-    }
+    # Its own link-server port too: several test servers may run at once.
+    full_env = koubo_env(work, data_dir, {"KOUBO_PORT": str(port), "KOUBO_LINKS_PORT": str(links_port), **(env or {})})
     stdout, stderr = work / "serve.stdout", work / "serve.stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
@@ -119,3 +122,54 @@ def processes(where: Callable[[list[str]], bool]) -> list[int]:
         if where(fields):
             found.append(int(stat.parent.name))
     return found
+
+
+@dataclass
+class LinksProcess:
+    """A `koubo links` process; its output goes to `log`."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answers(self) -> bool:
+        if self.process.poll() is not None:
+            output = self.log.read_text(errors="replace")
+            raise AssertionError(f"koubo links exited with {self.process.returncode}:\n{output}")
+        try:
+            httpx.get(f"{self.url}/d/x/y", timeout=2.0)
+        except httpx.TransportError:
+            return False
+        return True
+
+
+@contextmanager
+def links_process(work: Path, data_dir: Path, **settings: str) -> Iterator[LinksProcess]:
+    """`koubo links` on a free port with KOUBO_<NAME> settings, until the block ends (SIGTERM)."""
+    port = free_port()
+    env = koubo_env(
+        work,
+        data_dir,
+        {"KOUBO_LINKS_PORT": str(port), **{f"KOUBO_{name.upper()}": value for name, value in settings.items()}},
+    )
+    log = work / f"links-{port}.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "koubo.cli", "links"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    links = LinksProcess(process, port, env, log)
+    try:
+        wait_until(links.answers, 60, "koubo links to answer", interval=0.2)
+        yield links
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

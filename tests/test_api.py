@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -91,16 +90,26 @@ def done_job(client: httpx.Client, assets: dict[str, dict[str, Any]]) -> dict[st
     """One job run to the end, with every state seen while polling it."""
     response = client.post("/api/jobs", json={"audio_id": assets["audio"]["id"], "video_id": assets["video"]["id"]})
     assert response.status_code == 201, response.text
-    job = response.json()
-    seen: list[dict[str, Any]] = [job]
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while not finished(job):
-        assert time.monotonic() < deadline, f"job never finished: {job}"
-        time.sleep(0.05)
-        job = client.get(f"/api/jobs/{job['id']}").json()
-        seen.append(job)
+    seen: list[dict[str, Any]] = [response.json()]
+
+    def poll() -> dict[str, Any] | None:
+        seen.append(client.get(f"/api/jobs/{seen[0]['id']}").json())
+        return seen[-1] if finished(seen[-1]) else None
+
+    job = wait_until(poll, JOB_TIMEOUT, f"job {seen[0]['id']} to finish", interval=0.05)
     assert job["status"] == "done", job
     return {**job, "seen": seen}
+
+
+def settled(client: httpx.Client) -> dict[str, Any]:
+    """The queue summary once no job is queued or running: other tests' jobs on this shared server
+    have ended, so counts read one after the other agree."""
+
+    def idle() -> dict[str, Any] | None:
+        summary = client.get("/api/queue").json()
+        return summary if not summary.get("queued") and not summary.get("running") else None
+
+    return wait_until(idle, 2 * JOB_TIMEOUT, "the shared server's jobs to end", interval=0.2)
 
 
 def output_file(server: Server, job: dict[str, Any]) -> Path:
@@ -237,6 +246,7 @@ def test_range_request_returns_206_with_those_bytes(
 
 
 def test_list_filters_by_status_and_pages(client: httpx.Client, done_job: dict[str, Any]) -> None:
+    settled(client)
     done = client.get("/api/jobs", params={"status": "done"}).json()
     assert done_job["id"] in [job["id"] for job in done["items"]]
     assert all(job["status"] == "done" for job in done["items"]) and done["total"] == len(done["items"])
@@ -295,7 +305,8 @@ def test_batch_of_one_audio_and_two_videos_finishes_both(
     final = wait_until(batch_done, 2 * JOB_TIMEOUT, "the batch")
     assert [job["status"] for job in final["jobs"]] == ["done", "done"]
     assert final["counts"].get("done") == 2
-    assert {output_file(server, job).read_bytes()[:8] for job in final["jobs"]}  # both outputs exist
+    outputs = {output_file(server, job) for job in final["jobs"]}
+    assert len(outputs) == 2 and all(path.read_bytes()[4:8] == b"ftyp" for path in outputs)
     listed = client.get("/api/jobs", params={"batch_id": batch["id"]}).json()
     assert listed["total"] == 2
     zip_link = client.get(f"/api/batches/{batch['id']}/link").json()["url"]
@@ -332,13 +343,14 @@ def test_the_same_client_token_submits_once_even_when_sent_together(
 
 
 def test_queue_summary_matches_the_job_list(client: httpx.Client, done_job: dict[str, Any]) -> None:
-    summary = client.get("/api/queue").json()
+    summary = settled(client)
     assert summary["workers"] == 1
     for status in ("queued", "running", "done", "failed", "cancelled"):
         assert summary.get(status, 0) == client.get("/api/jobs", params={"status": status}).json()["total"]
 
 
 def test_metrics_count_jobs_by_status_and_their_durations(client: httpx.Client, done_job: dict[str, Any]) -> None:
+    settled(client)
     done = client.get("/api/jobs", params={"status": "done"}).json()["total"]
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

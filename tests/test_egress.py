@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_links import links_process
 
 from koubo.config import Settings
 from koubo.errors import KouboError
@@ -15,7 +14,7 @@ from koubo.links.egress import RATE_WINDOW_S, Egress, combined, read_snapshots
 from koubo.links.signing import signed_link
 
 from job_fixtures import finished_job
-from servers import wait_until
+from servers import links_process, wait_until
 
 
 def test_a_cap_is_shared_evenly_by_the_downloads_in_progress() -> None:
@@ -66,8 +65,8 @@ def test_a_real_link_server_counts_what_it_sends_and_stops_a_link_at_its_limit(t
         service.close()
     original = path.read_bytes()
     # A cap far above what a test moves still sends every byte through the paced path.
-    with links_process(tmp_path, data_dir, links_downloads_per_link="2", links_egress_cap="50000000") as (url, _):
-        link = signed_link(settings, job_id, name).url.replace(settings.links_base, url)
+    with links_process(tmp_path, data_dir, links_downloads_per_link="2", links_egress_cap="50000000") as links:
+        link = signed_link(settings, job_id, name).url.replace(settings.links_base, links.url)
         received = 0
         for _ in range(2):
             answer = httpx.get(link, timeout=60)

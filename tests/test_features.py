@@ -186,6 +186,61 @@ def test_log_mel_values_stay_within_plus_minus_4_and_silence_is_minus_4() -> Non
     assert np.all(log_mel(np.zeros(SR // 2, dtype=np.float32)) == -4.0)
 
 
+def slaney_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel < 15, 200 * mel / 3, 1000 * np.exp((mel - 15) * np.log(6.4) / 27))
+
+
+def reference_log_mel(samples: np.ndarray) -> np.ndarray:
+    """Wav2Lip's recipe written out from its definitions, in float64, sharing no code with koubo's:
+    pre-emphasis, a centred STFT (reflect-padded, periodic Hann of 800, hop 200) as an explicit DFT,
+    librosa's Slaney filterbank (ramps between mel-spaced edges, each band divided by half its
+    width), then decibels against 20 dB mapped from [-100, 0] dB onto [-4, 4]."""
+    x = np.asarray(samples, dtype=np.float64)
+    emphasised = x.copy()
+    emphasised[1:] -= 0.97 * x[:-1]
+    n_fft, hop = 800, 200
+    padded = np.pad(emphasised, n_fft // 2, mode="reflect")
+    n_columns = 1 + len(x) // hop
+    n = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
+    frames = np.stack([padded[t * hop : t * hop + n_fft] * window for t in range(n_columns)])
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    real = np.cos(2 * np.pi * k * n / n_fft) @ frames.T
+    imaginary = np.sin(2 * np.pi * k * n / n_fft) @ frames.T
+    magnitude = np.hypot(real, imaginary)  # (401, n_columns)
+
+    edges = slaney_hz(np.linspace(slaney_mel(55.0), slaney_mel(7600.0), 82))
+    bins = np.linspace(0, SR / 2, n_fft // 2 + 1)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    bank = np.zeros((80, len(bins)))
+    for band in range(80):
+        rising = -ramps[band] / widths[band]
+        falling = ramps[band + 2] / widths[band + 1]
+        bank[band] = np.maximum(0, np.minimum(rising, falling)) * 2.0 / (edges[band + 2] - edges[band])
+
+    db = 20 * np.log10(np.maximum(1e-5, bank @ magnitude)) - 20
+    return np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+
+
+def test_log_mel_matches_the_recipe_computed_independently_on_a_sine() -> None:
+    # Two tones (one in the linear part of the mel scale, one in the logarithmic part), a length
+    # that is not a whole number of hops, and a fade so that the quiet start is clipped at -4.
+    t = np.arange(8123) / SR
+    fade = np.minimum(1.0, t / 0.2)
+    signal = (fade * (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t))).astype(np.float32)
+    ours = log_mel(signal)
+    reference = reference_log_mel(signal)
+    assert ours.shape == reference.shape == (80, 41)
+    assert np.allclose(ours, reference, atol=2e-4), float(np.abs(ours - reference).max())
+    # Not a trivial agreement: the spectrogram spans the range, loud at the tones, clipped elsewhere.
+    assert reference.max() > 2.0 and reference.min() == -4.0
+    centres = mel_band_edges()[1:-1]
+    loudest = set(np.argsort(reference[:, 20:].mean(axis=1))[-2:].tolist())
+    assert loudest == {int(np.argmin(np.abs(centres - hz))) for hz in (440, 3000)}
+
+
 @pytest.mark.parametrize("fps", [25.0, 30.0])
 def test_mel_windows_start_where_wav2lip_starts_them(fps: float) -> None:
     mel = np.random.default_rng(0).standard_normal((80, 81)).astype(np.float32)

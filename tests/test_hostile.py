@@ -9,15 +9,11 @@ import os
 import random
 import re
 import select
-import signal
 import socket
 import sqlite3
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,11 +25,11 @@ from fastapi.testclient import TestClient
 
 from koubo.config import Settings
 from koubo.links.signing import MAX_LIFETIME, Keyring, LinkError, signed_link, verify
-from koubo.ops.logs import OneLineRateLimit
+from koubo.logs import OneLineRateLimit
 from koubo.web.app import create_app
 
 from job_fixtures import finished_job
-from servers import free_port, wait_until
+from servers import links_process, wait_until
 
 BIG = 16 * 2**20  # far more than loopback's socket buffers hold: a transfer waits on its client
 SMALL = 300_000
@@ -58,46 +54,6 @@ class Tally:
     def bad(self, what: str) -> None:
         with self.lock:
             self.problems.append(what)
-
-
-@contextmanager
-def links_server(work: Path, data_dir: Path, **settings: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`koubo links` on a free port with KOUBO_<NAME> settings: its port and process (whose
-    descriptors and threads the tests count)."""
-    port = free_port()
-    base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
-    env = {
-        **base,
-        "KOUBO_CONFIG": str(work / "no-koubo.toml"),
-        "KOUBO_DATA_DIR": str(data_dir),
-        "KOUBO_LINKS_PORT": str(port),
-        **{f"KOUBO_{name.upper()}": value for name, value in settings.items()},
-    }
-    log = work / "links.out"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "koubo.cli", "links"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"koubo links exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/d/x/y", timeout=2.0)
-        except httpx.TransportError:
-            return False
-        return True
-
-    try:
-        wait_until(answers, 60, "koubo links to answer", interval=0.2)
-        yield port, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _job_with_output(work: Path, data_dir: Path, data: bytes) -> Target:
@@ -228,7 +184,8 @@ def test_aborted_downloads_never_send_bytes_to_another_client_or_the_database(tm
     big = _job_with_output(tmp_path / "a", data_dir, chooser.randbytes(BIG))
     small = _job_with_output(tmp_path / "b", data_dir, chooser.randbytes(SMALL))
     outputs = data_dir / "outputs"
-    with links_server(tmp_path, data_dir) as (port, process):
+    with links_process(tmp_path, data_dir) as links:
+        port, process = links.port, links.process
         _let_go(process.pid, outputs)
         threads_at_start = _threads(process.pid)
         tally = Tally()
@@ -254,7 +211,8 @@ def test_an_aborted_download_frees_its_descriptors(tmp_path):
     data_dir = tmp_path / "data"
     big = _job_with_output(tmp_path, data_dir, os.urandom(BIG))
     outputs = data_dir / "outputs"
-    with links_server(tmp_path, data_dir) as (port, process):
+    with links_process(tmp_path, data_dir) as links:
+        port, process = links.port, links.process
         for how in ("half-close", "reset", "close"):
             tally = Tally()
             _abort_mid_transfer(port, big, how, tally)
@@ -301,8 +259,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "htpasswd_file": str(htpasswd),
         "http_header_timeout": str(HEADER_TIMEOUT),
     }
-    with links_server(work, data_dir, **settings) as (port, _):
-        yield Hostile(port, data_dir, data_dir / "logs" / "koubo.log", dotted, plain)
+    with links_process(work, data_dir, **settings) as links:
+        yield Hostile(links.port, data_dir, data_dir / "logs" / "koubo.log", dotted, plain)
 
 
 def _json_error(response: httpx.Response, status: int, code: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from koubo.web.htpasswd import AuthConfigError, Htpasswd, Scheme
+from koubo.auth.htpasswd import AuthConfigError, Htpasswd, Scheme
 
 PASSWORD = "口令 secret"
 

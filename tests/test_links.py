@@ -8,7 +8,6 @@ import http.client
 import io
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -31,7 +29,7 @@ from koubo.links.zipstream import batch_zip_name
 
 import nginx_server
 from job_fixtures import finished_job
-from servers import free_port, wait_until
+from servers import free_port, links_process, wait_until
 
 DOWNLOAD_NAME = "主播__问候.mp4"
 
@@ -69,55 +67,15 @@ class LinkServer:
             connection.close()
 
 
-def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"koubo links exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-    try:
-        httpx.get(f"{url}/d/x/y", timeout=2.0)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-@contextmanager
-def links_process(work: Path, data_dir: Path, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """`koubo links` on a free port with KOUBO_<NAME> settings; its URL and environment."""
-    port = free_port()
-    base = {key: value for key, value in os.environ.items() if not key.startswith("KOUBO_")}
-    env = {
-        **base,
-        "KOUBO_CONFIG": str(work / "no-koubo.toml"),
-        "KOUBO_DATA_DIR": str(data_dir),
-        "KOUBO_LINKS_PORT": str(port),
-        **{f"KOUBO_{name.upper()}": value for name, value in settings.items()},
-    }
-    log = work / f"links-{port}.out"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "koubo.cli", "links"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(url, process, log), 60, "koubo links to answer", interval=0.2)
-        yield url, env
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkServer]:
     work = tmp_path_factory.mktemp("links")
     data_dir = work / "data"
     job_id = finished_job(work, data_dir)
     output = data_dir / "outputs" / job_id / DOWNLOAD_NAME
-    with links_process(work, data_dir) as (url, env):
-        port = int(url.rsplit(":", 1)[1])
-        yield LinkServer(data_dir, port, job_id, output, hashlib.sha256(output.read_bytes()).hexdigest(), env)
+    with links_process(work, data_dir) as links:
+        digest = hashlib.sha256(output.read_bytes()).hexdigest()
+        yield LinkServer(data_dir, links.port, job_id, output, digest, links.env)
 
 
 def _with(link: str, **changes: str) -> str:
@@ -396,8 +354,8 @@ def batch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     work = tmp_path_factory.mktemp("batch")
     data_dir = work / "data"
     batch_id = finished_job(work, data_dir, batch=3)
-    with links_process(work, data_dir) as (url, _):
-        yield url, data_dir, batch_id, Settings(data_dir=data_dir, links_port=int(url.rsplit(":", 1)[1]))
+    with links_process(work, data_dir) as links:
+        yield links.url, data_dir, batch_id, Settings(data_dir=data_dir, links_port=links.port)
 
 
 def test_batch_zip_link_streams_every_finished_video(batch_server):
@@ -445,7 +403,8 @@ def test_listing_needs_a_password(tmp_path, batch_server):
     assert bad.returncode != 0 and "htpasswd_file" in bad.stderr
     htpasswd = work / "htpasswd"
     htpasswd.write_text("ops:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
-    with links_process(work, data_dir, links_listing="true", htpasswd_file=str(htpasswd)) as (url, _):
+    with links_process(work, data_dir, links_listing="true", htpasswd_file=str(htpasswd)) as links:
+        url = links.url
         refused = httpx.get(url + "/downloads/", timeout=30.0)
         assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
         assert httpx.get(url + "/downloads/", auth=("ops", "wrong"), timeout=30.0).status_code == 401
@@ -468,21 +427,25 @@ def _big_job(work: Path) -> tuple[Path, str]:
 
 def test_rate_limit_and_per_address_cap(tmp_path):
     data_dir, job_id = _big_job(tmp_path)
-    with links_process(tmp_path, data_dir, links_rate_limit="200000", links_max_per_ip="1") as (url, _):
+    with links_process(tmp_path, data_dir, links_rate_limit="200000", links_max_per_ip="1") as links:
+        url = links.url
         settings = Settings(data_dir=data_dir)
         name = next(data_dir.glob(f"outputs/{job_id}/*.mp4")).name
         link = signed_link(settings, job_id, name).url.replace(settings.links_base, url)
         results: dict[str, object] = {}
+        # The server takes the address's one slot before it sends the headers, and keeps it to the last byte.
+        holding_slot = threading.Event()
 
         def slow_download() -> None:
             started = time.monotonic()
-            response = httpx.get(link, timeout=60.0)
+            with httpx.stream("GET", link, timeout=60.0) as response:
+                holding_slot.set()
+                results["size"] = len(response.read())
             results["seconds"] = time.monotonic() - started
-            results["size"] = len(response.content)
 
         thread = threading.Thread(target=slow_download)
         thread.start()
-        time.sleep(0.8)
+        wait_until(holding_slot.is_set, 60, "the first download's headers")
         second = httpx.get(link, timeout=30.0)
         assert second.status_code == 429 and second.headers["retry-after"]
         assert second.json()["error"]["code"] == "too_many_downloads"
@@ -501,7 +464,8 @@ def test_behind_nginx_with_x_accel_redirect(tmp_path):
     data_dir, job_id = _big_job(tmp_path)
     output = next(data_dir.glob(f"outputs/{job_id}/*.mp4"))
     accel = {"links_accel_redirect": "/_koubo_outputs", "links_trusted_proxies": '["127.0.0.1"]'}
-    with links_process(tmp_path, data_dir, **accel) as (links_url, _):
+    with links_process(tmp_path, data_dir, **accel) as links:
+        links_url = links.url
         port = free_port()
         conf = (Path(__file__).parents[1] / "docs" / "nginx-links.conf").read_text(encoding="utf-8")
         conf = conf.replace("127.0.0.1:7861", links_url.removeprefix("http://"))
@@ -535,13 +499,13 @@ def test_large_file_hang_ups_free_their_slot_and_big_multipart_parts_stay_in_ord
     data_dir, job_id = _big_job(tmp_path)
     output = next(data_dir.glob(f"outputs/{job_id}/*.mp4"))
     output.write_bytes(os.urandom(64 * 2**20))  # more than the socket buffers hold
-    with links_process(tmp_path, data_dir, links_max_per_ip="1") as (url, _):
+    with links_process(tmp_path, data_dir, links_max_per_ip="1") as links:
         link = urlsplit(signed_link(Settings(data_dir=data_dir), job_id, output.name).url)
         for _ in range(3):
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+            with socket.create_connection(("127.0.0.1", links.port), timeout=30) as sock:
                 sock.sendall(f"GET {link.path}?{link.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-        target = url + f"{link.path}?{link.query}"
+        target = links.url + f"{link.path}?{link.query}"
 
         def whole_file() -> bytes | None:
             response = httpx.get(target, timeout=60.0)

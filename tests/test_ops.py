@@ -28,13 +28,13 @@ import pytest
 from sqlalchemy import select, update
 
 from koubo.config import Settings
+from koubo.diskspace import free_bytes
 from koubo.errors import KouboError
 from koubo.jobs.service import JobService
 from koubo.jobs.store import Asset, Database, Job, JobStatus, new_id, utcnow
 from koubo.links.handout import LinkMaker
 from koubo.links.signing import Keyring, verify
 from koubo.ops import notify
-from koubo.ops.diskspace import free_bytes
 from koubo.ops.notify import Notifier, build_delivery, job_event
 from koubo.ops.retention import cleanup
 

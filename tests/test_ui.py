@@ -12,7 +12,6 @@ import hashlib
 import io
 import re
 import string
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -320,13 +319,11 @@ def test_a_failed_job_shows_its_reason_in_the_chosen_language_and_can_be_retried
     row.locator("button[data-action=retry]").click()
     expect(page.get_by_text(t("job.retried", "en", id=job["id"][:8]))).to_be_visible()
     # Queued again, it runs again and fails again for the same reason: a second attempt on record.
-    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
-    while True:
+    def failed_again() -> dict | None:
         again = httpx.get(f"{server.url}api/jobs/{job['id']}", timeout=10).json()
-        if again["status"] == "failed" and again["finished_at"] != job["finished_at"]:
-            break
-        assert time.monotonic() < deadline, again
-        time.sleep(0.5)
+        return again if again["status"] == "failed" and again["finished_at"] != job["finished_at"] else None
+
+    again = wait_until(failed_again, JOB_TIMEOUT_MS / 1000, "the retried job to fail again", interval=0.5)
     assert again["attempts"] == job["attempts"] + 1 and again["error"]["code"] == "no_face"
     expect(row).to_have_attribute("data-status", "failed")
 
@@ -633,13 +630,13 @@ def test_a_long_error_and_long_names_keep_history_rows_one_line(
     long_name.write_bytes(media["faceless"].read_bytes())
     failed = _submit_by_api(server, media["speech"], long_name)
     done = _submit_by_api(server, media["speech"], media["template"])
-    deadline = time.monotonic() + 2 * JOB_TIMEOUT_MS / 1000
-    while {httpx.get(f"{server.url}api/jobs/{job}", timeout=10).json()["status"] for job in (failed, done)} != {
-        "failed",
-        "done",
-    }:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_until(
+        lambda: [httpx.get(f"{server.url}api/jobs/{job}", timeout=10).json()["status"] for job in (failed, done)]
+        == ["failed", "done"],
+        2 * JOB_TIMEOUT_MS / 1000,
+        "one job to fail and the other to finish",
+        interval=0.5,
+    )
     page = visit("zh-CN").page
     page.get_by_role("tab", name=t("tab.queue", "zh")).click()
     failed_row = page.locator(f"#history-table tr[data-job='{failed}']")

@@ -20,12 +20,12 @@ import httpx
 import pytest
 
 from koubo import errors
+from koubo.auth.throttle import LoginThrottle
 from koubo.config import Settings
 from koubo.jobs.service import JobService, JobStatus
 from koubo.jobs.store import utcnow
 from koubo.links.handout import LinkMaker
 from koubo.ops.retention import stale_temp_files
-from koubo.ops.throttle import LoginThrottle
 from koubo.web.ui import Handlers
 
 from media_fixtures import make_speech, make_talking_video

@@ -7,14 +7,15 @@ MouthTargets; a neural engine (Wav2Lip) reads the mel windows; both get the same
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from koubo.engines import ENGINES
-from koubo.errors import EngineError
+from koubo.engines import ENGINE_MODULES, ENGINES
+from koubo.errors import EngineError, ErrorCode
 from koubo.face.tracker import FaceTrack
 from koubo.media.video import ArrayFrames, TemplateStream
 
@@ -57,7 +58,7 @@ class Engine(Protocol):
 
 def unknown_engine(name: str) -> EngineError:
     return EngineError(
-        "unknown_engine",
+        ErrorCode.UNKNOWN_ENGINE,
         f"Unknown engine “{name}”; available: {', '.join(ENGINES)}.",
         f"未知的引擎“{name}”；可用：{'、'.join(ENGINES)}。",
     )
@@ -65,13 +66,8 @@ def unknown_engine(name: str) -> EngineError:
 
 def get_engine(name: str, settings: Settings | None = None) -> Engine:
     """The engine `name`, ready to render; a neural engine loads its weights here (EngineError if it cannot)."""
-    if name == "classic":
-        from koubo.engines.classic import ClassicEngine
-
-        return ClassicEngine()
-    if name == "wav2lip":
-        from koubo.config import load_settings
-        from koubo.engines.wav2lip import Wav2LipEngine
-
-        return Wav2LipEngine(settings or load_settings())
-    raise unknown_engine(name)
+    module = ENGINE_MODULES.get(name)
+    if module is None:
+        raise unknown_engine(name)
+    # By module path: this protocol module never imports the engines that implement it.
+    return importlib.import_module(module).make_engine(settings)

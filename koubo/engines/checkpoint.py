@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from koubo.config import Settings
-from koubo.errors import EngineError
+from koubo.errors import EngineError, ErrorCode
 
 # Shown when a name is listed, so a message about a 400-key mismatch stays readable.
 _NAMED_KEYS = 3
@@ -25,7 +25,7 @@ def checkpoint_path(settings: Settings) -> Path:
 def require_checkpoint(path: Path) -> Path:
     if not path.is_file():
         raise EngineError(
-            "checkpoint_missing",
+            ErrorCode.CHECKPOINT_MISSING,
             f"The Wav2Lip checkpoint was not found at {path}. koubo never downloads it (its licence forbids "
             "commercial use): put your own copy of wav2lip_gan.pth or wav2lip.pth there, or set "
             "KOUBO_WAV2LIP_CHECKPOINT to its path.",
@@ -45,7 +45,7 @@ def file_sha256(path: Path) -> str:
 
 def torch_missing() -> EngineError:
     return EngineError(
-        "engine_unavailable",
+        ErrorCode.ENGINE_UNAVAILABLE,
         "The wav2lip engine needs PyTorch, which is not installed: run  pip install koubo[wav2lip]",
         "wav2lip 引擎需要 PyTorch，当前未安装：请运行  pip install koubo[wav2lip]",
     )
@@ -53,7 +53,7 @@ def torch_missing() -> EngineError:
 
 def checkpoint_invalid(path: Path, reason: str) -> EngineError:
     return EngineError(
-        "checkpoint_invalid",
+        ErrorCode.CHECKPOINT_INVALID,
         f"{path} cannot be used as a Wav2Lip checkpoint: {reason}.",
         f"{path} 不能用作 Wav2Lip 模型文件：{reason}。",
     )
@@ -83,7 +83,7 @@ def checkpoint_mismatch(
         en.append(f"weight {key} has shape {list(got)} in the file but {list(want)} in the Wav2Lip generator")
         zh.append(f"权重 {key} 在文件中的形状为 {list(got)}，而 Wav2Lip 生成器需要 {list(want)}")
     return EngineError(
-        "checkpoint_invalid",
+        ErrorCode.CHECKPOINT_INVALID,
         f"{path} is not a 96×96 Wav2Lip generator checkpoint: {'; '.join(en)}.",
         f"{path} 不是 96×96 的 Wav2Lip 生成器模型文件：{'；'.join(zh)}。",
     )

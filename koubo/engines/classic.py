@@ -17,6 +17,7 @@ Either way, only a feathered lower-face region changes: outside it, pixels are t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -45,6 +46,9 @@ from koubo.engines.synth_mouth import mouth_colours, paint_mouth
 from koubo.errors import Cancelled
 from koubo.face import geometry as geo
 from koubo.media.video import FrameCrops
+
+if TYPE_CHECKING:
+    from koubo.config import Settings
 
 # Synthesized opening per unit of target, in face-scale units (the painted teeth cover part of
 # it, as real ones do).
@@ -110,6 +114,11 @@ class ClassicEngine:
 
 
 # --- retrieval -----------------------------------------------------------------------------------
+
+
+def make_engine(settings: Settings | None = None) -> ClassicEngine:
+    """The registry's entry (koubo.engines.ENGINE_MODULES): the classic engine needs no settings."""
+    return ClassicEngine()
 
 
 def donor_regions(job: RenderInput, plan: np.ndarray, strength: np.ndarray) -> dict[int, tuple[int, int, int, int]]:

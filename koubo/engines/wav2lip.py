@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from koubo.config import Settings
-from koubo.engines import cuda_available
+from koubo.config import Settings, load_settings
+from koubo.engines import resolve_device
 from koubo.engines.base import RenderInput
 from koubo.engines.blend import (
     blend_patch,
@@ -36,7 +36,7 @@ from koubo.engines.blend import (
 )
 from koubo.engines.checkpoint import checkpoint_path, file_sha256, require_checkpoint, torch_missing
 from koubo.engines.wav2lip_onnx import default_export_path, matching_export
-from koubo.errors import Cancelled, EngineError
+from koubo.errors import Cancelled, EngineError, ErrorCode
 from koubo.face import geometry as geo
 from koubo.face.tracker import FaceTrack, shot_runs
 from koubo.features.mel import mel_windows
@@ -93,14 +93,6 @@ class TorchRunner:
             # The failed batch's blocks stay reserved by the caching allocator unless handed back.
             torch.cuda.empty_cache()
             raise
-
-
-def resolve_device(requested: str) -> str:
-    """auto -> cuda when PyTorch sees a GPU; cuda without one falls back to the CPU with a warning."""
-    available = cuda_available()
-    if requested == "cuda" and not available:
-        log.warning("device=cuda but PyTorch sees no CUDA GPU; the wav2lip engine runs on the CPU")
-    return "cuda" if requested in ("auto", "cuda") and available else "cpu"
 
 
 def _free_bytes(device: str) -> int:
@@ -296,7 +288,7 @@ class Wav2LipEngine:
             except self.runner.memory_errors:
                 if size == 1:
                     raise EngineError(
-                        "out_of_memory",
+                        ErrorCode.OUT_OF_MEMORY,
                         f"The wav2lip engine ran out of {self.runner.device} memory even for one frame.",
                         f"wav2lip 引擎在 {self.runner.device} 上内存不足，连单帧都无法处理。",
                     ) from None
@@ -305,3 +297,8 @@ class Wav2LipEngine:
                 continue
             i += size
         return np.concatenate(out)
+
+
+def make_engine(settings: Settings | None = None) -> Wav2LipEngine:
+    """The registry's entry (koubo.engines.ENGINE_MODULES); loads the weights (EngineError if it cannot)."""
+    return Wav2LipEngine(settings or load_settings())

@@ -25,7 +25,7 @@ from koubo import errors
 from koubo.config import Settings
 from koubo.jobs.store import Database, Job, JobStatus, patiently, upload_pending
 from koubo.jobs.workers import DB_PATIENCE_S, DB_UNREACHABLE
-from koubo.ops.logs import job_context, setup_logging
+from koubo.logs import job_context, setup_logging
 from koubo.stages import Stage, overall_progress
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from koubo.jobs.recovery import recover_jobs
 from koubo.jobs.store import Database, patiently
 from koubo.jobs.supervisor import supervise_next
 from koubo.jobs.workers import DB_PATIENCE_S, keep_house, register, worker_identity
-from koubo.ops.logs import setup_logging
+from koubo.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from koubo.config import Settings
 from koubo.jobs.huey_queue import QUEUE_UNREACHABLE, JobQueue, create_queue
 from koubo.jobs.store import Database, JobStatus, RunningJob, patiently, utcnow
 from koubo.jobs.workers import DB_PATIENCE_S, forget_gone_workers, keep_house
-from koubo.ops.logs import job_context
+from koubo.logs import job_context
 
 log = logging.getLogger(__name__)
 

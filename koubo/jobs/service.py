@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from koubo import errors
 from koubo.config import Settings
+from koubo.diskspace import ensure_free_space
 from koubo.engines import ENGINES
 from koubo.engines.base import unknown_engine
 from koubo.errors import JobNotFound
@@ -46,11 +47,10 @@ from koubo.jobs.store import (
     utcnow,
 )
 from koubo.jobs.workers import WorkerView, view_workers
+from koubo.logs import job_context
 from koubo.media.poster import write_poster
 from koubo.media.probe import FrameBudget, MediaInfo, probe
 from koubo.naming import output_name
-from koubo.ops.diskspace import ensure_free_space
-from koubo.ops.logs import job_context
 from koubo.storage import delete_object
 
 __all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "Lane", "WorkerView"]

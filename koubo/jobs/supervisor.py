@@ -27,7 +27,7 @@ from koubo.jobs.generation_process import GenerationProcess, WarmSlot
 from koubo.jobs.huey_queue import JobQueue
 from koubo.jobs.store import FINISHED, Database, JobStatus, Routing, RunSnapshot, patiently, utcnow
 from koubo.jobs.workers import DB_PATIENCE_S, DB_UNREACHABLE, HEARTBEAT_S, routing_of
-from koubo.ops.logs import job_context
+from koubo.logs import job_context
 
 log = logging.getLogger(__name__)
 

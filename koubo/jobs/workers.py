@@ -23,7 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from koubo import errors
 from koubo.config import Settings
-from koubo.engines import ENGINES, cuda_available
+from koubo.engines import ENGINES, resolve_device
 from koubo.jobs.store import Database, Routing, WorkerState, patiently, utcnow
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,6 @@ def offered_engines(settings: Settings) -> tuple[str, ...]:
             f"未知的引擎 {'、'.join(unknown) or '（无）'}；可用：{'、'.join(ENGINES)}",
         )
     return names
-
-
-def resolve_device(setting: str) -> str:
-    """ "cpu" or "cuda": "auto" is CUDA when PyTorch sees a GPU. Raises when "cuda" is asked for and absent."""
-    if setting == "cpu":
-        return "cpu"
-    if cuda_available():
-        return "cuda"
-    if setting == "cuda":
-        raise errors.KouboError(
-            "no_cuda",
-            "device = cuda, but PyTorch sees no CUDA GPU on this machine.",
-            "device = cuda，但 PyTorch 在这台机器上找不到 CUDA GPU。",
-        )
-    return "cpu"
 
 
 def worker_identity(settings: Settings) -> Settings:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from koubo.errors import KouboError
+from koubo.errors import ErrorCode, KouboError
 
 # The live rate is the bytes of the last RATE_WINDOW_S seconds over that window.
 RATE_WINDOW_S = 5
@@ -32,7 +32,7 @@ BUSIEST = 10
 
 def link_exhausted(limit: int) -> KouboError:
     return KouboError(
-        "link_exhausted",
+        ErrorCode.LINK_EXHAUSTED,
         f"This link has been downloaded {limit} times, the most it allows; ask for a new link.",
         f"此链接已被下载 {limit} 次，达到上限；请重新获取链接。",
     )

@@ -12,7 +12,7 @@ from koubo.config import Settings
 from koubo.jobs.service import MAX_OFFSET, JobService, JobStatus, JobView
 from koubo.links.signing import Keyring, signed_link
 from koubo.naming import is_link_name
-from koubo.web.ui_render import human_size
+from koubo.units import human_size
 
 PAGE_SIZE = 100
 

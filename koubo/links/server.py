@@ -27,8 +27,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from koubo.auth.credentials import CredentialCheck, challenge_header
+from koubo.auth.htpasswd import Htpasswd
+from koubo.auth.throttle import LoginThrottle
 from koubo.config import Settings
-from koubo.errors import HTTP_STATUS_ERRORS, KouboError, too_many_attempts
+from koubo.errors import HTTP_STATUS_ERRORS, ErrorCode, KouboError, too_many_attempts
 from koubo.jobs.service import JobService
 from koubo.links.delivery import FileState, content_disposition, multipart_framing, plan_response
 from koubo.links.egress import Egress, snapshot_path, write_snapshot
@@ -36,11 +39,8 @@ from koubo.links.listing import render_listing
 from koubo.links.signing import Keyring, LinkError, batch_subject, malformed, verify
 from koubo.links.transfer import ClientGone, Transfer
 from koubo.links.zipstream import ZipEntry, zip_chunks, zip_entries, zip_size
+from koubo.logs import OneLineRateLimit, setup_logging
 from koubo.naming import is_link_name
-from koubo.ops.logs import OneLineRateLimit, setup_logging
-from koubo.ops.throttle import LoginThrottle
-from koubo.web.auth import CredentialCheck, challenge_header
-from koubo.web.htpasswd import Htpasswd
 
 # A link serves only a finished job's video, and a finished video is never rewritten: only failed,
 # cancelled or timed-out jobs may be retried, and deleting a job removes the file for good. So a
@@ -53,18 +53,6 @@ _RATE_SLICES_PER_SECOND = 10
 _STALLED_CLIENT_SECONDS = 120
 # Threads that move file bytes: one per transfer in progress.
 _SENDER_THREADS = 256
-
-_STATUS_BY_CODE = {
-    "link_invalid": 400,
-    "link_tampered": 403,
-    "link_expired": 410,
-    "not_found": 404,
-    "no_output": 404,
-    "output_expired": 410,
-    "too_many_downloads": 429,
-    "too_many_attempts": 429,
-    "link_exhausted": 410,
-}
 
 _SETTINGS = web.AppKey("settings", Settings)
 _SERVICE = web.AppKey("service", JobService)
@@ -83,7 +71,7 @@ _log = logging.getLogger("koubo.links")
 def outside_outputs() -> LinkError:
     # The same answer as a bad signature: nothing tells a prober what lies behind the link.
     return LinkError(
-        "link_tampered",
+        ErrorCode.LINK_TAMPERED,
         "This download link does not lead to a koubo video.",
         "下载链接并未指向 koubo 生成的视频。",
     )
@@ -91,7 +79,7 @@ def outside_outputs() -> LinkError:
 
 def too_many_downloads(limit: int) -> KouboError:
     return KouboError(
-        "too_many_downloads",
+        ErrorCode.TOO_MANY_DOWNLOADS,
         f"At most {limit} downloads at a time from one address; wait for one to finish.",
         f"同一地址最多同时下载 {limit} 个；请等待其中一个完成。",
     )
@@ -99,7 +87,7 @@ def too_many_downloads(limit: int) -> KouboError:
 
 def listing_needs_auth() -> KouboError:
     return KouboError(
-        "listing_needs_auth",
+        ErrorCode.LISTING_NEEDS_AUTH,
         "links_listing is on but htpasswd_file is not set: the listing is only served behind a password.",
         "已开启 links_listing 但未设置 htpasswd_file：下载列表只能在密码保护下提供。",
     )
@@ -140,7 +128,7 @@ def _error(status: int, body: dict[str, str], headers: dict[str, str] | None = N
 
 
 def _error_for(error: KouboError, headers: dict[str, str] | None = None) -> web.Response:
-    status = _STATUS_BY_CODE.get(error.code, 400)
+    status = error.status
     return _error(status, error.to_dict(), headers or ({"Retry-After": "5"} if status == 429 else None))
 
 
@@ -491,7 +479,7 @@ def _page_number(text: str) -> int:
 def bad_page(text: str) -> KouboError:
     shown = text if len(text) <= 20 else text[:20] + "…"
     return KouboError(
-        "invalid_parameter",
+        ErrorCode.INVALID_PARAMETER,
         f"The page number must be a whole number from 1 to {10**_MAX_PAGE_DIGITS - 1}, not “{shown}”.",
         f"页码必须是 1 到 {10**_MAX_PAGE_DIGITS - 1} 之间的整数，而不是“{shown}”。",
     )

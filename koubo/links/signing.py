@@ -22,7 +22,7 @@ from typing import Literal
 from urllib.parse import quote, urlencode
 
 from koubo.config import Settings
-from koubo.errors import KouboError
+from koubo.errors import ErrorCode, KouboError
 from koubo.naming import is_link_name
 
 DEFAULT_LIFETIME = 7 * 24 * 3600.0
@@ -38,19 +38,19 @@ class LinkError(KouboError):
 
 def tampered() -> LinkError:
     return LinkError(
-        "link_tampered",
+        ErrorCode.LINK_TAMPERED,
         "This download link is not valid: it was changed or was never issued by this server.",
         "下载链接无效：链接已被修改，或并非由本服务器签发。",
     )
 
 
 def malformed() -> LinkError:
-    return LinkError("link_invalid", "This download link is malformed.", "下载链接格式错误。")
+    return LinkError(ErrorCode.LINK_INVALID, "This download link is malformed.", "下载链接格式错误。")
 
 
 def unlinkable_name(name: str) -> LinkError:
     return LinkError(
-        "link_name_invalid",
+        ErrorCode.LINK_NAME_INVALID,
         f"“{name}” cannot be carried by a download link (it holds “..”, a slash or an unusable character).",
         f"“{name}”无法用于下载链接（含有“..”、斜杠或无法使用的字符）。",
     )
@@ -59,14 +59,14 @@ def unlinkable_name(name: str) -> LinkError:
 def bad_lifetime(lifetime: float) -> LinkError:
     years = int(MAX_LIFETIME // (365 * 24 * 3600))
     return LinkError(
-        "link_lifetime_invalid",
+        ErrorCode.LINK_LIFETIME_INVALID,
         f"A link's lifetime must be 0 (never expires) or a number of seconds up to {years} years, not {lifetime}.",
         f"链接有效期必须为 0（永不过期）或不超过 {years} 年的秒数，而不是 {lifetime}。",
     )
 
 
 def expired() -> LinkError:
-    return LinkError("link_expired", "This download link has expired.", "下载链接已过期。")
+    return LinkError(ErrorCode.LINK_EXPIRED, "This download link has expired.", "下载链接已过期。")
 
 
 class Keyring:
@@ -97,10 +97,12 @@ class Keyring:
         existing = self._read()
         kept = [entry for entry in existing if entry["id"] != kid]
         if len(kept) == len(existing):
-            raise KouboError("unknown_key", f"No link key “{kid}”.", f"没有名为“{kid}”的链接密钥。")
+            raise KouboError(ErrorCode.UNKNOWN_KEY, f"No link key “{kid}”.", f"没有名为“{kid}”的链接密钥。")
         if not kept:
             raise KouboError(
-                "last_key", "The last link key cannot be retired; rotate first.", "不能删除最后一个链接密钥；请先轮换。"
+                ErrorCode.LAST_KEY,
+                "The last link key cannot be retired; rotate first.",
+                "不能删除最后一个链接密钥；请先轮换。",
             )
         self._write(kept, replace=True)
 

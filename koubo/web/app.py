@@ -8,16 +8,16 @@ import gradio
 from fastapi import FastAPI
 
 from koubo import __version__
+from koubo.auth.htpasswd import Htpasswd
+from koubo.auth.throttle import LoginThrottle
 from koubo.config import Settings
 from koubo.jobs.service import JobService
 from koubo.links.handout import LinkMaker
-from koubo.ops.throttle import LoginThrottle
 from koubo.web.api import metrics
 from koubo.web.api import router as api_router
 from koubo.web.auth import BasicAuthMiddleware
 from koubo.web.errors import install_error_handlers
 from koubo.web.guards import RequestLimits
-from koubo.web.htpasswd import Htpasswd
 from koubo.web.ui import build_ui
 
 OPEN_PATHS = ("/api/health",)

@@ -1,7 +1,7 @@
 """Every error the web app returns has one shape: {"error": {"code", "message_en", "message_zh"}}.
 
-API clients switch on `code`; people read the message in their language. This module is the one
-place that maps errors to HTTP statuses.
+API clients switch on `code`; people read the message in their language. The status of each code
+is in koubo/errors.py's one table (ErrorCode), which the link server answers with too.
 """
 
 from __future__ import annotations
@@ -15,27 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from koubo.errors import HTTP_STATUS_ERRORS, KouboError, validation_messages
+from koubo.errors import HTTP_STATUS_ERRORS, ErrorCode, KouboError, validation_messages
 
 log = logging.getLogger(__name__)
-
-# Every other KouboError (not media, no face, unknown engine, wrong kind of file...) is a 400.
-_STATUS_BY_CODE = {
-    "not_found": 404,
-    "too_large": 413,
-    "invalid_request": 422,
-    "invalid_params": 422,
-    # A conflict with the job's current state, not a malformed request.
-    "not_retryable": 409,
-    "no_output": 409,
-    # The job is kept in the history, its video deleted by retention for good.
-    "output_expired": 410,
-    "disk_full": 507,
-    "request_timeout": 408,
-    "too_many_attempts": 429,
-    # Object storage is configured wrongly: the server's fault, not the request's.
-    "storage_config": 503,
-}
 
 
 def _human_size(size: int) -> str:
@@ -52,7 +34,9 @@ class UploadTooLarge(KouboError):
 
     def __init__(self, limit: int) -> None:
         size = _human_size(limit)
-        super().__init__("too_large", f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。")
+        super().__init__(
+            ErrorCode.TOO_LARGE, f"The file is larger than the allowed {size}.", f"文件超过允许的大小（{size}）。"
+        )
 
 
 class RequestTooLarge(KouboError):
@@ -61,7 +45,9 @@ class RequestTooLarge(KouboError):
     def __init__(self, limit: int) -> None:
         size = _human_size(limit)
         super().__init__(
-            "too_large", f"The request body is larger than the allowed {size}.", f"请求体超过允许的大小（{size}）。"
+            ErrorCode.TOO_LARGE,
+            f"The request body is larger than the allowed {size}.",
+            f"请求体超过允许的大小（{size}）。",
         )
 
 
@@ -70,7 +56,7 @@ class RequestTimeout(KouboError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            "request_timeout",
+            ErrorCode.REQUEST_TIMEOUT,
             f"The request body stopped arriving for {seconds:.0f} s; the connection was closed.",
             f"请求体已有 {seconds:.0f} 秒没有继续传输，连接已关闭。",
         )
@@ -81,7 +67,7 @@ class InvalidRequest(KouboError):
     `en` and `zh` say what is wrong, each a whole sentence."""
 
     def __init__(self, en: str, zh: str) -> None:
-        super().__init__("invalid_request", f"Invalid request. {en}", f"请求无效。{zh}")
+        super().__init__(ErrorCode.INVALID_REQUEST, f"Invalid request. {en}", f"请求无效。{zh}")
 
 
 def error_response(
@@ -91,13 +77,9 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
 
 
-def status_for(error: KouboError) -> int:
-    return _STATUS_BY_CODE.get(error.code, 400)
-
-
 async def _koubo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KouboError)
-    status = status_for(exc)
+    status = exc.status
     # Upload errors can arrive before the body was read; closing stops the client from sending the rest.
     headers = {"Connection": "close"} if status in (413, 507) else None
     return error_response(status, exc, headers)
@@ -124,7 +106,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def http_error(status: int, headers: Mapping[str, str] | None = None, detail: str | None = None) -> JSONResponse:
     # Starlette's and FastAPI's own details are English only; the Chinese says what the status means.
     fallback = f"{(detail or HTTPStatus(status).phrase).rstrip('.')}."
-    code, en, zh = HTTP_STATUS_ERRORS.get(status, ("http_error", fallback, f"请求未能完成（HTTP {status}）。"))
+    code, en, zh = HTTP_STATUS_ERRORS.get(status, (ErrorCode.HTTP_ERROR, fallback, f"请求未能完成（HTTP {status}）。"))
     return error_response(status, {"code": code, "message_en": en, "message_zh": zh}, headers)
 
 
@@ -135,14 +117,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        500,
-        {
-            "code": "internal_error",
-            "message_en": "Internal server error; the log has the details.",
-            "message_zh": "服务器内部错误，详情见日志。",
-        },
-    )
+    code, en, zh = HTTP_STATUS_ERRORS[500]
+    return error_response(500, {"code": code, "message_en": en, "message_zh": zh})
 
 
 def install_error_handlers(app: FastAPI) -> None:

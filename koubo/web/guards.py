@@ -17,7 +17,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from koubo.config import Settings
 from koubo.errors import KouboError
 from koubo.jobs.service import JobService
-from koubo.web.errors import RequestTimeout, RequestTooLarge, UploadTooLarge, error_response, status_for
+from koubo.web.errors import RequestTimeout, RequestTooLarge, UploadTooLarge, error_response
 
 # Routes that receive files: they get upload_max_bytes (plus room for the multipart framing);
 # every other body gets settings.request_max_bytes.
@@ -114,7 +114,7 @@ class _BodyWatch:
 
 async def _refuse(error: KouboError, scope: Scope, receive: Receive, send: Send) -> None:
     # The body may still be arriving: "Connection: close" stops the client from sending the rest.
-    await error_response(status_for(error), error, {"Connection": "close"})(scope, receive, send)
+    await error_response(error.status, error, {"Connection": "close"})(scope, receive, send)
 
 
 def header_deadline_protocol(timeout: float) -> type[H11Protocol]:

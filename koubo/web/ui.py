@@ -31,7 +31,8 @@ from koubo.links.egress import combined, read_snapshots
 from koubo.links.handout import LinkMaker
 from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
-from koubo.ops.logs import tail_log
+from koubo.logs import tail_log
+from koubo.units import human_size
 from koubo.web.i18n import (
     DEFAULT_LANG,
     LANGUAGE_CHOICES,
@@ -60,7 +61,6 @@ from koubo.web.ui_render import (
     UploadCheck,
     batch_panel,
     egress_panel,
-    human_size,
     job_table,
     log_panel,
     message_panel,

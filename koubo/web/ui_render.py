@@ -19,6 +19,7 @@ from koubo.jobs.service import BatchView, JobStatus, JobView, WorkerView
 from koubo.jobs.store import FINISHED, RETRYABLE
 from koubo.links.signing import SignedLink
 from koubo.media.probe import MediaInfo
+from koubo.units import human_size
 from koubo.web.i18n import Lang, error_text, stage_text, status_text, t
 from koubo.web.markup import render
 
@@ -277,17 +278,6 @@ ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
 
 def download_url(job_id: str, *, inline: bool = False) -> str:
     return f"api/jobs/{job_id}/download" + ("?inline=1" if inline else "")
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value, unit = float(size), "B"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            break
-        value /= 1024
-    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def human_duration(seconds: float | None) -> str:

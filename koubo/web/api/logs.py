@@ -11,8 +11,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from koubo.ops.logs import tail_log
-from koubo.service import LogFollower
+from koubo.logs import LogFollower, tail_log
 from koubo.web.api.deps import SettingsDep
 
 router = APIRouter(prefix="/logs", tags=["logs"])

@@ -1,6 +1,5 @@
-"""Running koubo as a service: `serve()` starts the web app and the job consumer as one command,
-and `LogFollower` reads the service's log (for `koubo logs` and /api/logs).
-"""
+"""Running koubo as a service: `serve()` starts the web app, the job consumer and the link server
+as one command (`koubo serve`)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,12 @@ import sys
 import threading
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from koubo.config import Settings, child_environment
-from koubo.errors import KouboError
-from koubo.ops.logs import setup_logging, tail_log
+from koubo.errors import ErrorCode, KouboError
+from koubo.logs import setup_logging
 
 if TYPE_CHECKING:
     import uvicorn
@@ -36,8 +34,6 @@ HTTP_GRACE_SECONDS = 5
 THREAD_GRACE_SECONDS = 2.0
 # prctl(2): the signal a process gets when the thread that started it exits.
 _PR_SET_PDEATHSIG = 1
-# A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
-_MAX_READ = 4 * 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -234,7 +230,7 @@ def serve(settings: Settings, *, with_worker: bool = True, with_links: bool = Tr
         name, code = child_exit[0]
         zh = "任务处理进程" if name == "job consumer" else "直链下载服务"
         raise KouboError(
-            "worker_exited" if name == "job consumer" else "links_exited",
+            ErrorCode.WORKER_EXITED if name == "job consumer" else ErrorCode.LINKS_EXITED,
             f"The {name} exited unexpectedly (exit code {code}); see the log.",
             f"{zh}意外退出（退出码 {code}），详见日志。",
         )
@@ -271,49 +267,3 @@ def _start_background_threads(settings: Settings, stop: threading.Event) -> list
     for thread in threads:
         thread.start()
     return threads
-
-
-class LogFollower:
-    """A log file's last lines, then the lines appended since the previous read, like `tail -f`.
-
-    Survives rotation (RotatingFileHandler renames the file and starts a new one) and truncation.
-    Works in bytes so offsets stay exact; decodes each whole line as UTF-8.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._identity: tuple[int, int] | None = None
-        self._offset = 0
-        self._partial = b""
-        self._mark_end()
-
-    def _mark_end(self) -> None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return
-        self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), stat.st_size, b""
-
-    def tail(self, lines: int) -> list[str]:
-        """The last `lines` lines; read_new() continues from here.
-
-        The end is marked before the tail is read: a line written in between may come twice, never not at all.
-        """
-        self._mark_end()
-        return tail_log(self.path, lines)
-
-    def read_new(self) -> list[str]:
-        try:
-            with self.path.open("rb") as file:
-                stat = os.fstat(file.fileno())
-                if (stat.st_dev, stat.st_ino) != self._identity or stat.st_size < self._offset:
-                    self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), 0, b""
-                if stat.st_size - self._offset > _MAX_READ:
-                    self._offset, self._partial = stat.st_size - _MAX_READ, b""
-                file.seek(self._offset)
-                data = file.read(stat.st_size - self._offset)
-        except FileNotFoundError:
-            return []
-        self._offset += len(data)
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in complete]

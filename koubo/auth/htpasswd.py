@@ -20,7 +20,7 @@ from pathlib import Path
 import bcrypt
 from passlib.hash import apr_md5_crypt, ldap_sha1, sha256_crypt, sha512_crypt
 
-from koubo.errors import KouboError
+from koubo.errors import ErrorCode, KouboError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class AuthConfigError(KouboError):
     """The htpasswd file cannot be used; raised at startup so koubo never runs with broken auth."""
 
     def __init__(self, path: Path, en: str, zh: str) -> None:
-        super().__init__("auth_config", f"htpasswd file {path}: {en}", f"htpasswd 文件 {path}：{zh}")
+        super().__init__(ErrorCode.AUTH_CONFIG, f"htpasswd file {path}: {en}", f"htpasswd 文件 {path}：{zh}")
 
 
 @dataclass(frozen=True)

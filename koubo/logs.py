@@ -2,7 +2,11 @@
 
 The web app, the queue consumer, its workers and their generation processes all write to the same
 file. Code that works for one job runs inside `job_context(job_id)`, and every line it logs, from
-any logger, carries that id; other lines carry "-".
+any logger, carries that id; other lines carry "-". `tail_log` and `LogFollower` read it back
+(`koubo logs`, /api/logs, the UI's log view).
+
+It sits below every other package (media to web): all of them log, and jobs, links and the web
+app read the log back.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ _current_job: ContextVar[str] = ContextVar("koubo_job_id", default=NO_JOB)
 # Marks the handlers setup_logging added, so that calling it again replaces them instead of doubling lines.
 _OWNED = "_koubo_handler"
 _TAIL_BLOCK = 64 * 1024
+# A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
+_MAX_READ = 4 * 1024 * 1024
 
 
 @contextmanager
@@ -125,3 +131,49 @@ def tail_log(path: str | Path, lines: int = 200) -> list[str]:
         return []
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
     return text.rstrip("\n").split("\n")[-lines:] if text else []
+
+
+class LogFollower:
+    """A log file's last lines, then the lines appended since the previous read, like `tail -f`.
+
+    Survives rotation (RotatingFileHandler renames the file and starts a new one) and truncation.
+    Works in bytes so offsets stay exact; decodes each whole line as UTF-8.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._identity: tuple[int, int] | None = None
+        self._offset = 0
+        self._partial = b""
+        self._mark_end()
+
+    def _mark_end(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), stat.st_size, b""
+
+    def tail(self, lines: int) -> list[str]:
+        """The last `lines` lines; read_new() continues from here.
+
+        The end is marked before the tail is read: a line written in between may come twice, never not at all.
+        """
+        self._mark_end()
+        return tail_log(self.path, lines)
+
+    def read_new(self) -> list[str]:
+        try:
+            with self.path.open("rb") as file:
+                stat = os.fstat(file.fileno())
+                if (stat.st_dev, stat.st_ino) != self._identity or stat.st_size < self._offset:
+                    self._identity, self._offset, self._partial = (stat.st_dev, stat.st_ino), 0, b""
+                if stat.st_size - self._offset > _MAX_READ:
+                    self._offset, self._partial = stat.st_size - _MAX_READ, b""
+                file.seek(self._offset)
+                data = file.read(stat.st_size - self._offset)
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in complete]
