@@ -76,6 +76,8 @@ from koubo.web.ui_render import (
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
+# The page's tabs, by the id each gr.Tab is given (and the page keeps to come back to).
+TAB_IDS = ("single", "batch", "queue", "logs")
 JOB_POLL_SECONDS = 1.0
 QUEUE_POLL_SECONDS = 2.0
 LOG_POLL_SECONDS = 1.0
@@ -495,7 +497,7 @@ class Handlers:
         """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
         timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
         # Nothing kept: the tab is left alone (someone may have clicked one while the page loaded).
-        tab = tab if tab in ("single", "batch", "queue", "logs") else None
+        tab = tab if tab in TAB_IDS else None
         job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
         batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
         queue_timer, log_timer = _polling_for(tab)(follow) if tab else (gr.skip(), gr.skip())
@@ -622,8 +624,9 @@ def _header(labels: Labels, settings: Settings) -> Header:
         with gr.Column(scale=4):
             title = gr.HTML(
                 "<h1 style='margin: 0'>koubo 口播</h1>",
-                js_on_load=SIZE_GUARD_JS + UNPLAYABLE_GUARD_JS + GRADIO_TEXT_JS + RECONNECT_JS,
+                js_on_load=SIZE_GUARD_JS + UNPLAYABLE_GUARD_JS + GRADIO_TEXT_JS + RECONNECT_JS + TAB_MEMORY_JS,
                 max_bytes=settings.upload_max_bytes,
+                tab_ids={t(f"tab.{tab}", lang): tab for tab in TAB_IDS for _, lang in LANGUAGE_CHOICES},
                 gradio_text=GRADIO_TEXT_ZH,
             )
             labels.text(gr.Markdown, "app.subtitle")
@@ -903,13 +906,13 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         lang = header.lang
         # What the page was showing, so a reload (or Gradio's own reload after a server restart)
         # comes back to the same tab, following the same job and batch.
-        # The tab is kept by the page itself as it is clicked (TAB_MEMORY_JS): a reload a moment
-        # later must not race a round trip to the server.
+        # The tab is kept by the page itself as a person clicks it (TAB_MEMORY_JS): a reload a
+        # moment later must not race a round trip to the server.
         saved_tab = gr.Textbox("single", visible=False)
         saved_job = gr.BrowserState(None, storage_key="koubo-job", secret="koubo-ui-following")
         saved_batch = gr.BrowserState(None, storage_key="koubo-batch", secret="koubo-ui-following")
 
-        with gr.Tabs(selected="single") as tabs:
+        with gr.Tabs(selected="single", elem_id="koubo-tabs") as tabs:
             single = handlers.single = _single_tab(labels, settings)
             batch = handlers.batch = _batch_tab(labels, settings)
             queue = handlers.queue = _queue_tab(labels)
@@ -963,7 +966,6 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single.tab, "single"), (batch.tab, "batch"), (queue.tab, "queue"), (logs.tab, "logs")):
             tab.select(_polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
-            tab.select(None, None, None, js=TAB_MEMORY_JS % name)
 
         # --- a reload: back to the tab, the job and the batch the page was showing ---
         (

@@ -160,8 +160,22 @@ CLICK_TOKEN_JS = """
 }
 """
 
-# The open tab, kept in the browser as it is clicked, and read back (as the first input) on load.
-TAB_MEMORY_JS = "() => { localStorage.setItem('koubo-tab', '%s'); }"
+# The open tab, kept in the browser when a person picks one, and read back (as the first input)
+# on load. Only a click counts: Gradio also fires a tab's select event when it selects a tab
+# itself (the first tab as the page mounts, the kept tab as the restore shows it), and the first
+# tab's select, run before or after the load reads the kept tab, would make a reload forget it.
+# A tab button names its tab (data-tab-id); a tab in the overflow menu of a narrow window only by
+# its label (props.tab_ids: each tab's label in both languages).
+TAB_MEMORY_JS = """
+if (!window.kouboTabMemory) {
+  window.kouboTabMemory = true;
+  document.addEventListener('click', (event) => {
+    const button = event.target instanceof Element ? event.target.closest('#koubo-tabs button') : null;
+    const tab = button && (button.dataset.tabId || props.tab_ids[button.textContent.trim()]);
+    if (tab) localStorage.setItem('koubo-tab', tab);
+  }, true);
+}
+"""
 TAB_RECALL_JS = "(tab, ...rest) => [localStorage.getItem('koubo-tab') || '', ...rest]"
 
 # The log view: with "follow" ticked it is re-rendered every second; each render scrolls the log
