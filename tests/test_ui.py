@@ -50,6 +50,9 @@ JOB_TIMEOUT_MS = 240_000
 RELOAD_TIMEOUT_MS = 60_000
 # An upload, its probe and the answer: a moment, or seconds on a busy 2-core machine.
 UPLOAD_CHECK_TIMEOUT_MS = 30_000
+# Every other expectation (a language switch, a panel redrawn): Playwright's 5 s default was missed once
+# on a 2-core machine running a second server and browser; a bound, not a wait.
+expect.set_options(timeout=20_000)
 # Small enough to exceed with a generated file, far above every fixture (tens of KiB).
 UPLOAD_LIMIT = 1024 * 1024
 
