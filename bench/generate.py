@@ -90,7 +90,7 @@ def koubo(data_dir: Path, *args: object) -> None:
 
 
 def rtf(result) -> float:
-    return result.processing_seconds / result.duration
+    return result.wall_seconds / result.duration
 
 
 def describe(result) -> str:
@@ -133,7 +133,7 @@ def stage_table(work: Path, speech: Path, tpl: dict[str, Path]) -> list[str]:
         settings = Settings(data_dir=work / f"stages-{name}")
         result = Generator(settings).generate(speech, path, work / f"stages-{name}.mp4", GenerateOptions(check=True))
         floor = floor_seconds(path, work / f"floor-{name}.mp4", result.frames, settings)
-        wall = result.processing_seconds
+        wall = result.wall_seconds
         busy = sum(result.timings.values())
         cells = "".join(f" {result.timings.get(s, 0.0):>9.2f}" for s in STAGES)
         lines.append(
@@ -172,7 +172,7 @@ def main() -> None:
                 again = gen.generate(speech, other, work / f"out-{name}-c.mp4", options)
                 lines.append(
                     f"  {name}, same template again (face track from the cache): RTF {rtf(again):.3f}, "
-                    f"{steady.processing_seconds / again.processing_seconds:.2f}x faster than its first run (goal >= 1.3x)"
+                    f"{steady.wall_seconds / again.wall_seconds:.2f}x faster than its first run (goal >= 1.3x)"
                 )
                 checked = gen.generate(speech, other, work / f"out-{name}-checked.mp4", GenerateOptions(check=True))
                 lines.append(

@@ -81,7 +81,7 @@ def _print_result(result, as_json: bool) -> None:
             )
         )
         return
-    rtf = result.processing_seconds / result.duration if result.duration else 0.0
+    rtf = result.wall_seconds / result.duration if result.duration else 0.0
     print(f"{result.output}  ({result.duration:.2f} s, {result.frames} frames, RTF {rtf:.2f})")
     if result.report:
         print(f"  {result.report.describe()}")

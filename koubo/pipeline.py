@@ -66,10 +66,6 @@ class GenerateResult:
     cached: dict[str, bool] = field(default_factory=dict)  # which inputs came from the cache
     wall_seconds: float = 0.0  # the whole generation, start to finish
 
-    @property
-    def processing_seconds(self) -> float:
-        return self.wall_seconds or sum(self.timings.values())
-
 
 class _Stopwatch:
     def __init__(self) -> None:
