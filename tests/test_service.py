@@ -76,6 +76,9 @@ def test_sigterm_with_a_page_open_ends_its_stream_and_logs_no_error(tmp_path: Pa
         # Both children up, so that each must be stopped, not caught starting.
         wait_until(lambda: len(children_of(server.process.pid)) == 2, 30, "the consumer and link server")
         wait_until(lambda: _get_or_none(f"http://127.0.0.1:{server.links_port}/d/x"), 30, "the link server")
+        # A consumer still starting holds the signal (tested in test_workers); here it must be running.
+        log = server.data_dir / "logs" / "koubo.log"
+        wait_until(lambda: " worker(s)" in log.read_text(), 60, "the job consumer's start")
         # What an open page holds: Gradio's heartbeat stream, which stays open as long as the page does.
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
             with client.stream("GET", "/gradio_api/heartbeat/an-open-page") as stream:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import update
 
 from koubo.config import Settings
+from koubo.jobs.queue import HeldSignals
 from koubo.jobs.store import Database, Routing, Worker, utcnow
 from koubo.jobs.workers import forget_gone_workers, view_workers
 
@@ -73,3 +76,21 @@ def test_the_workers_panel_marks_gone_workers_and_escapes_names() -> None:
         assert 'data-worker="old &amp; gone" data-state="gone"' in html
         assert t("workers.alive", lang) in html and t("workers.gone", lang) in html and "1 / 2" in html
         assert workers_panel([], lang) == f'<div class="koubo-empty">{t("workers.empty", lang)}</div>'
+
+
+def test_a_stop_asked_for_while_the_consumer_starts_is_held_and_handed_to_the_consumer() -> None:
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        held = HeldSignals()
+        # The default action would end this process here; held, it waits for the consumer.
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert held.received == [signal.SIGTERM]
+        handed: list[int] = []
+        assert held.hand_to(lambda signum, _frame: handed.append(signum))
+        assert handed == [signal.SIGTERM] and held.received == []
+        # Until Huey installs its own handlers, later signals go straight on.
+        os.kill(os.getpid(), signal.SIGINT)
+        assert handed == [signal.SIGTERM, signal.SIGINT]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

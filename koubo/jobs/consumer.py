@@ -8,6 +8,8 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
+from types import FrameType
 from typing import Protocol
 
 from koubo.config import Settings
@@ -47,7 +49,9 @@ def worker_queue(settings: Settings) -> JobQueue:
     return queue
 
 
-def run_consumer(settings: Settings) -> None:
+def run_consumer(
+    settings: Settings, signals_to: Callable[[Callable[[int, FrameType | None], None]], bool] | None = None
+) -> None:
     """Run the consumer with settings.max_concurrent worker processes until it is told to stop.
 
     SIGTERM stops at once: running jobs go back to the queue and resume at the next start.
@@ -68,8 +72,10 @@ def run_consumer(settings: Settings) -> None:
         workers=settings.max_concurrent, worker_type="process", periodic=False, max_delay=IDLE_POLL_MAX_S
     )
     log.info("consumer of %s starting %d worker(s)", describe_queue(settings.queue_location), settings.max_concurrent)
+    stopped_while_starting = signals_to is not None and signals_to(consumer._handle_signal)
     try:
-        consumer.run()
+        if not stopped_while_starting:
+            consumer.run()
     finally:
         stop.set()
         housekeeper.join(HOUSEKEEPING_GRACE_S)

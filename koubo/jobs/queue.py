@@ -11,9 +11,40 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
 
-from koubo.config import load_settings
+Handler = Callable[[int, FrameType | None], None]
+
+
+class HeldSignals:
+    """SIGINT and SIGTERM that arrive while the consumer starts (imports, the database, forking
+    its workers take seconds) are held and handed to Huey's consumer once it exists: a stop asked
+    for at any moment ends in a clean exit, never a process killed by the signal's default action."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._target: Handler | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._target is None:
+            self.received.append(signum)
+        else:
+            self._target(signum, frame)
+
+    def hand_to(self, target: Handler) -> bool:
+        """From now on signals go to `target` (Huey installs its own handlers once its workers are
+        forked; until then this one passes signals on). Returns whether a stop was held: then there
+        is nothing to start."""
+        self._target = target
+        held = bool(self.received)
+        while self.received:
+            target(self.received.pop(0), None)
+        return held
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         # Everything is written. Skip the interpreter's teardown: unwinding MediaPipe takes most of
         # a second, and the worker waits for this process to exit before it starts its replacement.
         os._exit(0)
+    held = HeldSignals()  # first: everything below takes seconds on a busy machine
+    from koubo.config import load_settings
     from koubo.jobs.consumer import run_consumer
 
-    run_consumer(load_settings())
+    run_consumer(load_settings(), held.hand_to)
     # Stopped and written: the interpreter's last garbage collections would add seconds to a stop.
     gc.freeze()
     return 0
