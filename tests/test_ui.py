@@ -606,6 +606,9 @@ def test_the_log_view_follows_the_newest_line(server: Server, visit: Callable[[s
     view = page.locator("#log-view .koubo-log")
     # Longer than its box (200 lines): it scrolls, and sits at the bottom, at the newest line.
     assert view.evaluate("box => box.scrollHeight > box.clientHeight + 100")
+    # The box may reach below the window's edge, with the page's controls above it: brought into
+    # the window as a person scrolls the page, its own scroll must show the newest line.
+    view.scroll_into_view_if_needed()
     # Generous bounds: on a busy machine the page's scroll can trail the new text by seconds.
     expect(page.get_by_text("filler line 299")).to_be_in_viewport(timeout=30_000)
     with log.open("a", encoding="utf-8") as file:
