@@ -32,6 +32,7 @@ from koubo.links.handout import LinkMaker
 from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
 from koubo.logs import tail_log
+from koubo.options import CRF_MIN, EXPRESSIVENESS_MAX, EXPRESSIVENESS_MIN, GenerateOptions, batch_pairs
 from koubo.units import human_size
 from koubo.web.i18n import (
     DEFAULT_LANG,
@@ -169,7 +170,9 @@ class Labels:
 
 
 @dataclass
-class GenerateOptions:
+class OptionWidgets:
+    """The options panel's widgets; `Handlers.options` turns their values into koubo.options.GenerateOptions."""
+
     engine: gr.Dropdown
     expressiveness: gr.Slider
     quality: gr.Radio
@@ -240,17 +243,10 @@ class Handlers:
         # Gradio keeps the browser's file name as the temp file's name: the display name.
         return self.service.add_asset(staged, source.name, kind)
 
-    def params(self, engine: str, expressiveness: float, quality: str, denoise: str) -> dict[str, Any]:
-        crf = self.settings.video_crf
-        if quality == "high":
-            crf = max(0, crf - HIGH_QUALITY_CRF_STEP)
-        return {
-            "engine": engine,
-            "expressiveness": float(expressiveness),
-            "crf": crf,
-            "preset": self.settings.video_preset,
-            "denoise": denoise,
-        }
+    def options(self, engine: str, expressiveness: float, quality: str, denoise: str) -> GenerateOptions:
+        """The options panel's values as the options asked for; "standard" quality is the configured CRF."""
+        crf = max(CRF_MIN, self.settings.video_crf - HIGH_QUALITY_CRF_STEP) if quality == "high" else None
+        return GenerateOptions(engine=engine, expressiveness=float(expressiveness), crf=crf, denoise=denoise)
 
     # --- single ------------------------------------------------------------------------------------------
 
@@ -285,7 +281,7 @@ class Handlers:
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
-            params = self.params(engine, expressiveness, quality, denoise)
+            params = self.options(engine, expressiveness, quality, denoise)
             # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
             job = self.service.submit(
                 audio_asset.id, video_asset.id, params, Lane.high, client_token=client_token or None
@@ -369,7 +365,9 @@ class Handlers:
             message = message_panel(text, error=True)
             return {tab.batch: None, tab.view: message, tab.preview: "", tab.timer: gr.Timer(active=False)}
 
-        if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
+        try:
+            batch_pairs(audios, videos)
+        except KouboError:  # said in the upload's words
             return refused(t("error.batch_shape", lang))
         try:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
@@ -377,7 +375,7 @@ class Handlers:
             batch = self.service.submit_batch(
                 audio_ids,
                 video_ids,
-                self.params(engine, expressiveness, quality, denoise),
+                self.options(engine, expressiveness, quality, denoise),
                 client_token=client_token or None,
             )
         except KouboError as error:
@@ -536,7 +534,7 @@ class Handlers:
         return log_panel(tail, lang)
 
 
-def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
+def _options_panel(labels: Labels, settings: Settings) -> OptionWidgets:
     # wav2lip without its checkpoint would queue, run and fail: it is not offered, and the menu says why.
     checkpoint = checkpoint_path(settings)
     engines = [name for name in ENGINES if name != "wav2lip" or checkpoint.is_file()]
@@ -557,8 +555,8 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
             gr.Slider,
             "option.expressiveness",
             info="option.expressiveness.info",
-            minimum=0.0,
-            maximum=2.0,
+            minimum=EXPRESSIVENESS_MIN,
+            maximum=EXPRESSIVENESS_MAX,
             value=settings.expressiveness,
             step=0.1,
         )
@@ -566,7 +564,7 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
         denoise = labels.choices(
             gr.Radio, "option.denoise", cleanings, info="option.denoise.info", value=settings.denoise
         )
-    return GenerateOptions(engine, expressiveness, quality, denoise)
+    return OptionWidgets(engine, expressiveness, quality, denoise)
 
 
 def _panel(value: str = "", **kwargs: Any) -> gr.HTML:
@@ -655,7 +653,7 @@ class SingleTab:
     audio_check: gr.HTML
     video: gr.Video
     video_check: gr.HTML
-    options: GenerateOptions
+    options: OptionWidgets
     generate: gr.Button
     cancel: gr.Button
     progress: gr.HTML
@@ -713,7 +711,7 @@ class BatchTab:
     audios_check: gr.HTML
     videos: gr.File
     videos_check: gr.HTML
-    options: GenerateOptions
+    options: OptionWidgets
     generate: gr.Button
     view: gr.HTML
     preview: gr.HTML
