@@ -192,9 +192,11 @@ class Handlers:
     links: LinkMaker
     # The page's parts, once built: handlers answer with {component: value}, never a tuple whose
     # order must match an output list written elsewhere.
+    tabs: gr.Tabs = field(init=False)
     single: SingleTab = field(init=False)
     batch: BatchTab = field(init=False)
     queue: QueueTab = field(init=False)
+    logs: LogsTab = field(init=False)
 
     # --- uploads and options ---------------------------------------------------------------------------
 
@@ -491,23 +493,33 @@ class Handlers:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
         return {}
 
-    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
-        """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
-        timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
-        # Nothing kept: the tab is left alone (someone may have clicked one while the page loaded).
-        tab = tab if tab in TAB_IDS else None
+    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> Outputs:
+        """What a reloaded page shows, from what the browser kept: the tab, the single job and the
+        batch it followed, and their timers. A job or batch deleted since is not followed."""
         job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
         batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
-        queue_timer, log_timer = _polling_for(tab)(follow) if tab else (gr.skip(), gr.skip())
-        return (
-            gr.Tabs(selected=tab) if tab else gr.skip(),
-            job_id,
-            batch_id,
-            gr.Timer(active=job_id is not None),
-            gr.Timer(active=batch_id is not None),
-            queue_timer,
-            log_timer,
-        )
+        followed = {
+            self.single.job: job_id,
+            self.batch.batch: batch_id,
+            self.single.timer: gr.Timer(active=job_id is not None),
+            self.batch.timer: gr.Timer(active=batch_id is not None),
+        }
+        # Nothing kept: the tab and its polling are left alone (someone may have clicked a tab while
+        # the page loaded).
+        if tab not in TAB_IDS:
+            return followed
+        return followed | {self.tabs: gr.Tabs(selected=tab)} | self.polling_for(tab)(follow)
+
+    def polling_for(self, tab: str) -> Callable[[bool], Outputs]:
+        """The queue's and the log's timers when `tab` is opened: polling costs database reads."""
+
+        def timers(follow: bool) -> Outputs:
+            return {
+                self.queue.timer: gr.Timer(active=tab == "queue"),
+                self.logs.timer: gr.Timer(active=tab == "logs" and follow),
+            }
+
+        return timers
 
     @staticmethod
     def _exists(read: Callable[[], object]) -> bool:
@@ -584,15 +596,6 @@ def _preview_panel(elem_id: str) -> gr.HTML:
 def _kept(outputs: Outputs, page: gr.State, browser: gr.BrowserState) -> Outputs:
     """A submit's outputs with the job or batch id, shown in the page, kept in the browser too."""
     return outputs | {browser: outputs[page]}
-
-
-def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
-    """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
-
-    def timers(follow: bool) -> tuple[gr.Timer, gr.Timer]:
-        return gr.Timer(active=tab == "queue"), gr.Timer(active=tab == "logs" and follow)
-
-    return timers
 
 
 def gradio_locale_module() -> str | None:
@@ -870,7 +873,7 @@ def _wire_batch(batch: BatchTab, handlers: Handlers, lang: gr.Radio, saved_batch
 
 
 def _wire_queue(queue: QueueTab, handlers: Handlers, lang: gr.Radio) -> None:
-    """Its events; its tables are polled only while the tab is open (see _polling_for)."""
+    """Its events; its tables are polled only while the tab is open (see Handlers.polling_for)."""
     queue_inputs, queue_outputs = [lang, *queue.inputs], queue.outputs
     history_action_outputs = [queue.preview, queue.preview_job, *queue_outputs]
     for table in (queue.queue, queue.history):
@@ -914,7 +917,8 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             single = handlers.single = _single_tab(labels, settings)
             batch = handlers.batch = _batch_tab(labels, settings)
             queue = handlers.queue = _queue_tab(labels)
-            logs = _logs_tab(labels, settings)
+            logs = handlers.logs = _logs_tab(labels, settings)
+        handlers.tabs = tabs
 
         # --- events: language ---
         def initial_language(saved: str | None, request: gr.Request) -> Lang:
@@ -963,7 +967,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single.tab, "single"), (batch.tab, "batch"), (queue.tab, "queue"), (logs.tab, "logs")):
-            tab.select(_polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
+            tab.select(handlers.polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
 
         # --- a reload: back to the tab, the job and the batch the page was showing ---
         (
