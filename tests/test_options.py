@@ -147,3 +147,20 @@ def test_the_output_name_is_cleaned_and_numbered_within_a_batch():
     assert output_name("问候 hello.wav", "主播.mp4") == "主播__问候 hello.mp4"
     assert output_name("../../etc/passwd 语音.wav", "face.mp4") == "face__passwd 语音.mp4"
     assert output_name('a<b>:"c.wav', "take1..final.mp4", 1) == "002_take1.final__a_b___c.mp4"
+
+
+def test_the_command_line_refuses_a_many_by_many_batch_in_both_languages(tmp_path, capsys):
+    from koubo.cli import main
+
+    code = main(["batch", "-a", "a.wav", "b.wav", "-v", "c.mp4", "d.mp4", "-o", str(tmp_path / "out")])
+    said = capsys.readouterr().err
+    assert code == 2 and "A batch is one audio with many videos" in said and "批量任务须为" in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_checks_the_ranges_in_both_languages(tmp_path, capsys):
+    from koubo.cli import main
+
+    code = main(["generate", "-a", "a.wav", "-v", "v.mp4", "-o", str(tmp_path / "o.mp4"), "--crf", str(CRF_MAX + 1)])
+    said = capsys.readouterr().err
+    assert code == 2 and f'"crf" must be at most {CRF_MAX}' in said and f"不能大于 {CRF_MAX}" in said
