@@ -29,7 +29,7 @@ PACKAGE = "koubo"
 # Lowest first. The first two layers are what every stage may use: settings, errors, names, the
 # log, the disk-space guard, the bucket and the password checks.
 LAYERS: list[set[str]] = [
-    {"koubo", "config", "errors", "naming", "units", "stages"},
+    {"koubo", "config", "options", "errors", "naming", "units", "stages"},
     {"logs", "diskspace", "storage", "auth"},
     {"media"},
     {"features"},

@@ -11,25 +11,41 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
+from pydantic import ValidationError
+
+from koubo import errors
 from koubo.engines import ENGINES
 from koubo.errors import KouboError
+from koubo.options import (
+    CRF_MAX,
+    CRF_MIN,
+    EXPRESSIVENESS_MAX,
+    EXPRESSIVENESS_MIN,
+    PRESETS,
+    DenoiseMode,
+    GenerateOptions,
+    batch_pairs,
+)
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging would drown the progress bars
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _options(args: argparse.Namespace):
-    from koubo.pipeline import GenerateOptions
-
-    return GenerateOptions(
-        engine=args.engine,
-        expressiveness=args.expressiveness,
-        crf=args.crf,
-        preset=args.preset,
-        denoise=args.denoise,
-        check=not args.no_check,
-    )
+def _options(args: argparse.Namespace) -> GenerateOptions:
+    """The options asked for on the command line, checked against their ranges (koubo.options)."""
+    try:
+        return GenerateOptions(
+            engine=args.engine,
+            expressiveness=args.expressiveness,
+            crf=args.crf,
+            preset=args.preset,
+            denoise=args.denoise,
+            check=not args.no_check,
+        )
+    except ValidationError as exc:
+        raise errors.invalid_params(*errors.validation_messages(exc.errors())) from None
 
 
 class _Bars:
@@ -102,8 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from koubo.pipeline import Generator
 
-    if len(args.audio) > 1 and len(args.video) > 1:
-        raise SystemExit("koubo batch: give one audio and many videos, or many audios and one video")
+    batch_pairs(args.audio, args.video)  # refused before any model loads
     bars = _Bars()
     current = {"item": -1}
 
@@ -306,14 +321,20 @@ def _seconds(text: str) -> float:
 
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, help="lip-sync engine (default: the configured one, 'classic')")
-    p.add_argument("--expressiveness", type=float, help="mouth movement scale, 0..2 (default 1)")
+    p.add_argument(
+        "--expressiveness",
+        type=float,
+        help=f"mouth movement scale, {EXPRESSIVENESS_MIN:g}..{EXPRESSIVENESS_MAX:g} (default: setting, 1)",
+    )
     p.add_argument(
         "--denoise",
-        choices=("off", "mouth", "all"),
+        choices=get_args(DenoiseMode),
         help="background noise out of the speech: for the mouth only, or for the sound track too (default: setting)",
     )
-    p.add_argument("--crf", type=int, help="x264 quality, lower is better (default 18)")
-    p.add_argument("--preset", help="x264 speed preset (default veryfast)")
+    p.add_argument(
+        "--crf", type=int, help=f"x264 quality, {CRF_MIN}..{CRF_MAX}, lower is better (default: setting, 18)"
+    )
+    p.add_argument("--preset", help=f"x264 speed preset: {', '.join(PRESETS)} (default: setting, veryfast)")
     p.add_argument("--no-check", action="store_true", help="skip the quality report")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

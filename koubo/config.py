@@ -23,6 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from koubo.options import Crf, DenoiseMode, Expressiveness, Preset
+
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = "kmgtp"
 # The whole Settings object of the parent process, as JSON: lists and None survive, which
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     generation_max_rss: Size = Field(4 * 1024**3, gt=0)
     # Background noise out of the speech (koubo/features/denoise.py): for the mouth only, or for the
     # output's sound track too. Each job may choose otherwise.
-    denoise: Literal["off", "mouth", "all"] = "off"
+    denoise: DenoiseMode = "off"
     queue_high_burst: int = Field(
         3, ge=1, le=1000, description="high-priority (single) jobs started in a row before a waiting batch item"
     )
@@ -133,10 +135,8 @@ class Settings(BaseSettings):
     # keeps the encoder's luma loss above 40 dB (CRF 20: 39.6) for 1.4x the bytes; slower presets
     # gain 0.3-0.5 dB at equal size there (0.1 dB at most on smooth 1080p/4K) for 1.6-3.8x the
     # encode time, which a CPU-only machine's real-time factor cannot spare.
-    video_crf: int = Field(18, ge=0, le=51)
-    video_preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-    ] = "veryfast"
+    video_crf: Crf = 18
+    video_preset: Preset = "veryfast"
     # H.264 through NVENC (an NVIDIA GPU's encoder; PyAV's wheels carry h264_nvenc) or libx264. auto
     # tries NVENC and falls back to libx264 silently where it does not open (no GPU, or a GPU
     # without NVENC such as H100/H200); nvenc falls back too, with a warning in the log.
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
 
     # Generation.
     engine: str = "classic"
-    expressiveness: float = Field(1.0, ge=0.0, le=2.0, description="scale of mouth movement")
+    expressiveness: Expressiveness = Field(1.0, description="scale of mouth movement")
     face_select: Literal["largest", "central"] = "largest"
     max_faces: int = Field(4, ge=1, le=10)
     device: Literal["auto", "cpu", "cuda"] = Field(

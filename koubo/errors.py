@@ -242,6 +242,20 @@ def invalid_params(en: str, zh: str) -> KouboError:
     return KouboError(ErrorCode.INVALID_PARAMS, f"Invalid request: {en}", f"请求参数无效：{zh}")
 
 
+# The batch rule (koubo.options.batch_pairs) in words; the API's validation message says the same.
+BATCH_SHAPE = (
+    "A batch is one audio with many videos, or many audios with one video.",
+    "批量任务须为一个音频配多个视频，或多个音频配一个视频。",
+)
+
+
+def batch_shape(audios: int, videos: int) -> KouboError:
+    """A batch of `audios` × `videos` files that is not 1 × N or N × 1."""
+    if not audios or not videos:
+        return invalid_params("a batch needs at least one audio and one video", "批量任务至少需要一个音频和一个视频")
+    return invalid_params(*BATCH_SHAPE)
+
+
 def invalid_request(en: str, zh: str) -> KouboError:
     """A request without the shape the endpoint expects; `en` and `zh` are whole sentences."""
     return KouboError(ErrorCode.INVALID_REQUEST, f"Invalid request. {en}", f"请求无效。{zh}")
@@ -435,7 +449,10 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "greater_than": ("The {where} must be greater than {gt}.", "{在}必须大于 {gt}。"),
     "less_than_equal": ("The {where} must be at most {le}.", "{在}不能大于 {le}。"),
     "less_than": ("The {where} must be less than {lt}.", "{在}必须小于 {lt}。"),
-    "string_too_short": ("The {where} must have at least {min_length} character(s).", "{在}至少需要 {min_length} 个字符。"),
+    "string_too_short": (
+        "The {where} must have at least {min_length} character(s).",
+        "{在}至少需要 {min_length} 个字符。",
+    ),
     "string_too_long": ("The {where} must have at most {max_length} characters.", "{在}最多 {max_length} 个字符。"),
     "too_short": ("The {where} must have at least {min_length} item(s).", "{在}至少需要 {min_length} 项。"),
     "too_long": ("The {where} must have at most {max_length} items.", "{在}最多 {max_length} 项。"),
@@ -446,10 +463,7 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "model_type": ("The {where} must be an object.", "{在}必须是对象。"),
     "model_attributes_type": ("The {where} must be an object.", "{在}必须是对象。"),
     "json_invalid": ("The request body is not valid JSON.", "请求体不是有效的 JSON。"),
-    "batch_shape": (
-        "A batch is one audio with many videos, or many audios with one video.",
-        "批量任务须为一个音频配多个视频，或多个音频配一个视频。",
-    ),
+    "batch_shape": BATCH_SHAPE,
 }
 _UNKNOWN_PROBLEM = ("The {where} is not valid.", "{在}无效。")
 

@@ -29,6 +29,7 @@ from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
 from koubo.media.probe import FrameBudget
 from koubo.media.video import Mp4Writer, TemplateStream, loop_indices, open_template, output_frame_count
 from koubo.naming import output_name
+from koubo.options import GenerateOptions, ResolvedOptions, batch_pairs, resolve
 from koubo.quality import QualityReport, RenderedCheck, edit_counts
 
 # Bump when the face tracker or feature extraction changes what they compute.
@@ -40,16 +41,6 @@ Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 FRAMES_AHEAD = 4
 # A cleaned sound track is mono speech: this rate keeps all of it.
 SOUNDTRACK_RATE = 48_000
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    engine: str | None = None  # None: the configured default
-    expressiveness: float | None = None
-    crf: int | None = None
-    preset: str | None = None
-    denoise: Denoise | None = None  # None: the configured default
-    check: bool = True  # measure the quality report on the encoded output
 
 
 @dataclass
@@ -148,7 +139,7 @@ class Generator:
         audio: str | Path,
         video: str | Path,
         output: str | Path,
-        options: GenerateOptions | None = None,
+        options: ResolvedOptions | GenerateOptions | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
         names: tuple[str | None, str | None] = (None, None),
@@ -157,12 +148,12 @@ class Generator:
 
         `names` are the files' display names (an upload's original name) for error messages.
         """
-        options = options or GenerateOptions()
+        options = resolve(options, self.settings)  # a job's are resolved already; a caller's, here
         s = self.settings
         audio, video, output = Path(audio), Path(video), Path(output)
         clock = _Stopwatch()
         started = time.perf_counter()
-        engine = get_engine(options.engine or s.engine, s)
+        engine = get_engine(options.engine, s)
         output.parent.mkdir(parents=True, exist_ok=True)
 
         def report(stage: str, fraction: float) -> None:
@@ -172,7 +163,7 @@ class Generator:
             if progress is not None:
                 progress(stage, fraction)
 
-        cleaning = Denoise(options.denoise or s.denoise)
+        cleaning = Denoise(options.denoise)
 
         with clock.stage("features"):
             report("features", 0.0)
@@ -219,7 +210,7 @@ class Generator:
                     features.envelope,
                     fps,
                     n_out,
-                    expressiveness=s.expressiveness if options.expressiveness is None else options.expressiveness,
+                    expressiveness=options.expressiveness,
                     phones=features.phones,
                     formants=features.formants,
                 ),
@@ -269,7 +260,7 @@ class Generator:
         audio: Path,
         output: Path,
         template: TemplateStream,
-        options: GenerateOptions,
+        options: ResolvedOptions,
         report: Progress,
         clock: _Stopwatch,
         should_stop: Callable[[], bool] | None,
@@ -287,8 +278,8 @@ class Generator:
             fps=template.fps,
             audio_path=audio,
             duration=job.audio.duration,
-            crf=s.video_crf if options.crf is None else options.crf,
-            preset=options.preset or s.video_preset,
+            crf=options.crf,
+            preset=options.preset,
             colour=template.colour,
             encoder=s.video_encoder,
         ) as writer:
@@ -318,17 +309,18 @@ class Generator:
         audios: Sequence[str | Path],
         videos: Sequence[str | Path],
         out_dir: str | Path,
-        options: GenerateOptions | None = None,
+        options: ResolvedOptions | GenerateOptions | None = None,
         progress: Callable[[int, str, float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[GenerateResult | KouboError]:
-        """One audio × many videos, or many audios × one video (or every pair, if both are many).
+        """One audio × many videos, or many audios × one video (koubo.options.batch_pairs).
 
         An item that fails on its input records its error and the batch goes on; the shared side's
         features are computed once because the caches are keyed by content.
         """
         out_dir = Path(out_dir)
-        pairs = [(Path(a), Path(v)) for a in audios for v in videos]
+        pairs = batch_pairs([Path(a) for a in audios], [Path(v) for v in videos])
+        options = resolve(options, self.settings)
         results: list[GenerateResult | KouboError] = []
         for index, (a, v) in enumerate(pairs):
             target = out_dir / output_name(a.name, v.name, index if len(pairs) > 1 else None)
@@ -346,7 +338,7 @@ def generate(
     audio: str | Path,
     video: str | Path,
     output: str | Path,
-    options: GenerateOptions | None = None,
+    options: ResolvedOptions | GenerateOptions | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> GenerateResult:

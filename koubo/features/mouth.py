@@ -24,6 +24,7 @@ from scipy.signal import get_window, resample_poly
 from koubo.features.formants import Formants
 from koubo.features.phones import SILENCE, PhoneTrack
 from koubo.features.visemes import CHANNELS, coarticulate
+from koubo.options import EXPRESSIVENESS_MAX, EXPRESSIVENESS_MIN
 
 ENVELOPE_RATE = 100  # Hz: analysis frames every 10 ms, frame-rate independent, cached per audio
 
@@ -463,8 +464,10 @@ def mouth_targets(
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if not 0.0 <= expressiveness <= 2.0:
-        raise ValueError(f"expressiveness must be within [0, 2], got {expressiveness}")
+    if not EXPRESSIVENESS_MIN <= expressiveness <= EXPRESSIVENESS_MAX:
+        raise ValueError(
+            f"expressiveness must be within [{EXPRESSIVENESS_MIN}, {EXPRESSIVENESS_MAX}], got {expressiveness}"
+        )
     speech = _span_mean(env.speech, fps, n_frames, 0.0) >= 0.5
     if len(env.loudness) == 0:
         rest = np.zeros(n_frames, dtype=np.float32)

@@ -26,6 +26,7 @@ from koubo.config import Settings
 from koubo.jobs.store import Database, Job, JobStatus, patiently, upload_pending
 from koubo.jobs.workers import DB_PATIENCE_S, DB_UNREACHABLE
 from koubo.logs import job_context, setup_logging
+from koubo.options import ResolvedOptions
 from koubo.stages import Stage, overall_progress
 
 if TYPE_CHECKING:
@@ -108,21 +109,12 @@ class _Requests:
 def _generate(
     settings: Settings, db: Database, generator: Generator, job_id: str, worker: str, stop: threading.Event
 ) -> None:
-    from koubo.pipeline import GenerateOptions
-
     with db.session() as session:
         job = session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
     if job is None:
         log.info("the job was deleted before it started")
         return
-    params = job.params
-    options = GenerateOptions(
-        engine=params["engine"],
-        expressiveness=params["expressiveness"],
-        crf=params["crf"],
-        preset=params["preset"],
-        denoise=params.get("denoise", "off"),  # jobs queued before denoising existed
-    )
+    options = ResolvedOptions.from_job_params(job.params)
     output_dir = settings.outputs_dir / job_id
     log.info("generating %s from %r and %r", job.output_name, job.audio.name, job.video.name)
     try:

@@ -14,10 +14,9 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -51,6 +50,7 @@ from koubo.logs import job_context
 from koubo.media.poster import write_poster
 from koubo.media.probe import FrameBudget, MediaInfo, probe
 from koubo.naming import output_name
+from koubo.options import GenerateOptions, batch_pairs, resolve
 from koubo.storage import delete_object
 
 __all__ = ["AssetView", "BatchView", "JobNotFound", "JobService", "JobStatus", "JobView", "Lane", "WorkerView"]
@@ -80,7 +80,6 @@ _SUFFIXES = {
     "rm": ".rm",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
 
 
 @dataclass(frozen=True)
@@ -130,25 +129,6 @@ class BatchView:
     created_at: datetime
     jobs: list[JobView]
     counts: dict[JobStatus, int]  # every status, zeros included
-
-
-class JobParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str
-    expressiveness: float = Field(ge=0.0, le=2.0)
-    crf: int = Field(ge=0, le=51)
-    preset: str
-    denoise: Literal["off", "mouth", "all"]
-    # Only a worker on this device takes the job (e.g. Wav2Lip on "cuda"); unset: any worker.
-    device: Literal["cpu", "cuda"] | None = None
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in _PRESETS:
-            raise PydanticCustomError("literal_error", "must be one of {expected}", {"expected": ", ".join(_PRESETS)})
-        return value
 
 
 class JobService:
@@ -255,7 +235,7 @@ class JobService:
         self,
         audio_id: str,
         video_id: str,
-        params: dict[str, Any] | None = None,
+        params: GenerateOptions | dict[str, Any] | None = None,
         priority: Lane = Lane.normal,
         client_token: str | None = None,
     ) -> JobView:
@@ -293,7 +273,7 @@ class JobService:
         self,
         audio_ids: list[str],
         video_ids: list[str],
-        params: dict[str, Any] | None = None,
+        params: GenerateOptions | dict[str, Any] | None = None,
         client_token: str | None = None,
     ) -> BatchView:
         """One audio with many videos, or many audios with one video: one job per pair, in that
@@ -301,15 +281,7 @@ class JobService:
         The same `client_token` again gets the batch it made the first time (see submit)."""
         if client_token and (earlier := self._batch_by_token(client_token)):
             return earlier
-        if not audio_ids or not video_ids:
-            raise errors.invalid_params(
-                "a batch needs at least one audio and one video", "批量任务至少需要一个音频和一个视频"
-            )
-        if len(audio_ids) > 1 and len(video_ids) > 1:
-            raise errors.invalid_params(
-                "a batch is one audio with many videos, or many audios with one video",
-                "批量任务须为一个音频配多个视频，或多个音频配一个视频",
-            )
+        batch_pairs(audio_ids, video_ids)  # refused before anything is looked up
         self.ensure_free_space()
         values = self._job_params(params)
         try:
@@ -318,7 +290,7 @@ class JobService:
                 videos = [self._asset(session, asset_id, "video") for asset_id in video_ids]
                 batch = Batch(id=new_id(), client_token=client_token)
                 session.add(batch)
-                pairs = [(audio, video) for audio in audios for video in videos]
+                pairs = batch_pairs(audios, videos)
                 jobs = [new_job(a, v, values, batch_id=batch.id, index=i) for i, (a, v) in enumerate(pairs)]
                 session.add_all(jobs)
         except IntegrityError:
@@ -335,25 +307,18 @@ class JobService:
             batch_id = session.scalars(select(Batch.id).where(Batch.client_token == client_token)).one_or_none()
         return self.get_batch(batch_id) if batch_id else None
 
-    def _job_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        """`params` checked and completed with the configured defaults."""
-        s = self.settings
-        defaults = {
-            "engine": s.engine,
-            "expressiveness": s.expressiveness,
-            "crf": s.video_crf,
-            "preset": s.video_preset,
-            "denoise": s.denoise,
-        }
-        given = {key: value for key, value in (params or {}).items() if value is not None}
-        try:
-            checked = JobParams(**(defaults | given))
-        except ValidationError as exc:
-            en, zh = errors.validation_messages([{**e, "loc": ("params", *e["loc"])} for e in exc.errors()])
-            raise errors.invalid_params(en, zh) from None
-        if checked.engine not in ENGINES:  # checked by name: a neural engine loads its weights in the job
-            raise unknown_engine(checked.engine)
-        return checked.model_dump(exclude_none=True)
+    def _job_params(self, params: GenerateOptions | dict[str, Any] | None) -> dict[str, Any]:
+        """`params` checked and completed with the configured defaults: the job's stored parameters."""
+        if not isinstance(params, GenerateOptions):
+            try:
+                params = GenerateOptions.model_validate(params or {})
+            except ValidationError as exc:
+                en, zh = errors.validation_messages([{**e, "loc": ("params", *e["loc"])} for e in exc.errors()])
+                raise errors.invalid_params(en, zh) from None
+        resolved = resolve(params, self.settings)
+        if resolved.engine not in ENGINES:  # checked by name: a neural engine loads its weights in the job
+            raise unknown_engine(resolved.engine)
+        return resolved.job_params()
 
     @staticmethod
     def _asset(session: Session, asset_id: str, kind: AssetKind) -> Asset:

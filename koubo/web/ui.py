@@ -32,6 +32,7 @@ from koubo.links.handout import LinkMaker
 from koubo.links.signing import SignedLink, signed_batch_link
 from koubo.links.zipstream import batch_zip_name
 from koubo.logs import tail_log
+from koubo.options import CRF_MIN, EXPRESSIVENESS_MAX, EXPRESSIVENESS_MIN, GenerateOptions, batch_pairs
 from koubo.units import human_size
 from koubo.web.i18n import (
     DEFAULT_LANG,
@@ -169,7 +170,9 @@ class Labels:
 
 
 @dataclass
-class GenerateOptions:
+class OptionWidgets:
+    """The options panel's widgets; `Handlers.options` turns their values into koubo.options.GenerateOptions."""
+
     engine: gr.Dropdown
     expressiveness: gr.Slider
     quality: gr.Radio
@@ -189,9 +192,11 @@ class Handlers:
     links: LinkMaker
     # The page's parts, once built: handlers answer with {component: value}, never a tuple whose
     # order must match an output list written elsewhere.
+    tabs: gr.Tabs = field(init=False)
     single: SingleTab = field(init=False)
     batch: BatchTab = field(init=False)
     queue: QueueTab = field(init=False)
+    logs: LogsTab = field(init=False)
 
     # --- uploads and options ---------------------------------------------------------------------------
 
@@ -240,17 +245,10 @@ class Handlers:
         # Gradio keeps the browser's file name as the temp file's name: the display name.
         return self.service.add_asset(staged, source.name, kind)
 
-    def params(self, engine: str, expressiveness: float, quality: str, denoise: str) -> dict[str, Any]:
-        crf = self.settings.video_crf
-        if quality == "high":
-            crf = max(0, crf - HIGH_QUALITY_CRF_STEP)
-        return {
-            "engine": engine,
-            "expressiveness": float(expressiveness),
-            "crf": crf,
-            "preset": self.settings.video_preset,
-            "denoise": denoise,
-        }
+    def options(self, engine: str, expressiveness: float, quality: str, denoise: str) -> GenerateOptions:
+        """The options panel's values as the options asked for; "standard" quality is the configured CRF."""
+        crf = max(CRF_MIN, self.settings.video_crf - HIGH_QUALITY_CRF_STEP) if quality == "high" else None
+        return GenerateOptions(engine=engine, expressiveness=float(expressiveness), crf=crf, denoise=denoise)
 
     # --- single ------------------------------------------------------------------------------------------
 
@@ -285,7 +283,7 @@ class Handlers:
         try:
             audio_asset = self.stage_upload(audio, "audio")
             video_asset = self.stage_upload(video, "video")
-            params = self.params(engine, expressiveness, quality, denoise)
+            params = self.options(engine, expressiveness, quality, denoise)
             # A person waits for this one: it passes queued batch items (koubo/jobs/store.py run_order).
             job = self.service.submit(
                 audio_asset.id, video_asset.id, params, Lane.high, client_token=client_token or None
@@ -369,7 +367,9 @@ class Handlers:
             message = message_panel(text, error=True)
             return {tab.batch: None, tab.view: message, tab.preview: "", tab.timer: gr.Timer(active=False)}
 
-        if not audios or not videos or (len(audios) > 1 and len(videos) > 1):
+        try:
+            batch_pairs(audios, videos)
+        except KouboError:  # said in the upload's words
             return refused(t("error.batch_shape", lang))
         try:
             audio_ids = [self.stage_upload(path, "audio").id for path in audios]
@@ -377,7 +377,7 @@ class Handlers:
             batch = self.service.submit_batch(
                 audio_ids,
                 video_ids,
-                self.params(engine, expressiveness, quality, denoise),
+                self.options(engine, expressiveness, quality, denoise),
                 client_token=client_token or None,
             )
         except KouboError as error:
@@ -493,23 +493,33 @@ class Handlers:
             gr.Warning(error_text(error, lang), title=t("error.action_failed", lang))
         return {}
 
-    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> tuple[Any, ...]:
-        """What a reloaded page shows, from what the browser kept: (tabs, single job, batch, single
-        timer, batch timer, queue timer, log timer). A job or batch deleted since is not followed."""
-        # Nothing kept: the tab is left alone (someone may have clicked one while the page loaded).
-        tab = tab if tab in TAB_IDS else None
+    def restore(self, tab: str | None, job_id: str | None, batch_id: str | None, follow: bool) -> Outputs:
+        """What a reloaded page shows, from what the browser kept: the tab, the single job and the
+        batch it followed, and their timers. A job or batch deleted since is not followed."""
         job_id = job_id if job_id and self._exists(lambda: self.service.get(job_id)) else None
         batch_id = batch_id if batch_id and self._exists(lambda: self.service.get_batch(batch_id)) else None
-        queue_timer, log_timer = _polling_for(tab)(follow) if tab else (gr.skip(), gr.skip())
-        return (
-            gr.Tabs(selected=tab) if tab else gr.skip(),
-            job_id,
-            batch_id,
-            gr.Timer(active=job_id is not None),
-            gr.Timer(active=batch_id is not None),
-            queue_timer,
-            log_timer,
-        )
+        followed = {
+            self.single.job: job_id,
+            self.batch.batch: batch_id,
+            self.single.timer: gr.Timer(active=job_id is not None),
+            self.batch.timer: gr.Timer(active=batch_id is not None),
+        }
+        # Nothing kept: the tab and its polling are left alone (someone may have clicked a tab while
+        # the page loaded).
+        if tab not in TAB_IDS:
+            return followed
+        return followed | {self.tabs: gr.Tabs(selected=tab)} | self.polling_for(tab)(follow)
+
+    def polling_for(self, tab: str) -> Callable[[bool], Outputs]:
+        """The queue's and the log's timers when `tab` is opened: polling costs database reads."""
+
+        def timers(follow: bool) -> Outputs:
+            return {
+                self.queue.timer: gr.Timer(active=tab == "queue"),
+                self.logs.timer: gr.Timer(active=tab == "logs" and follow),
+            }
+
+        return timers
 
     @staticmethod
     def _exists(read: Callable[[], object]) -> bool:
@@ -536,7 +546,7 @@ class Handlers:
         return log_panel(tail, lang)
 
 
-def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
+def _options_panel(labels: Labels, settings: Settings) -> OptionWidgets:
     # wav2lip without its checkpoint would queue, run and fail: it is not offered, and the menu says why.
     checkpoint = checkpoint_path(settings)
     engines = [name for name in ENGINES if name != "wav2lip" or checkpoint.is_file()]
@@ -557,8 +567,8 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
             gr.Slider,
             "option.expressiveness",
             info="option.expressiveness.info",
-            minimum=0.0,
-            maximum=2.0,
+            minimum=EXPRESSIVENESS_MIN,
+            maximum=EXPRESSIVENESS_MAX,
             value=settings.expressiveness,
             step=0.1,
         )
@@ -566,7 +576,7 @@ def _options_panel(labels: Labels, settings: Settings) -> GenerateOptions:
         denoise = labels.choices(
             gr.Radio, "option.denoise", cleanings, info="option.denoise.info", value=settings.denoise
         )
-    return GenerateOptions(engine, expressiveness, quality, denoise)
+    return OptionWidgets(engine, expressiveness, quality, denoise)
 
 
 def _panel(value: str = "", **kwargs: Any) -> gr.HTML:
@@ -586,15 +596,6 @@ def _preview_panel(elem_id: str) -> gr.HTML:
 def _kept(outputs: Outputs, page: gr.State, browser: gr.BrowserState) -> Outputs:
     """A submit's outputs with the job or batch id, shown in the page, kept in the browser too."""
     return outputs | {browser: outputs[page]}
-
-
-def _polling_for(tab: str) -> Callable[[bool], tuple[gr.Timer, gr.Timer]]:
-    """The (queue timer, log timer) states when `tab` is opened: polling costs database reads."""
-
-    def timers(follow: bool) -> tuple[gr.Timer, gr.Timer]:
-        return gr.Timer(active=tab == "queue"), gr.Timer(active=tab == "logs" and follow)
-
-    return timers
 
 
 def gradio_locale_module() -> str | None:
@@ -655,7 +656,7 @@ class SingleTab:
     audio_check: gr.HTML
     video: gr.Video
     video_check: gr.HTML
-    options: GenerateOptions
+    options: OptionWidgets
     generate: gr.Button
     cancel: gr.Button
     progress: gr.HTML
@@ -713,7 +714,7 @@ class BatchTab:
     audios_check: gr.HTML
     videos: gr.File
     videos_check: gr.HTML
-    options: GenerateOptions
+    options: OptionWidgets
     generate: gr.Button
     view: gr.HTML
     preview: gr.HTML
@@ -872,7 +873,7 @@ def _wire_batch(batch: BatchTab, handlers: Handlers, lang: gr.Radio, saved_batch
 
 
 def _wire_queue(queue: QueueTab, handlers: Handlers, lang: gr.Radio) -> None:
-    """Its events; its tables are polled only while the tab is open (see _polling_for)."""
+    """Its events; its tables are polled only while the tab is open (see Handlers.polling_for)."""
     queue_inputs, queue_outputs = [lang, *queue.inputs], queue.outputs
     history_action_outputs = [queue.preview, queue.preview_job, *queue_outputs]
     for table in (queue.queue, queue.history):
@@ -916,7 +917,8 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
             single = handlers.single = _single_tab(labels, settings)
             batch = handlers.batch = _batch_tab(labels, settings)
             queue = handlers.queue = _queue_tab(labels)
-            logs = _logs_tab(labels, settings)
+            logs = handlers.logs = _logs_tab(labels, settings)
+        handlers.tabs = tabs
 
         # --- events: language ---
         def initial_language(saved: str | None, request: gr.Request) -> Lang:
@@ -965,7 +967,7 @@ def build_ui(service: JobService, settings: Settings) -> gr.Blocks:
 
         # --- tabs: only the open tab's table and log are polled ---
         for tab, name in ((single.tab, "single"), (batch.tab, "batch"), (queue.tab, "queue"), (logs.tab, "logs")):
-            tab.select(_polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
+            tab.select(handlers.polling_for(name), [logs.follow], [queue.timer, logs.timer], show_progress="hidden")
 
         # --- a reload: back to the tab, the job and the batch the page was showing ---
         (

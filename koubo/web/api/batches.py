@@ -16,7 +16,7 @@ router = APIRouter(prefix="/batches", tags=["batches"])
 
 @router.post("", status_code=201, response_model=BatchOut, summary="Queue a batch of jobs")
 def create_batch(body: BatchCreate, service: ServiceDep) -> BatchOut:
-    batch = service.submit_batch(body.audio_ids, body.video_ids, body.params.as_options(), body.client_token)
+    batch = service.submit_batch(body.audio_ids, body.video_ids, body.params, body.client_token)
     return BatchOut.model_validate(batch)
 
 

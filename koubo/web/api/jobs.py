@@ -19,7 +19,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def create_job(body: JobCreate, service: ServiceDep) -> JobOut:
     return JobOut.model_validate(
         service.submit(
-            body.audio_id, body.video_id, body.params.as_options(), body.priority, body.client_token
+            body.audio_id, body.video_id, body.params, body.priority, body.client_token
         )
     )
 

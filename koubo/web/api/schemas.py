@@ -7,15 +7,16 @@ them: clients download through /api/jobs/{id}/download.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from koubo.config import Settings
+from koubo.errors import BATCH_SHAPE, KouboError
 from koubo.jobs.service import JobStatus, Lane
+from koubo.options import GenerateOptions, batch_pairs
 
-_PRESETS: tuple[str, ...] = get_args(Settings.model_fields["video_preset"].annotation)
 AssetId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -99,29 +100,12 @@ class BatchOut(BaseModel):
     counts: dict[str, int]
 
 
-class JobParams(BaseModel):
+class JobParams(GenerateOptions):
     """Per-job generation options; anything left out takes the server's configured default."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str | None = Field(None, min_length=1, max_length=64)
-    expressiveness: float | None = Field(None, ge=0.0, le=2.0)
-    crf: int | None = Field(None, ge=0, le=51)
-    preset: str | None = Field(None, description=f"x264 preset: {', '.join(_PRESETS)}")
-    denoise: Literal["off", "mouth", "all"] | None = Field(
-        None, description="background noise out of the speech: off, for the mouth only, or for the sound track too"
-    )
-    device: Literal["cpu", "cuda"] | None = Field(None, description="only a worker on this device runs it")
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str | None) -> str | None:
-        if value is not None and value not in _PRESETS:
-            raise PydanticCustomError("literal_error", "must be one of {expected}", {"expected": ", ".join(_PRESETS)})
-        return value
-
-    def as_options(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+    # koubo.options.GenerateOptions under the name the API has always given it. A job always
+    # measures its quality report: `check` is neither shown nor taken here.
+    check: SkipJsonSchema[Literal[True]] = True
 
 
 class JobCreate(BaseModel):
@@ -159,6 +143,8 @@ class BatchCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_side_single(self) -> BatchCreate:
-        if len(self.audio_ids) > 1 and len(self.video_ids) > 1:
-            raise PydanticCustomError("batch_shape", "give one audio and many videos, or many audios and one video")
+        try:
+            batch_pairs(self.audio_ids, self.video_ids)
+        except KouboError:
+            raise PydanticCustomError("batch_shape", BATCH_SHAPE[0]) from None
         return self
