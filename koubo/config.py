@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     # ...and no more than this many bytes of them in all, least recently used out first: a warm
     # generation process keeps its cache from job to job.
     cache_memory_bytes: Size = Field(512 * 1024**2, ge=0)
+    # A job keeps its template's decoded frames (RGB) when they all fit in this many bytes, so
+    # tracking, the trust check and the looped rendering decode each frame once (an 8 s 512x512
+    # template is 157 MB); a larger one is decoded again for each pass. 0: never kept.
+    template_memory_bytes: Size = Field(256 * 1024**2, ge=0)
 
     # Retention (koubo/ops/retention.py): finished videos older than retention_days, or the oldest
     # beyond retention_max_bytes in all, are deleted; their jobs stay in the history as "expired".

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +27,22 @@ from koubo.features.denoise import Denoise, denoise
 from koubo.features.mouth import mouth_targets
 from koubo.media.ahead import ReadAhead, StageClock, ahead
 from koubo.media.audio import ANALYSIS_RATE, decode_mono, load_audio, write_wav
-from koubo.media.probe import FrameBudget
+from koubo.media.held import HeldFrames, held
+from koubo.media.probe import FrameBudget, probe
 from koubo.media.video import Mp4Writer, TemplateStream, loop_indices, open_template, output_frame_count
 from koubo.naming import output_name
 from koubo.options import GenerateOptions, ResolvedOptions, batch_pairs, resolve
 from koubo.quality import QualityReport, RenderedCheck, edit_counts
+from koubo.stages import Stage
 
 # Bump when the face tracker or feature extraction changes what they compute.
 AUDIO_CACHE = "audio-v2"  # v2: timed phones and formants
 FACE_CACHE = "face-v2"  # v2: full-range detection, mesh on enlarged crops, per-frame trust
 
-Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
+Progress = Callable[[Stage, float], None]  # (stage, fraction of that stage done)
+# The encoder's busy time, reported among the timings; it is no progress stage of its own (the
+# frames are encoded as they are rendered).
+ENCODE = "encode"
 # Frames each stage (decode, render) may run ahead of the next: enough to ride out one slow frame.
 FRAMES_AHEAD = 4
 # A cleaned sound track is mono speech: this rate keeps all of it.
@@ -56,6 +62,19 @@ class GenerateResult:
     report: QualityReport | None = None
     cached: dict[str, bool] = field(default_factory=dict)  # which inputs came from the cache
     wall_seconds: float = 0.0  # the whole generation, start to finish
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What one generation reads: the speech's features (and the sound track to encode), and the
+    template with its face track."""
+
+    features: AudioFeatures
+    soundtrack: Path
+    template: TemplateStream
+    frames: TemplateStream | HeldFrames  # the template's frames, kept when they fit
+    track: FaceTrack
+    cached: dict[str, bool]  # which came from the feature cache
 
 
 class _Stopwatch:
@@ -111,7 +130,7 @@ class Generator:
     def face_track(
         self,
         path: Path,
-        video: TemplateStream,
+        video: TemplateStream | HeldFrames,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> tuple[FaceTrack, bool]:
@@ -131,6 +150,73 @@ class Generator:
             )
 
         return self.cache.get_or_compute(FACE_CACHE, key, compute), not computed
+
+    def _read_inputs(
+        self,
+        audio: Path,
+        video: Path,
+        names: tuple[str | None, str | None],
+        cleaning: Denoise,
+        work_dir: Path,
+        report: Progress,
+        clock: _Stopwatch,
+        should_stop: Callable[[], bool] | None,
+    ) -> _Inputs:
+        """The speech's features, and the template opened and its face tracked, side by side: phone
+        recognition is one core's work, in a thread of its own; MediaPipe's tracking mostly the
+        other's. Errors come as they would one after the other: the speech's first."""
+        s = self.settings
+        # Probed first, so a bad recording fails the job before the template is looked at.
+        heard = probe(audio, expect="audio", max_duration=s.max_audio_seconds, display_name=names[0])
+        helper = ThreadPoolExecutor(1, thread_name_prefix="features")
+        listening = helper.submit(self._timed_features, clock, audio, names[0], cleaning)
+
+        def stopping() -> bool:  # a failed feature extraction stops the tracking too
+            failed = listening.done() and listening.exception() is not None
+            return failed or (should_stop is not None and should_stop())
+
+        try:
+            soundtrack = audio
+            if cleaning is Denoise.all:
+                with clock.stage(Stage.features):
+                    cleaned = denoise(decode_mono(audio, SOUNDTRACK_RATE), SOUNDTRACK_RATE)
+                    soundtrack = write_wav(work_dir / "speech-denoised.wav", cleaned, SOUNDTRACK_RATE)
+            with clock.stage(Stage.decode):
+                # Only probed and its first frame decoded: frames are decoded as tracking and
+                # rendering read them, and kept only when they all fit under template_memory_bytes
+                # (a 10-minute 1080p template is ~90 GB). The stage is announced once the probe has
+                # admitted the template, and an output as long as the speech, under the budget.
+                template = open_template(
+                    video,
+                    work_dir=work_dir,
+                    max_duration=s.max_video_seconds,
+                    display_name=names[1],
+                    should_stop=stopping,
+                    budget=FrameBudget.of(s),
+                    output_seconds=heard.duration,
+                )
+                report(Stage.decode, 1.0)
+            frames = held(template, s.template_memory_bytes)
+            with clock.stage(Stage.face):
+                track, face_cached = self.face_track(
+                    video, frames, progress=lambda f: report(Stage.face, f), should_stop=stopping
+                )
+        except BaseException:
+            # A cancel does not wait for the speech.
+            if not (should_stop is not None and should_stop()) and listening.exception() is not None:
+                raise listening.exception() from None
+            raise
+        finally:
+            helper.shutdown(wait=False)  # done by now, unless the template failed first
+        features, audio_cached = listening.result()
+        cached = {"audio": audio_cached, "face": face_cached}
+        return _Inputs(features, soundtrack, template, frames, track, cached)
+
+    def _timed_features(
+        self, clock: _Stopwatch, audio: Path, name: str | None, cleaning: Denoise
+    ) -> tuple[AudioFeatures, bool]:
+        with clock.stage(Stage.features):
+            return self.audio_features(audio, name, cleaned=cleaning is not Denoise.off)
 
     # --- one output ---------------------------------------------------------------------------------
 
@@ -156,7 +242,7 @@ class Generator:
         engine = get_engine(options.engine, s)
         output.parent.mkdir(parents=True, exist_ok=True)
 
-        def report(stage: str, fraction: float) -> None:
+        def report(stage: Stage, fraction: float) -> None:
             # Every progress step checks the disk the job writes to: a long output (or a template's
             # borrowed mouths) must not fill it up for the database, the log and every other job.
             ensure_room_to_write(output.parent, s.job_min_free_bytes)
@@ -164,45 +250,18 @@ class Generator:
                 progress(stage, fraction)
 
         cleaning = Denoise(options.denoise)
-
-        with clock.stage("features"):
-            report("features", 0.0)
-            features, audio_cached = self.audio_features(audio, names[0], cleaned=cleaning is not Denoise.off)
-            report("features", 1.0)
-
+        report(Stage.features, 0.0)
         work_dir = Path(tempfile.mkdtemp(prefix=".koubo-", dir=output.parent))
         written = False
         try:
-            soundtrack = audio
-            if cleaning is Denoise.all:
-                with clock.stage("features"):
-                    cleaned = denoise(decode_mono(audio, SOUNDTRACK_RATE), SOUNDTRACK_RATE)
-                    soundtrack = write_wav(work_dir / "speech-denoised.wav", cleaned, SOUNDTRACK_RATE)
-            with clock.stage("decode"):
-                # Only probed and its first frame decoded: frames are decoded as tracking and
-                # rendering read them, and never all held (a 10-minute 1080p template is ~90 GB).
-                # The stage is announced once the probe has admitted the template under the frame budget.
-                template = open_template(
-                    video,
-                    work_dir=work_dir,
-                    max_duration=s.max_video_seconds,
-                    display_name=names[1],
-                    should_stop=should_stop,
-                    budget=FrameBudget.of(s),
-                    output_seconds=features.duration,
-                )
-                report("decode", 1.0)
-            fps = float(template.fps)
-            with clock.stage("face"):
-                track, face_cached = self.face_track(
-                    video, template, progress=lambda f: report("face", f), should_stop=should_stop
-                )
+            inputs = self._read_inputs(audio, video, names, cleaning, work_dir, report, clock, should_stop)
+            features, template, track = inputs.features, inputs.template, inputs.track
             if not track.present.any():
                 raise no_face(names[1] or video.name)
-
+            fps = float(template.fps)
             n_out = output_frame_count(features.duration, template.fps)
             job = RenderInput(
-                frames=template,
+                frames=inputs.frames,
                 fps=fps,
                 track=track,
                 audio=features,
@@ -220,7 +279,9 @@ class Generator:
             size = (template.height, template.width)
             checker = RenderedCheck(n_out, fps, size, should_stop) if options.check else None
             try:
-                self._render(job, engine, soundtrack, output, template, options, report, clock, should_stop, checker)
+                self._render(
+                    job, engine, inputs.soundtrack, output, template, options, report, clock, should_stop, checker
+                )
             except BaseException:
                 if checker is not None:
                     checker.abort()
@@ -232,12 +293,12 @@ class Generator:
                 frames=n_out,
                 fps=fps,
                 engine=engine.name,
-                cached={"audio": audio_cached, "face": face_cached},
+                cached=inputs.cached,
             )
             if checker is not None:
-                report("check", 0.0)
+                report(Stage.check, 0.0)
                 measured = checker.finish(output)
-                clock.add("check", checker.seconds)
+                clock.add(Stage.check, checker.seconds)
                 synced, skipped = edit_counts(track, job.source_index)
                 result.report = dataclasses.replace(measured, synced_frames=synced, skipped_frames=skipped)
         except BaseException:
@@ -250,7 +311,7 @@ class Generator:
         result.timings = clock.timings
         result.wall_seconds = time.perf_counter() - started
         if progress is not None:  # the video is written: no disk check may fail it now
-            progress("done", 1.0)
+            progress(Stage.done, 1.0)
         return result
 
     def _render(
@@ -283,24 +344,24 @@ class Generator:
             colour=template.colour,
             encoder=s.video_encoder,
         ) as writer:
-            rendered = ahead(engine.render(job, should_stop=should_stop), FRAMES_AHEAD, "render", rendering)
+            rendered = ahead(engine.render(job, should_stop=should_stop), FRAMES_AHEAD, Stage.render, rendering)
             step = max(1, job.n_out // 100)
             try:
                 for i, frame in enumerate(rendered):
                     start = time.perf_counter()
                     writer.write(frame, keyframe=checker is not None and i in checker.samples)
-                    clock.add("encode", time.perf_counter() - start)
+                    clock.add(ENCODE, time.perf_counter() - start)
                     if checker is not None:
                         checker.add(frame)
                     if i % step == 0:
-                        report("render", i / job.n_out)
+                        report(Stage.render, i / job.n_out)
             finally:
                 rendered.close()
             start = time.perf_counter()
             writer.close()
-            clock.add("encode", time.perf_counter() - start)
-        clock.add("decode", decoding.busy)
-        clock.add("render", max(0.0, rendering.busy - decoding.waited))
+            clock.add(ENCODE, time.perf_counter() - start)
+        clock.add(Stage.decode, decoding.busy)
+        clock.add(Stage.render, max(0.0, rendering.busy - decoding.waited))
 
     # --- many outputs -------------------------------------------------------------------------------
 

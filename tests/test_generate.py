@@ -302,3 +302,31 @@ def test_a_short_clip_espeak_streams_into_a_pipe_generates(work, generator, temp
     assert 1.0 < info.duration < 2.0
     assert info.duration == pytest.approx(probe(speech, expect="audio").duration, abs=1 / FPS)
     assert res.report is not None and res.report.frames == res.frames
+
+
+class DeafGenerator(Generator):
+    """A Generator whose feature extraction fails the way a recording broken past its header does."""
+
+    def audio_features(self, path, display_name=None, cleaned=False):
+        from koubo import errors
+
+        raise errors.truncated(display_name or path.name)
+
+
+def test_the_speechs_error_comes_first_though_its_features_run_beside_the_tracking(speech, template, work) -> None:
+    """Features are computed in a thread while the template is tracked: their failure still fails
+    the job with the speech's error, with a good template and with a bad one (whose own error
+    would otherwise come first from the main thread)."""
+    deaf = DeafGenerator(Settings(data_dir=work / "deaf"))
+    stages: list[str] = []
+    with pytest.raises(KouboError) as caught:
+        deaf.generate(speech, template, work / "deaf" / "a.mp4", progress=lambda stage, f: stages.append(stage))
+    assert caught.value.code == "truncated" and speech.name in caught.value.en
+    assert "render" not in stages
+    not_video = work / "deaf" / "not-video.mp4"
+    not_video.write_text("no video here")
+    with pytest.raises(KouboError) as caught:
+        deaf.generate(speech, not_video, work / "deaf" / "b.mp4")
+    assert caught.value.code == "truncated"
+    left = {p.name for p in (work / "deaf").iterdir()} - {"cache", not_video.name}
+    assert not left  # no output, no work folder

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from koubo.config import Settings
+from koubo.media.held import HeldFrames, held
 from koubo.media.video import loop_indices, open_template, read_template
 from koubo.pipeline import GenerateOptions, Generator
 
@@ -87,7 +88,8 @@ def traced_peak(generator: Generator, speech: Path, template: Path, out: Path) -
 def test_generation_memory_does_not_grow_with_the_template(tmp_path: Path) -> None:
     """A template 4x longer than another, the same 1-second speech: numpy's (traced) allocations
     peak far below the long template's frames, and grow by far less than a frame per extra
-    template frame (its landmarks and thumbnails, not its pixels)."""
+    template frame (its landmarks and thumbnails, not its pixels). Frames are never kept here
+    (template_memory_bytes 0): this is the path of a template too long to keep."""
     speech = make_speech(tmp_path / "speech.wav", seconds=1.0)
     size = 256
     short = make_talking_video(tmp_path / "short.mp4", seconds=2.0, size=(size, size))
@@ -96,11 +98,87 @@ def test_generation_memory_does_not_grow_with_the_template(tmp_path: Path) -> No
     generator.generate(speech, short, tmp_path / "warm.mp4", GenerateOptions(check=False))  # imports, caches
     generator.cache.clear_memory()
     short_peak, frames = traced_peak(
-        Generator(Settings(data_dir=tmp_path / "data-short")), speech, short, tmp_path / "s.mp4"
+        Generator(Settings(data_dir=tmp_path / "data-short", template_memory_bytes=0)),
+        speech,
+        short,
+        tmp_path / "s.mp4",
     )
-    long_peak, _ = traced_peak(Generator(Settings(data_dir=tmp_path / "data-long")), speech, long, tmp_path / "l.mp4")
+    streaming = Settings(data_dir=tmp_path / "data-long", template_memory_bytes=0)
+    long_peak, _ = traced_peak(Generator(streaming), speech, long, tmp_path / "l.mp4")
     frame_bytes = size * size * 3
     extra_frames = (8 - 2) * FPS
     assert frames == FPS
     assert long_peak < 8 * FPS * frame_bytes / 4, (long_peak, short_peak)
     assert long_peak - short_peak < extra_frames * frame_bytes / 3, (long_peak, short_peak)
+
+
+class CountingStream:
+    """A TemplateStream that counts the frames it decodes."""
+
+    def __init__(self, stream) -> None:
+        self.inner, self.decoded = stream, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def frames(self, start=0, stop=None, should_stop=None):
+        for frame in self.inner.frames(start, stop, should_stop):
+            self.decoded += 1
+            yield frame
+
+    def in_order(self, indices, should_stop=None):
+        for frame in self.inner.in_order(indices, should_stop):
+            self.decoded += 1
+            yield frame
+
+
+def test_a_kept_template_is_decoded_once_and_read_as_decoded(tmp_path: Path) -> None:
+    """Two chunks (as tracking reads them), then the loop order: every frame equals the plain decode, the
+    loop decodes nothing more, and a kept frame cannot be edited in place."""
+    path = write_short_gops(tmp_path / "gops.mp4", 2.0)
+    whole = read_template(path, work_dir=tmp_path / "work").frames
+    stream = CountingStream(open_template(path, work_dir=tmp_path / "work"))
+    kept = held(stream, limit=whole.nbytes)
+    assert isinstance(kept, HeldFrames)
+    half = len(whole) // 2
+    chunks = [list(kept.frames(0, half)), list(kept.frames(half))]
+    assert all(np.array_equal(f, whole[k]) for k, f in enumerate(chunks[0] + chunks[1]))
+    assert stream.decoded == len(whole)
+    order = loop_indices(len(whole), 3 * len(whole))
+    looped = list(kept.in_order(order))
+    assert all(np.array_equal(f, whole[k]) for f, k in zip(looped, order)) and len(looped) == len(order)
+    assert stream.decoded == len(whole)
+    with pytest.raises(ValueError):
+        looped[0][0, 0] = 0
+    crops = kept.crops({3: (0, 0, 8, 8)})
+    assert np.array_equal(crops.get(3)[0], whole[3])
+
+
+def test_a_template_over_the_limit_streams_and_loops_decode_on_first_use(tmp_path: Path) -> None:
+    path = write_short_gops(tmp_path / "gops.mp4", 2.0)
+    whole = read_template(path, work_dir=tmp_path / "work").frames
+    stream = open_template(path, work_dir=tmp_path / "work")
+    assert held(stream, limit=whole.nbytes - 1) is stream
+    assert held(stream, limit=0) is stream
+    # Kept, but first read in loop order (a cached face track skips the tracking pass).
+    counting = CountingStream(stream)
+    kept = held(counting, limit=whole.nbytes)
+    order = loop_indices(len(whole), 2 * len(whole) + 5)
+    assert all(np.array_equal(f, whole[k]) for f, k in zip(kept.in_order(order), order))
+    first = counting.decoded
+    assert all(np.array_equal(f, whole[k]) for k, f in enumerate(kept.frames()))
+    assert counting.decoded == first
+
+
+def test_a_kept_template_renders_the_same_video_as_a_streamed_one(tmp_path: Path) -> None:
+    speech = make_speech(tmp_path / "speech.wav", seconds=3.0)
+    template = make_talking_video(tmp_path / "t.mp4", seconds=1.2, size=(128, 128))
+    outputs = []
+    for limit in (0, 1 << 30):
+        settings = Settings(data_dir=tmp_path / f"data-{limit}", template_memory_bytes=limit)
+        result = Generator(settings).generate(speech, template, tmp_path / f"{limit}.mp4", GenerateOptions(check=False))
+        outputs.append(read_template(result.output, work_dir=tmp_path / "work").frames)
+    assert outputs[0].shape == outputs[1].shape and np.array_equal(outputs[0], outputs[1])
