@@ -90,6 +90,7 @@ def _print_result(result, as_json: bool) -> None:
                     "fps": result.fps,
                     "engine": result.engine,
                     "timings": result.timings,
+                    "wall_seconds": result.wall_seconds,
                     "cached": result.cached,
                     "report": result.report.to_dict() if result.report else None,
                 },
