@@ -52,6 +52,7 @@ TEMPLATE_SECONDS = 2.0  # looped to the speech's length
 PROCESS_LINE = re.compile(r"\[job ([0-9a-f-]+)\] in generation process (\d+)")
 ROLES = ("web", "consumer", "generation", "link server")
 CPU_SAMPLE_S = 0.5  # how often the process tree is read while the bench waits
+IDLE_SETTLE_S = 10.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -340,9 +341,11 @@ def measure(
 
 
 def measure_idle(work: Path, seconds: float) -> list[str]:
-    """CPU of `koubo serve` with 1 worker and nothing to do, over `seconds` once it is ready."""
+    """CPU of `koubo serve` with 1 worker and nothing to do, over `seconds` once it has settled."""
     server = Server(work, 1)
     try:
+        # The link server and the web app's threads are still starting when the workers are ready.
+        time.sleep(IDLE_SETTLE_S)
         before = server.cpu.totals()
         time.sleep(seconds)  # the measurement itself: nothing happens meanwhile
         used = cpu_used(before, server.cpu.totals())
