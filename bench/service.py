@@ -1,19 +1,30 @@
 """The job service end to end through `koubo serve`: start latency, throughput, batches, memory.
 
     .venv/bin/python bench/service.py [--jobs 20] [--speech 8] [--size 512] [--concurrency 1 2]
+    .venv/bin/python bench/service.py --jobs 4 --speech 3 --size 256 --batch 4   # a quick run
     .venv/bin/python bench/service.py --rss-jobs 100      # a generation process's memory, job after job
     .venv/bin/python bench/service.py --api 200           # API latency while 2 workers render
+    .venv/bin/python bench/service.py --idle 30           # CPU of an idle `koubo serve`, by role
 
 Each run starts `koubo serve` on free loopback ports with its own data folder and measures, for
 each max_concurrent:
-1. submit -> first progress on an idle queue (the job's generation has reported), median of 5;
+1. submit -> first progress on an idle queue (the job's generation has reported), median of
+   `--first` (5);
 2. `--jobs` jobs (`--speech` s of speech x a `--size`^2 template) submitted at once: wall time from
    the first submit to the last job done, against the sum of the same jobs' generation times in
    one warm process of this bench (Generator.generate, in-process, a cache of its own);
-3. a batch of 10 templates x 1 audio, against 10 single jobs (10 other templates, the same audio)
-   each submitted when the previous one is done.
+3. a batch of `--batch` (10) templates x 1 audio, against as many single jobs (other templates and
+   another audio of the same length, none seen before: both compute their audio features once and
+   every face track) each submitted when the previous one is done.
+Each phase reports the CPU seconds of `koubo serve`'s processes by role: the web process, the
+consumer (its Huey workers and housekeeping process too), the generation processes, the link server
+(utime + stime from /proc, sampled while the bench waits: a process that exits between two samples
+loses its last half second). The batch's "CPU bound" line says how large its speed-up can be at
+most: from the CPU it saves alone (singles' CPU / batch's CPU), and on this machine's cores
+(singles' wall / (batch's CPU / cores)).
 `--rss-jobs N` runs N small jobs on one worker and prints the resident memory of the generation
-process after every 10. Figures are printed last.
+process after every 10; `--idle S` the CPU an idle `koubo serve` uses in S seconds, by role.
+Figures are printed last.
 """
 
 from __future__ import annotations
@@ -39,6 +50,10 @@ from koubo import samples
 T = TypeVar("T")
 TEMPLATE_SECONDS = 2.0  # looped to the speech's length
 PROCESS_LINE = re.compile(r"\[job ([0-9a-f-]+)\] in generation process (\d+)")
+ROLES = ("web", "consumer", "generation", "link server")
+CPU_SAMPLE_S = 0.5  # how often the process tree is read while the bench waits
+IDLE_SETTLE_S = 10.0
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -70,6 +85,81 @@ def timed(call) -> float:
     return elapsed * 1000
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of every thread of `pid` (a child belongs to the thread that forked it)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # the thread or the process has ended
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[int, float] | None:
+    """The process's start time (ticks since boot, which tells a reused pid apart) and its CPU
+    seconds, user + system; None once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command's closing parenthesis: field 3 is the state, 14 utime, 15 stime, 22 starttime.
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def role_of(pid: int, root: int) -> str:
+    if pid == root:
+        return "web"
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "consumer"
+    if b"--generation-process" in args:
+        return "generation"
+    if b"links" in args:
+        return "link server"
+    return "consumer"  # the consumer, its Huey workers (forked: the same command) and housekeeping
+
+
+class CpuMeter:
+    """CPU seconds of `koubo serve`'s process tree by role, as last sampled."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.sampled_at = 0.0
+        self._seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start time) -> role, CPU s
+
+    def sample(self, every: float = CPU_SAMPLE_S) -> None:
+        """Read the tree again, unless it was read within `every` seconds."""
+        if time.monotonic() - self.sampled_at < every:
+            return
+        self.sampled_at = time.monotonic()
+        pending = [self.root]
+        while pending:
+            pid = pending.pop()
+            measured = cpu_seconds(pid)
+            if measured is not None:
+                started, seconds = measured
+                self._seen[(pid, started)] = (role_of(pid, self.root), seconds)
+            pending += child_pids(pid)
+
+    def totals(self) -> dict[str, float]:
+        """CPU seconds by role now, counting processes that have exited at their last sample."""
+        self.sample(every=0.0)
+        by_role = dict.fromkeys(ROLES, 0.0)
+        for role, seconds in self._seen.values():
+            by_role[role] += seconds
+        return by_role
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: after[role] - before[role] for role in ROLES}
+
+
+def describe_cpu(used: dict[str, float]) -> str:
+    return ", ".join(f"{role} {used[role]:.1f}" for role in ROLES) + f" (total {sum(used.values()):.1f})"
+
+
 class Server:
     """`koubo serve` with its own data folder, driven through the HTTP API."""
 
@@ -91,6 +181,7 @@ class Server:
             [sys.executable, "-m", "koubo.cli", "serve"], env=env, stdout=self.log, stderr=self.log
         )
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self.cpu = CpuMeter(self.process.pid)
         wait_for(self._healthy, 180, "koubo serve", 0.1)
         # Every worker's generation process has loaded the pipeline, as on a server that has been up
         # (a version without warm processes logs no "ready": it gets 5 s).
@@ -132,6 +223,7 @@ class Server:
         return [job["id"] for job in response.json()["jobs"]]
 
     def job(self, job_id: str) -> dict:
+        self.cpu.sample()  # every wait of the bench asks for a job: the tree is read as it runs
         return self.client.get(f"/api/jobs/{job_id}").json()
 
     def wait_done(self, job_id: str, timeout: float = 600) -> dict:
@@ -166,62 +258,103 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def in_process_seconds(work: Path, audio: Path, video: Path, jobs: int) -> list[float]:
-    """The same jobs' generation times, one after another in this (warm) process."""
+def in_process_seconds(work: Path, audio: Path, video: Path, jobs: int) -> tuple[list[float], float]:
+    """The same jobs' generation times, one after another in this (warm) process, and the CPU
+    seconds (all threads) they took together."""
     from koubo.config import Settings
     from koubo.pipeline import Generator
 
     generator = Generator(Settings(data_dir=work / "in-process"))
+    generator.generate(audio, video, work / "in-process" / "warm-up.mp4")  # imports, models: not counted
     times = []
-    for index in range(jobs + 1):  # the first one warms up (imports, models) and is not counted
+    start_cpu = time.process_time()
+    for index in range(jobs):
         start = time.perf_counter()
         generator.generate(audio, video, work / "in-process" / f"{index}.mp4")
         times.append(time.perf_counter() - start)
-    return times[1:]
+    return times, time.process_time() - start_cpu
 
 
-def measure(work: Path, concurrency: int, args: argparse.Namespace, media: dict) -> tuple[list[str], float]:
+def measure(
+    work: Path, concurrency: int, args: argparse.Namespace, media: dict, reference: list[float], reference_cpu: float
+) -> list[str]:
     server = Server(work, concurrency)
+    label = f"max_concurrent {concurrency}:"
     try:
         audio = server.upload(media["speech"], "audio")
         video = server.upload(media["template"], "video")
         # 1. Idle queue: submit -> the generation's first progress.
         first_progress = []
-        for _ in range(5):
+        for _ in range(args.first):
             t0 = time.perf_counter()
             job_id = server.submit(audio, video)
             wait_for(lambda: server.job(job_id)["progress"] > 0, 120, "first progress", 0.01)
             first_progress.append(time.perf_counter() - t0)
             server.wait_done(job_id)
         # 2. Many jobs at once.
+        cpu_before = server.cpu.totals()
         t0 = time.perf_counter()
         ids = [server.submit(audio, video) for _ in range(args.jobs)]
         for job_id in ids:
             server.wait_done(job_id)
         wall = time.perf_counter() - t0
+        many_cpu = cpu_used(cpu_before, server.cpu.totals())
         # Distinct processes named in the log ("in generation process <pid>"); 0 where it names none.
         processes = {pid for job_id in ids if (pid := server.generation_process(job_id))}
-        # 3. A batch of 10 templates x 1 audio, against 10 single jobs one after another (of 10 other
-        # templates, which no job has seen yet either: no face track comes from the cache).
+        # 3. A batch of templates x 1 audio, against single jobs one after another, each side with
+        # templates and an audio that no job has seen yet (no features from the cache).
         templates = [server.upload(path, "video") for path in media["templates"]]
+        singles_audio = server.upload(media["singles_speech"], "audio")
+        batch_audio = server.upload(media["batch_speech"], "audio")
+        cpu_before = server.cpu.totals()
         t0 = time.perf_counter()
-        for template in templates[10:]:
-            server.wait_done(server.submit(audio, template))
+        for template in templates[args.batch :]:
+            server.wait_done(server.submit(singles_audio, template))
         singles = time.perf_counter() - t0
+        singles_cpu = cpu_used(cpu_before, server.cpu.totals())
+        cpu_before = server.cpu.totals()
         t0 = time.perf_counter()
-        for job_id in server.submit_batch([audio], templates[:10]):
+        for job_id in server.submit_batch([batch_audio], templates[: args.batch]):
             server.wait_done(job_id)
         batch = time.perf_counter() - t0
+        batch_cpu = cpu_used(cpu_before, server.cpu.totals())
+    finally:
+        server.stop()
+    total = sum(reference)
+    cores = len(os.sched_getaffinity(0))
+    singles_total, batch_total = sum(singles_cpu.values()), sum(batch_cpu.values())
+    return [
+        f"{label} submit -> first progress (idle queue) median {statistics.median(first_progress):.2f} s, "
+        f"max {max(first_progress):.2f} s ({args.first} jobs; goal: median <= 0.3 s)",
+        f"{label} {args.jobs} jobs submitted at once: {wall:.1f} s wall ({wall / args.jobs:.2f} s/job) in "
+        f"{len(processes)} generation process(es); the same jobs in one warm process: {total:.1f} s; "
+        f"wall / in-process sum = {wall / total:.2f} (goal <= 1.1)",
+        f"{label} CPU s of the {args.jobs} jobs by role: {describe_cpu(many_cpu)}; "
+        f"in one warm process {reference_cpu:.1f}",
+        f"{label} batch of {args.batch} templates x 1 audio {batch:.1f} s, {args.batch} single jobs one after "
+        f"another {singles:.1f} s: {singles / batch:.2f}x (goal >= 1.5)",
+        f"{label} CPU s of the singles: {describe_cpu(singles_cpu)}; of the batch: {describe_cpu(batch_cpu)}",
+        f"{label} CPU bound: the batch saves {singles_total - batch_total:.1f} CPU s of {singles_total:.1f}, "
+        f"worth {singles_total / batch_total:.2f}x at most by itself; on {cores} cores the batch needs "
+        f">= {batch_total / cores:.1f} s, so {singles / (batch_total / cores):.2f}x at most here",
+    ]
+
+
+def measure_idle(work: Path, seconds: float) -> list[str]:
+    """CPU of `koubo serve` with 1 worker and nothing to do, over `seconds` once it has settled."""
+    server = Server(work, 1)
+    try:
+        # The link server and the web app's threads are still starting when the workers are ready.
+        time.sleep(IDLE_SETTLE_S)
+        before = server.cpu.totals()
+        time.sleep(seconds)  # the measurement itself: nothing happens meanwhile
+        used = cpu_used(before, server.cpu.totals())
     finally:
         server.stop()
     return [
-        f"max_concurrent {concurrency}: submit -> first progress (idle queue) median "
-        f"{statistics.median(first_progress):.2f} s, max {max(first_progress):.2f} s (5 jobs)",
-        f"max_concurrent {concurrency}: {args.jobs} jobs submitted at once: {wall:.1f} s wall "
-        f"({wall / args.jobs:.2f} s/job) in {len(processes)} generation process(es)",
-        f"max_concurrent {concurrency}: batch of 10 templates x 1 audio {batch:.1f} s, 10 single jobs "
-        f"one after another {singles:.1f} s: {singles / batch:.2f}x",
-    ], wall
+        f"idle koubo serve, {seconds:g} s: CPU s by role {describe_cpu(used)}; "
+        f"{100 * sum(used.values()) / seconds:.2f}% of one core",
+    ]
 
 
 def measure_rss(work: Path, jobs: int, media: dict) -> list[str]:
@@ -279,6 +412,9 @@ def main() -> None:
     parser.add_argument("--speech", type=float, default=8.0, help="seconds of speech per job")
     parser.add_argument("--size", type=int, default=512, help="template side in pixels")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--first", type=int, default=5, help="jobs timed for submit -> first progress")
+    parser.add_argument("--batch", type=int, default=10, help="templates in the batch (and single jobs)")
+    parser.add_argument("--idle", type=float, default=0, help="instead: CPU of an idle koubo serve in S seconds")
     parser.add_argument("--rss-jobs", type=int, default=0, help="instead: N small jobs, memory every 10")
     parser.add_argument("--api", type=int, default=0, help="instead: API latency, this many list requests")
     args = parser.parse_args()
@@ -290,13 +426,16 @@ def main() -> None:
         media = {
             "speech": speech,
             "template": template,
-            # Twenty templates of different content (lengths), so that uploads are not deduplicated.
+            # Templates of different content (lengths), so that uploads are not deduplicated.
             "templates": [
                 samples.write_sample_template(
                     work / f"t{i}.mp4", seconds=TEMPLATE_SECONDS + 0.04 * (i + 1), size=args.size
                 )
-                for i in range(20)
+                for i in range(2 * args.batch)
             ],
+            # Other content again for the two sides of the batch comparison, 10 ms apart in length.
+            "singles_speech": samples.write_sample_speech(work / "singles.wav", seconds=args.speech + 0.01),
+            "batch_speech": samples.write_sample_speech(work / "batch.wav", seconds=args.speech + 0.02),
         }
         if args.rss_jobs:
             media["small_speech"] = [
@@ -310,18 +449,17 @@ def main() -> None:
         elif args.api:
             lines = measure_api(work, args.api, media)
             title = "API latency, koubo serve with 2 workers"
+        elif args.idle:
+            lines = measure_idle(work, args.idle)
+            title = "an idle koubo serve with 1 worker"
         else:
-            reference = in_process_seconds(work, speech, template, args.jobs)
-            total = sum(reference)
-            for concurrency in args.concurrency:
-                measured, wall = measure(work, concurrency, args, media)
-                lines += measured
-                lines.append(f"max_concurrent {concurrency}: wall / in-process sum = {wall / total:.2f}")
-            lines.insert(
-                0,
-                f"in one warm process (this bench, Generator.generate): {args.jobs} jobs sum {total:.1f} s, "
-                f"median {statistics.median(reference):.2f} s/job",
+            reference, reference_cpu = in_process_seconds(work, speech, template, args.jobs)
+            lines.append(
+                f"in one warm process (this bench, Generator.generate): {args.jobs} jobs sum {sum(reference):.1f} s, "
+                f"median {statistics.median(reference):.2f} s/job, {reference_cpu:.1f} CPU s"
             )
+            for concurrency in args.concurrency:
+                lines += measure(work, concurrency, args, media, reference, reference_cpu)
             title = f"{args.jobs} jobs of {args.speech:g} s speech x {args.size}^2 template ({TEMPLATE_SECONDS:g} s)"
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from koubo.features import AudioFeatures, compute_audio_features
 from koubo.features.cache import FeatureCache, content_hash
+
+from servers import wait_until
 
 KEY = hashlib.sha256(b"speech.wav").hexdigest()
 
@@ -157,3 +164,81 @@ def test_an_entry_larger_than_the_memory_budget_stays_on_disk_only(tmp_path: Pat
     assert cache.memory_used == 0
     assert cache.get_or_compute("face-v1", KEY, CountingCompute(None)).nbytes == 2000
     assert cache.stats["face-v1"]["disk_hits"] == 1
+
+
+# --- several processes on one cache folder --------------------------------------------------------
+
+
+def _blocked_flock_waiters(pids: set[int]) -> set[int]:
+    """Those of `pids` now blocked waiting for an flock (the "->" lines of /proc/locks)."""
+    waiting = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[2] == "FLOCK" and int(fields[5]) in pids:
+            waiting.add(int(fields[5]))
+    return waiting
+
+
+def _recording_compute(calls: Path, release: Any, value: str) -> Callable[[], str]:
+    def compute() -> str:
+        with calls.open("a") as file:
+            file.write(f"{os.getpid()}\n")
+        release.wait()
+        return value
+
+    return compute
+
+
+def _get_in_process(root: Path, calls: Path, release: Any, results: Any) -> None:
+    value = FeatureCache(root).get_or_compute("faces-v1", KEY, _recording_compute(calls, release, f"by {os.getpid()}"))
+    results.put((os.getpid(), value))
+
+
+def test_two_processes_asking_at_once_compute_the_entry_once(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    calls, release, results = tmp_path / "calls", context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_get_in_process, args=(tmp_path / "cache", calls, release, results)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        # The first to lock computes and holds on until the other is seen blocked on the lock: both
+        # asked while the entry was missing, which is the case the lock is for.
+        pids = {worker.pid for worker in workers}
+        wait_until(lambda: calls.exists() and _blocked_flock_waiters(pids), 120, "one process blocked on the lock")
+        release.set()
+        answers = dict(results.get(timeout=120) for _ in workers)
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(60)
+    computed_by = [int(line) for line in calls.read_text().split()]
+    assert len(computed_by) == 1
+    assert answers == {pid: f"by {computed_by[0]}" for pid in pids}
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert not any(p.name.endswith((".lock", ".tmp")) for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_a_lock_held_by_a_killed_process_is_released_to_the_waiting_one(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    calls, never, results = tmp_path / "calls", context.Event(), context.Queue()
+    holder = context.Process(target=_get_in_process, args=(tmp_path / "cache", calls, never, results))
+    holder.start()
+    try:
+        wait_until(calls.exists, 120, "the other process computing")
+        cache = FeatureCache(tmp_path / "cache")
+        compute = CountingCompute("computed here")
+        answer: list[object] = []
+        waiter = threading.Thread(target=lambda: answer.append(cache.get_or_compute("faces-v1", KEY, compute)))
+        waiter.start()
+        wait_until(lambda: _blocked_flock_waiters({os.getpid()}), 60, "this process blocked on the lock")
+        os.kill(holder.pid, signal.SIGKILL)
+        waiter.join(60)
+    finally:
+        holder.kill()
+        holder.join(60)
+    assert holder.exitcode == -signal.SIGKILL
+    assert answer == ["computed here"] and compute.calls == 1
+    assert cache.stats["faces-v1"] == {"misses": 1}
+    assert FeatureCache(tmp_path / "cache").get_or_compute("faces-v1", KEY, CountingCompute(None)) == "computed here"

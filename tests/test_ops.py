@@ -184,15 +184,17 @@ def test_cleanup_sweeps_stale_temporary_files_but_never_a_running_jobs(tmp_path:
     kept_upload = age_file(uploads / "ab" / "abcdef.wav", days=30)  # a stored upload, however old
     stale_cache = age_file(cache / "audio-v1" / "ab" / "abcd.pkl", days=5)
     fresh_cache = age_file(cache / "audio-v1" / "cd" / "cdef.pkl", days=1)
+    # Left by a computation that was killed; a lock in use is touched when taken, so it is fresh.
+    stale_lock = age_file(cache / "audio-v1" / "ef" / "ef01.pkl.lock", days=5)
 
     dry = cleanup(settings, db, dry_run=True)
-    assert {r.path for r in dry.removals} == {stale_part, stale_upload, stale_staged, stale_cache}
-    assert all(path.exists() for path in (stale_part, stale_upload, stale_staged, stale_cache))
+    assert {r.path for r in dry.removals} == {stale_part, stale_upload, stale_staged, stale_cache, stale_lock}
+    assert all(path.exists() for path in (stale_part, stale_upload, stale_staged, stale_cache, stale_lock))
 
     report = cleanup(settings, db)
 
-    assert {r.path for r in report.removals} == {stale_part, stale_upload, stale_staged, stale_cache}
-    assert not any(path.exists() for path in (stale_part, stale_upload, stale_staged, stale_cache))
+    assert {r.path for r in report.removals} == {stale_part, stale_upload, stale_staged, stale_cache, stale_lock}
+    assert not any(path.exists() for path in (stale_part, stale_upload, stale_staged, stale_cache, stale_lock))
     assert all(path.exists() for path in (running_part, fresh_part, fresh_upload, kept_upload, fresh_cache))
     assert running_part.read_bytes() == b"partial"
 

@@ -2,13 +2,17 @@
 
 Entries live in `<root>/<kind>/<key[:2]>/<key>.pkl`. Several processes may share a root: every
 write goes to a temporary file in the entry's folder and is renamed into place, so a reader sees
-either a whole entry or none. The folder is koubo's own data directory; pickles from it are
-trusted like the code that wrote them.
+either a whole entry or none. An entry is computed under an exclusive flock on `<entry>.lock`, so
+the workers of one batch (one audio, many templates) compute the shared entry once and the others
+read it. The lock file goes once the entry is written; one left by a failed or killed computation
+is harmless (the kernel releases a dead process's flock) and retention's cache trim removes it.
+The folder is koubo's own data directory; pickles from it are trusted like the code that wrote them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -17,8 +21,10 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,10 +104,33 @@ class FeatureCache:
         if found:
             self._count(kind, "disk_hits")
         else:
+            value = self._compute_once(path, kind, key, compute)
+        self._remember(kind, key, value)
+        return value
+
+    def _compute_once(self, path: Path, kind: str, key: str, compute: Callable[[], T]) -> T:
+        """compute() and store its value, under the entry's lock: unless another process has
+        written the entry by the time this one holds the lock.
+
+        The wait has no timeout and does not look at the job's should_stop: a cancelled or timed-out
+        job's generation process is killed by its supervisor, waiting or not, and the process it
+        waits for is bounded by its own job's task_timeout the same way."""
+        lock_path = path.with_name(path.name + ".lock")
+        with _exclusive(lock_path) as waited:
+            found, value = self._read(path, kind, key)
+            if found:
+                self._count(kind, "disk_hits")
+                if waited:
+                    self._count(kind, "waits")
+                    log.info("cache %s %s: computed by another process, waited %.2f s for it", kind, key, waited)
+                return value
+            if waited:
+                log.info("cache %s %s: the other process stopped without storing it; computing here", kind, key)
             self._count(kind, "misses")
             value = compute()
-            self._write(path, kind, key, value)
-        self._remember(kind, key, value)
+            if self._write(path, kind, key, value):
+                # Safe while held: whoever locks this file or a new one afterwards finds the entry first.
+                lock_path.unlink(missing_ok=True)
         return value
 
     def clear_memory(self) -> None:
@@ -158,7 +187,8 @@ class FeatureCache:
         return True, entry["value"]
 
     @staticmethod
-    def _write(path: Path, kind: str, key: str, value: Any) -> None:
+    def _write(path: Path, kind: str, key: str, value: Any) -> bool:
+        """Store the entry; False (logged) where the disk refuses it."""
         entry = {"format": ENTRY_FORMAT, "kind": kind, "key": key, "value": value}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,3 +203,49 @@ class FeatureCache:
         except OSError as error:
             # A full or read-only disk costs a recomputation later, not this job.
             log.warning("cannot store cache entry %s (%s)", path, error)
+            return False
+        return True
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[float]:
+    """Hold an exclusive flock on `lock_path`; yields the seconds spent waiting for another holder.
+
+    Where the lock file cannot be made (a read-only or full disk, a file system without flock) it
+    yields 0.0 unlocked: the worst outcome is the same entry computed twice, never a failed job.
+    """
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        log.debug("cache lock %s unavailable (%s); computing unlocked", lock_path, error)
+        yield 0.0
+        return
+    try:
+        waited = _acquire(fd, lock_path)
+        if waited is not None:
+            # Retention trims cache files by age: a lock in use is not one left over.
+            os.utime(fd)
+        yield waited or 0.0
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, lock_path: Path) -> float | None:
+    """Seconds waited for the flock on `fd` (0.0 when it was free); None where flock fails."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return 0.0
+    except BlockingIOError:
+        pass
+    except OSError as error:
+        log.debug("cache lock %s unavailable (%s); computing unlocked", lock_path, error)
+        return None
+    log.info("cache lock %s is held: waiting for another process's computation", lock_path.name)
+    started = time.monotonic()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as error:
+        log.debug("cache lock %s unavailable (%s); computing unlocked", lock_path, error)
+        return None
+    return time.monotonic() - started

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,20 +178,23 @@ def _plain_json(value: dict[str, object]) -> dict[str, object]:
 
 class ProgressWriter:
     """The pipeline's progress callback: the job's stage and overall progress in its row, never
-    going backwards, written at most once per PROGRESS_INTERVAL_S unless the stage changes."""
+    going backwards. Within a stage, written at most once per PROGRESS_INTERVAL_S; a stage's first
+    report and its end are written at once, so what the user sees moves as soon as a stage does
+    (the first stage's end is a job's first visible progress)."""
 
-    def __init__(self, db: Database, job_id: str, worker: str) -> None:
+    def __init__(self, db: Database, job_id: str, worker: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.job_id = job_id
         self.worker = worker
+        self.clock = clock
         self.stage: str | None = None
         self.progress = 0.0
         self.written_at = 0.0
 
     def __call__(self, stage: str, fraction: float) -> None:
         self.progress = max(self.progress, overall_progress(stage, fraction))
-        now = time.monotonic()
-        if stage == self.stage and now - self.written_at < PROGRESS_INTERVAL_S:
+        now = self.clock()
+        if stage == self.stage and fraction < 1.0 and now - self.written_at < PROGRESS_INTERVAL_S:
             return
         self.stage = stage
         self.written_at = now
