@@ -153,8 +153,11 @@ def test_a_kept_template_is_decoded_once_and_read_as_decoded(tmp_path: Path) -> 
     assert stream.decoded == len(whole)
     with pytest.raises(ValueError):
         looped[0][0, 0] = 0
-    crops = kept.crops({3: (0, 0, 8, 8)})
-    assert np.array_equal(crops.get(3)[0], whole[3])
+    crops = kept.crops({3: (4, 6, 20, 30)})
+    crop, origin = crops.get(3)
+    assert np.array_equal(crop, whole[3, 6:30, 4:20]) and tuple(origin) == (4, 6)
+    crops.close()
+    assert stream.decoded == len(whole)
 
 
 def test_a_template_over_the_limit_streams_and_loops_decode_on_first_use(tmp_path: Path) -> None:

@@ -78,12 +78,14 @@ class HeldFrames:
             yield self._kept(int(k)) if self._have[k] else self._keep(int(k), frame)
 
     def crops(self, regions: dict[int, tuple[int, int, int, int]], should_stop: ShouldStop = None) -> FrameCrops:
-        wanted = list(regions)
-        if self._have[wanted].all():
-            whole = self._array.view()
-            whole.flags.writeable = False
-            return FrameCrops(None, whole=whole)
-        return self.stream.crops(regions, should_stop)
+        """The regions cut from the kept frames, as TemplateStream.crops cuts them from decoded
+        ones (an engine given whole frames instead draws a borrowed mouth's edges differently)."""
+        if not self._have[list(regions)].all():
+            return self.stream.crops(regions, should_stop)
+        crops = FrameCrops(self.stream.work_dir)
+        for k, region in sorted(regions.items()):
+            crops.add(k, self._array[k], region)
+        return crops
 
     def _keep(self, k: int, frame: np.ndarray) -> np.ndarray:
         self._array[k] = frame
