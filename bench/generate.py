@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -151,10 +152,19 @@ def cli_generate(data_dir: Path, speech: Path, template: Path, out: Path) -> tup
     Its wall time from start to exit, and its --json result (the stages' busy seconds)."""
     env = {**os.environ, "KOUBO_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "koubo.cli", "generate", "-a", str(speech), "-v", str(template), "-o", str(out)]
+    cpu = children_cpu()
     start = time.perf_counter()
     done = subprocess.run([*cmd, "--json"], check=True, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cpu_seconds"] = children_cpu() - cpu
+    return seconds, result
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stage_table(work: Path, speech: Path, tpl: dict[str, Path], runs: int) -> list[str]:
@@ -163,7 +173,7 @@ def stage_table(work: Path, speech: Path, tpl: dict[str, Path], runs: int) -> li
     seconds = float(av.open(str(speech)).duration / av.time_base)
     lines = [f"koubo generate (fresh process, quality check on, empty caches) vs the floor, {seconds:.1f} s of speech,"]
     lines.append(f"median of {runs} runs each:")
-    header = f"  {'template':>9} {'floor s':>8} {'cli s':>7} {'ratio':>6} {'goal':>5} {'start s':>8}"
+    header = f"  {'template':>9} {'floor s':>8} {'cli s':>7} {'ratio':>6} {'goal':>5} {'cpu s':>6} {'start s':>8}"
     lines.append(header + "".join(f" {s:>9}" for s in STAGES) + f" {'sum s':>7} {'overlap':>8}")
     goals = {"512x512": 2.0, "1080x1920": 1.25}
     settings = Settings()
@@ -179,13 +189,15 @@ def stage_table(work: Path, speech: Path, tpl: dict[str, Path], runs: int) -> li
         inside = result["wall_seconds"]
         cells = "".join(f" {timings.get(s, 0.0):>9.2f}" for s in STAGES)
         lines.append(
-            f"  {name:>9} {floor:>8.2f} {wall:>7.2f} {wall / floor:>6.2f} {goals.get(name, 0):>5.2f} {wall - inside:>8.2f}"
+            f"  {name:>9} {floor:>8.2f} {wall:>7.2f} {wall / floor:>6.2f} {goals.get(name, 0):>5.2f}"
+            f" {result['cpu_seconds']:>6.2f} {wall - inside:>8.2f}"
             f"{cells} {busy:>7.2f} {busy / inside:>7.2f}x"
         )
         spread = ", ".join(f"{w:.2f}" for w, _ in clis)
         lines.append(f"  {'':>9} floor runs {', '.join(f'{f:.2f}' for f in floors)}; cli runs {spread}")
     lines.append(
-        "  (start s: the process's start, imports and model loading, before generation; stages: seconds each"
+        "  (cpu s: the process's user + system seconds; start s: its start, imports and model loading, before"
+        " generation;\n   stages: seconds each"
         " was busy;\n   they overlap in threads, so overlap = their sum / generation's own wall time)"
     )
     return lines

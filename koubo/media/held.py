@@ -2,7 +2,7 @@
 
 One job reads its template several times: face tracking (in parallel chunks), the trust check's
 second pass, the donor mouths, and rendering, which loops the template forwards and backwards to
-the speech's length (20 s of speech over an 8 s template decodes every frame 2.5 times). When all
+the speech's length (20 s of speech over an 8 s template: every frame decoded 4.5 times). When all
 of its frames fit under the job's limit (`template_memory_bytes`), each is decoded on first use
 and every later read is a memory read; a longer template streams as before.
 """
