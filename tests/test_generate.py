@@ -15,7 +15,7 @@ import pytest
 
 from koubo.config import Settings
 from koubo.engines.blend import lower_face_hull
-from koubo.errors import Cancelled, KouboError
+from koubo.errors import Cancelled, KouboError, truncated
 from koubo.face import geometry
 from koubo.face.tracker import track_faces
 from koubo.media.probe import probe
@@ -308,9 +308,7 @@ class DeafGenerator(Generator):
     """A Generator whose feature extraction fails the way a recording broken past its header does."""
 
     def audio_features(self, path, display_name=None, cleaned=False):
-        from koubo import errors
-
-        raise errors.truncated(display_name or path.name)
+        raise truncated(display_name or path.name)
 
 
 def test_the_speechs_error_comes_first_though_its_features_run_beside_the_tracking(speech, template, work) -> None:
