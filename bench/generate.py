@@ -170,7 +170,8 @@ def children_cpu() -> float:
 def stage_table(work: Path, speech: Path, tpl: dict[str, Path], runs: int) -> list[str]:
     """`koubo generate` (fresh process, check on, empty caches) against the floor, `runs` times
     each, alternating; medians, and where the median run's time went."""
-    seconds = float(av.open(str(speech)).duration / av.time_base)
+    with av.open(str(speech)) as recording:
+        seconds = float(recording.duration / av.time_base)
     lines = [f"koubo generate (fresh process, quality check on, empty caches) vs the floor, {seconds:.1f} s of speech,"]
     lines.append(f"median of {runs} runs each:")
     header = f"  {'template':>9} {'floor s':>8} {'cli s':>7} {'ratio':>6} {'goal':>5} {'cpu s':>6} {'start s':>8}"

@@ -179,8 +179,7 @@ def _plain_json(value: dict[str, object]) -> dict[str, object]:
 class ProgressWriter:
     """The pipeline's progress callback: the job's stage and overall progress in its row, never
     going backwards. Within a stage, written at most once per PROGRESS_INTERVAL_S; a stage's first
-    report and its end are written at once, so what the user sees moves as soon as a stage does
-    (the first stage's end is a job's first visible progress)."""
+    report and its end are written at once, so what the user sees moves as soon as a stage does."""
 
     def __init__(self, db: Database, job_id: str, worker: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
