@@ -37,7 +37,7 @@ from koubo.stages import Stage
 
 # Bump when the face tracker or feature extraction changes what they compute.
 AUDIO_CACHE = "audio-v2"  # v2: timed phones and formants
-FACE_CACHE = "face-v2"  # v2: full-range detection, mesh on enlarged crops, per-frame trust
+FACE_CACHE = "face-v3"  # v3: the mesh crop brought down by halving + bilinear
 
 Progress = Callable[[Stage, float], None]  # (stage, fraction of that stage done)
 # The encoder's busy time, reported among the timings; it is no progress stage of its own (the
@@ -277,7 +277,7 @@ class Generator:
             )
             # The check follows the face in the frames as they are rendered, in a thread of its own.
             size = (template.height, template.width)
-            checker = RenderedCheck(n_out, fps, size, should_stop) if options.check else None
+            checker = RenderedCheck(n_out, fps, size, should_stop, self.finders, s.max_faces) if options.check else None
             try:
                 self._render(
                     job, engine, inputs.soundtrack, output, template, options, report, clock, should_stop, checker

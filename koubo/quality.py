@@ -21,7 +21,7 @@ import numpy as np
 
 from koubo.errors import Cancelled
 from koubo.face import geometry
-from koubo.face.tracker import TRACK_MAX_SIDE, FaceTrack, track_faces
+from koubo.face.tracker import TRACK_MAX_SIDE, FaceTrack, FinderPool, track_faces
 from koubo.face.trust import Skip
 from koubo.features.mouth import analyse_speech, frame_loudness
 from koubo.media.audio import load_audio
@@ -188,7 +188,13 @@ class RenderedCheck:
     """
 
     def __init__(
-        self, n_frames: int, fps: float, size: tuple[int, int], should_stop: Callable[[], bool] | None = None
+        self,
+        n_frames: int,
+        fps: float,
+        size: tuple[int, int],
+        should_stop: Callable[[], bool] | None = None,
+        finders: FinderPool | None = None,
+        max_faces: int = 4,
     ) -> None:
         height, width = size
         factor = min(1.0, CHECK_MAX_SIDE / max(height, width))
@@ -203,13 +209,24 @@ class RenderedCheck:
         self._track: list[FaceTrack] = []
         self._error: list[BaseException] = []
         source = _QueuedFrames(self._queue, n_frames, *self._size)
+        # The template's tracker is done when rendering starts: its loaded graphs serve the check.
+        self._finders, self._max_faces = finders, max_faces
         self._thread = threading.Thread(target=self._follow, args=(source, should_stop), name="check", daemon=True)
         self._thread.start()
 
     def _follow(self, source: _QueuedFrames, should_stop: Callable[[], bool] | None) -> None:
         start = time.perf_counter()
         try:
-            self._track.append(track_faces(source, fps=self.fps, should_stop=should_stop, workers=1, judge=False))
+            track = track_faces(
+                source,
+                fps=self.fps,
+                max_faces=self._max_faces,
+                should_stop=should_stop,
+                workers=1,
+                judge=False,
+                finders=self._finders,
+            )
+            self._track.append(track)
         except BaseException as error:  # noqa: BLE001 (re-raised by finish())
             self._error.append(error)
         finally:

@@ -128,6 +128,16 @@ def test_a_60_pixel_face_in_a_portrait_frame_is_found_with_close_up_precision(sm
     assert lip_error < 0.05 * float(geometry.face_scale(expected).mean())
 
 
+@pytest.mark.parametrize("zoom", [3, 7])  # crops of ~900 and ~2100 px: brought down once and twice
+def test_a_face_filling_a_large_frame_is_found_with_close_up_precision(close_up, truth, zoom):
+    frames = np.stack([cv2.resize(f, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC) for f in close_up[:10]])
+    track = track_faces(frames, fps=FPS)
+    assert track.present.all()
+    # The offset: a pixel centre at x in the small frame is at zoom * x + (zoom - 1) / 2 in the large one.
+    expected = truth[:10] * zoom + (zoom - 1) / 2
+    assert float(relative_error(track.landmarks, expected).max()) < 0.02
+
+
 def test_a_small_face_gets_a_new_mouth_and_nothing_else_changes(small, small_track):
     frames = small[0][:12]
     track = FaceTrack(small_track.landmarks[:12], small_track.present[:12], *CANVAS)
