@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import io
 import re
 import string
@@ -797,3 +798,15 @@ def test_the_chinese_not_retryable_message_names_the_status_in_chinese() -> None
 
     refused = errors.not_retryable("done")
     assert "已完成" in refused.zh and "done" not in refused.zh and "done" in refused.en
+
+
+def test_the_ui_queue_looks_for_new_events_at_a_calm_pace_when_idle(tmp_path: Path) -> None:
+    """Gradio's queue looks for events every 1 ms while it has none: ~7 % of a core on an idle
+    server (bench/service.py --idle 30). koubo's pace is set on the loops Gradio really runs."""
+    from koubo.web.app import UI_PROGRESS_IDLE_S, UI_QUEUE_IDLE_S, create_app
+
+    queue = create_app(Settings(data_dir=tmp_path / "data")).state.gradio.get_blocks()._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (UI_QUEUE_IDLE_S, UI_PROGRESS_IDLE_S)
+    # The names are Gradio's own and still drive its loops: an upgrade that renamed them fails here.
+    assert "self.sleep_when_free" in inspect.getsource(type(queue).start_processing)
+    assert "self.progress_update_sleep_when_free" in inspect.getsource(type(queue).start_progress_updates)
