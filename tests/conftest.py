@@ -45,3 +45,19 @@ def speech_wav(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def speech_wav_48k_stereo(media_dir: Path) -> Path:
     return make_speech(media_dir / "speech-48k-stereo.wav", seconds=SPEECH_SECONDS, rate=48000, channels=2)
+
+
+@pytest.fixture
+def finders_made(monkeypatch) -> list[int]:
+    """The max_faces of every FaceFinder made while the test runs (each loads MediaPipe's graphs)."""
+    from koubo.face import tracker
+
+    made: list[int] = []
+    real = tracker.FaceFinder
+
+    def counting(max_faces: int = 4) -> tracker.FaceFinder:
+        made.append(max_faces)
+        return real(max_faces)
+
+    monkeypatch.setattr(tracker, "FaceFinder", counting)
+    return made

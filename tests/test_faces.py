@@ -273,23 +273,15 @@ def test_the_report_counts_synced_and_passed_through_frames_by_reason(generator,
     assert report.to_dict()["skipped_frames"] == {"occluded": len(OCCLUDED)}
 
 
-def test_a_finder_pool_loads_mediapipe_once_for_many_tracks_and_tracks_the_same(close_up, monkeypatch):
+def test_a_finder_pool_loads_mediapipe_once_for_many_tracks_and_tracks_the_same(close_up, finders_made):
     from koubo.face import tracker
 
-    loaded = []
-    real = tracker.FaceFinder
-
-    def counting(max_faces: int = 4) -> tracker.FaceFinder:
-        loaded.append(max_faces)
-        return real(max_faces)
-
-    monkeypatch.setattr(tracker, "FaceFinder", counting)
     pool = tracker.FinderPool()
     try:
         tracks = [track_faces(close_up, fps=FPS, finders=pool, workers=1) for _ in range(3)]
     finally:
         pool.close()
-    assert loaded == [4]  # one thread, three calls: one finder
+    assert finders_made == [4]  # one thread, three calls: one finder
     # The first call had a new finder, the others the same one again: the same landmarks.
     for track in tracks[1:]:
         np.testing.assert_array_equal(track.present, tracks[0].present)

@@ -254,27 +254,17 @@ def test_batch_computes_the_shared_audio_once(work, speech):
     assert gen.cache.stats[AUDIO_CACHE]["memory_hits"] == 1
 
 
-def test_a_generator_loads_mediapipe_for_its_first_job_only_the_check_included(work, speech, monkeypatch):
-    from koubo.face import tracker
-
-    loaded = []
-    real = tracker.FaceFinder
-
-    def counting(max_faces: int = 4) -> tracker.FaceFinder:
-        loaded.append(max_faces)
-        return real(max_faces)
-
-    monkeypatch.setattr(tracker, "FaceFinder", counting)
+def test_a_generator_loads_mediapipe_for_its_first_job_only_the_check_included(work, speech, finders_made):
     gen = Generator(Settings(data_dir=work / "warm-data"))
     videos = [make_talking_video(work / f"warm{k}.mp4", seconds=1.0, size=(192 + 32 * k, 192)) for k in range(2)]
     first = gen.generate(speech, videos[0], work / "warm-out" / "first.mp4", GenerateOptions(check=True))
-    after_first = len(loaded)
+    after_first = len(finders_made)
     second = gen.generate(speech, videos[1], work / "warm-out" / "second.mp4", GenerateOptions(check=True))
     assert first.report is not None and second.report is not None
     assert second.cached["face"] is False  # another template: tracked again, and checked again
     # 25 frames are one tracking chunk: one finder, which the check then borrows; none after that.
     assert after_first == 1
-    assert len(loaded) == after_first
+    assert len(finders_made) == after_first
 
 
 def test_cancel_stops_within_two_seconds_and_leaves_no_file(work, speech, template):
