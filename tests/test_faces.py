@@ -17,10 +17,11 @@ import pytest
 
 from koubo.config import Settings
 from koubo.engines.base import RenderInput
-from koubo.engines.blend import lower_face_hull
+from koubo.engines.blend import edit_strength, lower_face_hull
 from koubo.engines.classic import ClassicEngine, mouth_bank, plan_retrieval
 from koubo.face import geometry
 from koubo.face.tracker import FaceTrack, track_faces
+from koubo.face.trust import Skip
 from koubo.features import compute_audio_features
 from koubo.features.mouth import MouthTargets
 from koubo.pipeline import Generator
@@ -210,6 +211,36 @@ def test_mouths_are_only_borrowed_from_the_same_shot(truth):
     )
     plan = plan_retrieval(job, mouth_bank(landmarks, track.usable))
     assert ((plan < n // 2) == (np.arange(n) < n // 2)).all()
+
+
+def test_the_edit_fades_out_to_the_frames_own_mouth_not_to_a_dissolve_of_two(truth):
+    """Frames 30-35 may not be edited (a profile): asked for wide mouths, the frames fading out
+    before them and back in after them show their own mouth, not a donor's faded into it."""
+    n = 60
+    landmarks = np.repeat(truth[:1], n, axis=0).copy()
+    aperture = 0.05 + 0.2 * (0.5 + 0.5 * np.sin(np.arange(n) / 3.0))
+    gap = aperture * geometry.face_scale(landmarks[0])
+    for p, q in geometry.INNER_GAP_PAIRS:
+        landmarks[:, q, 1] = landmarks[:, p, 1] + gap
+    skip = np.zeros(n, np.uint8)
+    skip[30:36] = Skip.PROFILE
+    track = FaceTrack(landmarks, np.ones(n, bool), 256, 256, skip=skip)
+    samples, _ = synth_speech(n / FPS)
+    job = RenderInput(
+        frames=np.zeros((n, 4, 4, 3), np.uint8),
+        fps=float(FPS),
+        track=track,
+        audio=compute_audio_features(samples, "synth"),
+        targets=open_wide(n),
+        source_index=np.arange(n),
+    )
+    plan = plan_retrieval(job, mouth_bank(landmarks, track.usable))
+    strength = edit_strength(track.usable, FPS)
+    fading = (strength > 0) & (strength < 1)
+    assert fading.sum() >= 6
+    assert (plan[fading] == np.flatnonzero(fading)).all(), plan[fading]
+    # At full strength the wide mouths are still borrowed.
+    assert (plan[strength == 1] != np.flatnonzero(strength == 1)).sum() > 10
 
 
 def test_frames_with_a_hand_over_the_mouth_pass_through_and_the_rest_is_synced(occluded, close_up):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from koubo.engines.blend import hull_distance, lower_face_hull, match_colour, multiband_blend, roi_around
+from koubo.engines.blend import edit_strength, hull_distance, lower_face_hull, match_colour, multiband_blend, roi_around
 from koubo.engines.mesh import piecewise_affine
 from koubo.face import geometry as geo
 from koubo.features.mouth import MouthTargets
@@ -33,6 +33,11 @@ WEIGHT_WIDTH = 0.25
 WEIGHT_VELOCITY = 1.0
 WEIGHT_POSE = 0.25  # the mesh fits the donor to the frame's jaw, so pose may differ more than a similarity allowed
 OWN_FRAME_BONUS = 0.05  # the frame's own mouth needs no alignment at all
+# Where the edit fades out towards frames it must not touch (and back in after them), the frame's
+# own mouth is worth this much more, times how far the fade has gone: the plan hands over to the
+# template's own mouth where the two agree, so the fade does not dissolve two different mouths
+# into each other (two sets of lips, for a few frames).
+FADE_OWN_BONUS = 10.0
 # A mouth from another shot (another light, another camera, maybe another person) is never shown;
 # finite, so a shot without a usable mouth cannot make every path impossible.
 COST_OTHER_SHOT = 1e6
@@ -123,7 +128,8 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
 
     Unary cost: distance to the target's shape (opening, spread) and motion (the target's change
     per frame), plus head-pose difference to the frame being edited; mouths from another shot of
-    the template are ruled out. Transition cost: free when
+    the template are ruled out; where the edit fades out (see FADE_OWN_BONUS), the frame's own
+    mouth is preferred the further the fade has gone. Transition cost: free when
     the next source frame follows the previous one (real motion between them), small for holding
     a mouth, and for a cut a fixed price plus the difference between the mouth cut to and the one
     a continuous run would have shown, so cuts fall where the two agree.
@@ -151,13 +157,14 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
         pose_d[rows] = np.linalg.norm(bank.pose[candidates_all][None, :, :] - bank.pose[src[rows]][:, None, :], axis=-1)
     pose_scale = max(float(np.percentile(pose_d, 90)), 1e-6)
     shot = np.cumsum(job.track.cuts)
+    own_bonus = OWN_FRAME_BONUS + FADE_OWN_BONUS * (1.0 - edit_strength(job.track.usable[src], job.fps))
     k = min(CANDIDATES, len(candidates_all))
     top = np.empty((len(src), k), dtype=np.int64)
     cost = np.empty((len(src), k))
     for rows in _row_blocks(len(src), len(candidates_all) * bank_shape.shape[-1]):
         shape_cost = ((bank_shape[None, :, :] - target[rows, None, :]) ** 2).sum(-1)
         unary = shape_cost + WEIGHT_POSE * (pose_d[rows] / pose_scale) ** 2
-        unary -= OWN_FRAME_BONUS * (candidates_all[None, :] == src[rows, None])
+        unary -= own_bonus[rows, None] * (candidates_all[None, :] == src[rows, None])
         unary += COST_OTHER_SHOT * (shot[candidates_all][None, :] != shot[src[rows]][:, None])
         top[rows] = np.argpartition(unary, k - 1, axis=1)[:, :k]
         cost[rows] = np.take_along_axis(unary, top[rows], axis=1)
@@ -170,7 +177,7 @@ def plan_retrieval(job, bank: MouthBank) -> np.ndarray:
     if replace.any():
         # The own frame's cost as the unary gives it (no pose difference, same shot).
         rows = np.flatnonzero(replace)
-        cost[rows, -1] = ((_shape(bank, src[rows]) - target[rows]) ** 2).sum(-1) - OWN_FRAME_BONUS
+        cost[rows, -1] = ((_shape(bank, src[rows]) - target[rows]) ** 2).sum(-1) - own_bonus[rows]
     top[replace, -1] = own_pos[replace]
 
     cand = candidates_all[top]  # (n_out, k) template frame numbers
