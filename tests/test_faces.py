@@ -189,17 +189,18 @@ def test_a_hard_cut_to_another_shot_starts_a_new_track(close_up, truth):
     assert np.flatnonzero(track.cuts).tolist() == [CUT]
 
 
-def test_mouths_are_only_borrowed_from_the_same_shot(truth):
-    """Shot A opens its mouth wide, shot B barely: asked for wide mouths, B must still keep its own."""
-    n = 60
-    landmarks = np.repeat(truth[:1], n, axis=0).copy()
-    aperture = np.where(np.arange(n) < n // 2, 0.05 + 0.2 * (0.5 + 0.5 * np.sin(np.arange(n) / 3.0)), 0.02)
+def opening_by(truth: np.ndarray, aperture: np.ndarray) -> np.ndarray:
+    """The close-up's first landmarks, once per frame, the inner lips parted by `aperture`."""
+    landmarks = np.repeat(truth[:1], len(aperture), axis=0).copy()
     gap = aperture * geometry.face_scale(landmarks[0])
     for p, q in geometry.INNER_GAP_PAIRS:
         landmarks[:, q, 1] = landmarks[:, p, 1] + gap
-    cuts = np.zeros(n, bool)
-    cuts[n // 2] = True
-    track = FaceTrack(landmarks, np.ones(n, bool), 256, 256, cuts=cuts)
+    return landmarks
+
+
+def wide_mouth_plan(track: FaceTrack) -> np.ndarray:
+    """The retrieval plan for `track`'s frames in order, asked for wide-open mouths throughout."""
+    n = len(track)
     samples, _ = synth_speech(n / FPS)
     job = RenderInput(
         frames=np.zeros((n, 4, 4, 3), np.uint8),
@@ -209,7 +210,16 @@ def test_mouths_are_only_borrowed_from_the_same_shot(truth):
         targets=open_wide(n),
         source_index=np.arange(n),
     )
-    plan = plan_retrieval(job, mouth_bank(landmarks, track.usable))
+    return plan_retrieval(job, mouth_bank(track.landmarks, track.usable))
+
+
+def test_mouths_are_only_borrowed_from_the_same_shot(truth):
+    """Shot A opens its mouth wide, shot B barely: asked for wide mouths, B must still keep its own."""
+    n = 60
+    aperture = np.where(np.arange(n) < n // 2, 0.05 + 0.2 * (0.5 + 0.5 * np.sin(np.arange(n) / 3.0)), 0.02)
+    cuts = np.zeros(n, bool)
+    cuts[n // 2] = True
+    plan = wide_mouth_plan(FaceTrack(opening_by(truth, aperture), np.ones(n, bool), 256, 256, cuts=cuts))
     assert ((plan < n // 2) == (np.arange(n) < n // 2)).all()
 
 
@@ -217,24 +227,11 @@ def test_the_edit_fades_out_to_the_frames_own_mouth_not_to_a_dissolve_of_two(tru
     """Frames 30-35 may not be edited (a profile): asked for wide mouths, the frames fading out
     before them and back in after them show their own mouth, not a donor's faded into it."""
     n = 60
-    landmarks = np.repeat(truth[:1], n, axis=0).copy()
     aperture = 0.05 + 0.2 * (0.5 + 0.5 * np.sin(np.arange(n) / 3.0))
-    gap = aperture * geometry.face_scale(landmarks[0])
-    for p, q in geometry.INNER_GAP_PAIRS:
-        landmarks[:, q, 1] = landmarks[:, p, 1] + gap
     skip = np.zeros(n, np.uint8)
     skip[30:36] = Skip.PROFILE
-    track = FaceTrack(landmarks, np.ones(n, bool), 256, 256, skip=skip)
-    samples, _ = synth_speech(n / FPS)
-    job = RenderInput(
-        frames=np.zeros((n, 4, 4, 3), np.uint8),
-        fps=float(FPS),
-        track=track,
-        audio=compute_audio_features(samples, "synth"),
-        targets=open_wide(n),
-        source_index=np.arange(n),
-    )
-    plan = plan_retrieval(job, mouth_bank(landmarks, track.usable))
+    track = FaceTrack(opening_by(truth, aperture), np.ones(n, bool), 256, 256, skip=skip)
+    plan = wide_mouth_plan(track)
     strength = edit_strength(track.usable, FPS)
     fading = (strength > 0) & (strength < 1)
     assert fading.sum() >= 6
