@@ -270,7 +270,7 @@ def rss_mib(pid: int) -> float | None:
 
 class WarmProcess:
     """The same jobs generated one after another in this process (Generator.generate, warm, a cache
-    of its own): the reference the service's wall time is held against."""
+    of its own, the service idle meanwhile): the reference the service's wall time is held against."""
 
     def __init__(self, work: Path, audio: Path, video: Path) -> None:
         from koubo.config import Settings

@@ -56,14 +56,19 @@ def _coarse_map(grid: np.ndarray, src: np.ndarray, dst: np.ndarray, step: int, s
     adjugate = np.stack([np.stack([e[:, 1, 1], -e[:, 0, 1]], 1), np.stack([-e[:, 1, 0], e[:, 0, 0]], 1)], 1)
     e_inv = adjugate / safe[:, None, None]
     linear = f @ e_inv  # (T, 2, 2): x -> src, about d0
+    # Row k + 1: triangle k's map as [linear | offset]; row 0, the identity, for grid points
+    # outside every triangle. Looked up by label, one gather per point.
+    maps = np.zeros((len(simplices) + 1, 2, 3))
+    maps[0, :, :2] = np.eye(2)
+    maps[1:, :, :2] = linear
+    maps[1:, :, 2] = s0 - np.einsum("tij,tj->ti", linear, d0)
     label = np.zeros(shape, dtype=np.int32)
     cells = (dst - (step - 1) / 2) / step  # grid index coordinates
     corners = np.round(cells[simplices] * 16).astype(np.int32)  # 4 fractional bits (shift=4)
     for t in np.flatnonzero(ok).tolist():
         cv2.fillConvexPoly(label, corners[t], t + 1, lineType=cv2.LINE_8, shift=4)
-    label = label.ravel()
-    mapped = grid.copy()
-    inside = label > 0
-    t = label[inside] - 1
-    mapped[inside] = s0[t] + np.einsum("nij,nj->ni", linear[t], grid[inside] - d0[t])
-    return mapped
+    point = maps.reshape(-1, 6)[label.ravel()]
+    x, y = grid[:, 0], grid[:, 1]
+    return np.column_stack(
+        [point[:, 0] * x + point[:, 1] * y + point[:, 2], point[:, 3] * x + point[:, 4] * y + point[:, 5]]
+    )
