@@ -670,6 +670,20 @@ def test_wav2lip_without_its_checkpoint_cannot_be_chosen(server: Server, visit: 
 
 
 @needs_browser
+def test_the_footer_leads_nowhere_but_gradios_credit_and_the_two_drop_zones_line_up(
+    server: Server, visit: Callable[[str], Visit]
+) -> None:
+    page = visit("zh-CN").page
+    # No run history (it offers to save runs to a Hugging Face bucket), no page of the UI's internal
+    # events, no second language switch, and no stray dot beside the one link.
+    expect(page.locator("footer")).to_have_text(re.compile(r"^\s*使用 Gradio 构建\s*$"), use_inner_text=True)
+    assert httpx.get(server.url + "gradio_api/runs", timeout=10).status_code == 404
+    audio, video = (page.locator(f"#single-{kind}") for kind in ("audio", "video"))
+    expect(audio.locator("button.upload-container")).to_be_visible()
+    assert audio.bounding_box()["height"] == pytest.approx(video.bounding_box()["height"], abs=1)
+
+
+@needs_browser
 def test_a_long_error_and_long_names_keep_history_rows_one_line(
     server: Server, visit: Callable[[str], Visit], media: dict[str, Path], tmp_path: Path
 ) -> None:

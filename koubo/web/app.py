@@ -18,7 +18,7 @@ from koubo.web.api import router as api_router
 from koubo.web.auth import BasicAuthMiddleware
 from koubo.web.errors import install_error_handlers
 from koubo.web.guards import RequestLimits
-from koubo.web.ui import build_ui
+from koubo.web.ui import FOOTER_LINKS, PAGE_CSS, build_ui
 
 OPEN_PATHS = ("/api/health",)
 # How often Gradio's queue looks for a new UI event, and for progress to send, while it has none.
@@ -58,7 +58,15 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_dir.resolve())
     blocks = build_ui(service, settings)
     # Gradio's own upload route gets the same size limit as /api/uploads.
-    gradio.mount_gradio_app(app, blocks, path="/", max_file_size=settings.upload_max_bytes)
+    gradio.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        max_file_size=settings.upload_max_bytes,
+        css=PAGE_CSS,
+        footer_links=FOOTER_LINKS,
+        run_history=False,
+    )
     # The Gradio app just mounted: close_page_streams needs it.
     app.state.gradio = app.routes[-1].app
     # Gradio checks that a file parameter is one a user uploaded (inside its temp folder) only once

@@ -92,6 +92,18 @@ VIDEO_FILE_TYPES = [
     "video", ".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".flv", ".ts", ".mts", ".rmvb", ".rm", ".wmv", ".mpg",
     ".mpeg", ".3gp",
 ]  # fmt: skip
+# Gradio's footer keeps only its credit. Its "Use via API" page lists the UI's internal events, not
+# koubo's API (/docs); its run history page offers to save runs to a Hugging Face bucket; its settings
+# hold a second language switch (Gradio's strings only) and notes for the app's developer.
+FOOTER_LINKS: list[Literal["api", "gradio", "settings", "runs"]] = ["gradio"]
+# The single tab's two drop zones stand side by side. Gradio's audio input has no height setting, so
+# the page's CSS makes its empty drop zone as tall as the video input's (the block adds its 1 px border).
+# With one link left in the footer, Gradio still draws the dots that would part it from the others.
+UPLOAD_HEIGHT = 300
+PAGE_CSS = f"""
+#single-audio button.upload-container {{ min-height: {UPLOAD_HEIGHT - 2}px; }}
+footer .divider {{ display: none; }}
+"""
 
 Kind = Literal["audio", "video"]
 
@@ -691,7 +703,7 @@ def _single_tab(labels: Labels, settings: Settings) -> SingleTab:
             with gr.Column():
                 video = labels.label(
                     gr.Video, "input.video", sources=["upload"], elem_id="single-video", elem_classes=["koubo-upload"],
-                    height=300,
+                    height=UPLOAD_HEIGHT,
                 )  # fmt: skip
                 video_check = _panel(elem_id="single-video-check")
         _upload_hint(labels, settings)
