@@ -48,6 +48,24 @@ def _options(args: argparse.Namespace) -> GenerateOptions:
         raise errors.invalid_params(*errors.validation_messages(exc.errors())) from None
 
 
+def _input_files(*paths: Path) -> None:
+    """Each file named exists and is a file: said at once, before any model loads."""
+    for path in paths:
+        if not path.exists():
+            raise errors.no_such_file(str(path))
+        if not path.is_file():
+            raise errors.not_a_file(str(path))
+
+
+def _output_folder(path: Path) -> None:
+    """`path` is a folder or can be made one: no file stands where it or a folder above it would be."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise errors.output_folder_is_file(str(folder))
+            return
+
+
 class _Bars:
     """One tqdm bar per stage of the current item, on stderr."""
 
@@ -105,11 +123,16 @@ def _print_result(result, as_json: bool) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    options = _options(args)
+    _input_files(args.audio, args.video)
+    if args.output.is_dir():
+        raise errors.output_is_folder(str(args.output), str(args.output / "koubo.mp4"))
+    _output_folder(args.output.parent)
     from koubo.pipeline import Generator
 
     bars = _Bars()
     try:
-        result = Generator().generate(args.audio, args.video, args.output, _options(args), progress=bars)
+        result = Generator().generate(args.audio, args.video, args.output, options, progress=bars)
     finally:
         bars.close()
     _print_result(result, args.json)
@@ -117,9 +140,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    batch_pairs(args.audio, args.video)  # refused before any model loads
+    options = _options(args)
+    _input_files(*args.audio, *args.video)
+    _output_folder(args.output)
     from koubo.pipeline import Generator
 
-    batch_pairs(args.audio, args.video)  # refused before any model loads
     bars = _Bars()
     current = {"item": -1}
 
@@ -131,7 +157,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         bars(stage, fraction)
 
     try:
-        results = Generator().batch(args.audio, args.video, args.output, _options(args), progress=progress)
+        results = Generator().batch(args.audio, args.video, args.output, options, progress=progress)
     finally:
         bars.close()
     failed = 0
@@ -145,6 +171,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    _input_files(args.video)
     from koubo.quality import check_video
 
     with tempfile.TemporaryDirectory(prefix="koubo-check-") as work:
@@ -159,6 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from koubo.config import load_settings
 
     out_dir = Path(args.output) if args.output else load_settings().data_dir / "demo"
+    _output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     audio = samples.write_sample_speech(out_dir / "sample_speech.wav")
     video = samples.write_sample_template(out_dir / "sample_template.mp4")

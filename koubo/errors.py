@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     NO_FACE = "no_face"
     WRONG_KIND = "wrong_kind"
     NOT_AN_UPLOAD = "not_an_upload"
+    NOT_A_FILE = "not_a_file"  # a folder or a device named where a file is meant (the command line)
     TOO_LARGE = "too_large", 413
 
     # Requests: their shape, what they name, the state of what they name.
@@ -215,6 +216,37 @@ def no_face(name: str) -> FaceError:
         ErrorCode.NO_FACE,
         f"No face was found in {_describe(name)}; the template must show a person facing the camera.",
         f"模板视频 {name} 中未检测到人脸，请使用正面人像视频。",
+    )
+
+
+# --- paths named on the command line --------------------------------------------------------------------
+
+
+def no_such_file(path: str) -> KouboError:
+    return KouboError(ErrorCode.NOT_FOUND, f"There is no file {_describe(path)}.", f"文件 {path} 不存在。")
+
+
+def not_a_file(path: str) -> KouboError:
+    return KouboError(
+        ErrorCode.NOT_A_FILE,
+        f"{_describe(path)} is a folder or a device, not a file.",
+        f"{path} 是文件夹或设备，不是文件。",
+    )
+
+
+def output_is_folder(path: str, example: str) -> KouboError:
+    return KouboError(
+        ErrorCode.NOT_A_FILE,
+        f"The output {_describe(path)} is a folder; name the video in it, for example {example}.",
+        f"输出 {path} 是文件夹，请写明视频的文件名，例如 {example}。",
+    )
+
+
+def output_folder_is_file(path: str) -> KouboError:
+    return KouboError(
+        ErrorCode.NOT_A_FILE,
+        f"{_describe(path)} is a file, so no output can be written in it; name a folder.",
+        f"{path} 是文件，输出无法写入其中，请指定文件夹。",
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from koubo import errors
 from koubo.media.probe import probe
 
 from media_fixtures import make_speech, make_talking_video
@@ -62,3 +63,25 @@ def test_demo_generates_from_built_in_samples(tmp_path):
     assert run.returncode == 0, run.stderr
     info = probe(tmp_path / "demo.mp4", expect="video")
     assert info.audio is not None and info.video.width == 512
+
+
+def test_a_path_that_is_no_file_is_refused_at_once_in_both_languages(inputs, tmp_path):
+    work, speech, video = inputs
+    folder, missing = tmp_path / "素材", tmp_path / "missing.wav"
+    folder.mkdir()
+    cases = [
+        (["generate", "-a", folder, "-v", video, "-o", tmp_path / "a.mp4"], errors.not_a_file(str(folder))),
+        (["generate", "-a", missing, "-v", video, "-o", tmp_path / "b.mp4"], errors.no_such_file(str(missing))),
+        (
+            ["generate", "-a", speech, "-v", video, "-o", folder],
+            errors.output_is_folder(str(folder), str(folder / "koubo.mp4")),
+        ),
+        (["generate", "-a", speech, "-v", video, "-o", speech / "c.mp4"], errors.output_folder_is_file(str(speech))),
+        (["batch", "-a", speech, "-v", video, "/dev/null", "-o", folder], errors.not_a_file("/dev/null")),
+        (["batch", "-a", speech, "-v", video, "-o", speech], errors.output_folder_is_file(str(speech))),
+        (["check", missing], errors.no_such_file(str(missing))),
+    ]
+    for args, error in cases:
+        run = koubo(*args, data_dir=work / "data")
+        assert (run.returncode, run.stderr) == (2, f"koubo: {error}\n"), args
+    assert list(folder.iterdir()) == [] and not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
