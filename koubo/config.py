@@ -11,10 +11,11 @@ import json
 import os
 import re
 import socket
+import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -23,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from koubo import errors
 from koubo.options import Crf, DenoiseMode, Expressiveness, Preset
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
@@ -248,7 +250,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("KOUBO_CONFIG", "koubo.toml"))
+        toml_file = _settings_file()
         inherited = os.environ.get(SETTINGS_JSON_VARIABLE)
         parent = (InitSettingsSource(settings_cls, init_kwargs=json.loads(inherited)),) if inherited else ()
         return (
@@ -260,7 +262,18 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)
+    """The settings, `overrides` (the command line's) first; a value that fails its check is said in
+    both languages, not as a traceback."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise errors.bad_settings(exc.errors()) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.bad_settings_file(str(_settings_file()), str(exc)) from None
+
+
+def _settings_file() -> Path:
+    return Path(os.environ.get("KOUBO_CONFIG", "koubo.toml"))
 
 
 def child_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:

@@ -445,6 +445,24 @@ def internal_error() -> KouboError:
     )
 
 
+def bad_settings(problems: list[dict]) -> KouboError:
+    """Settings that do not pass their checks (pydantic's errors): each told as a whole sentence."""
+    en, zh = validation_messages([{**problem, "loc": ("setting", *problem.get("loc", ()))} for problem in problems])
+    return KouboError(
+        ErrorCode.BAD_CONFIG,
+        f"{en} Settings come from the command line, KOUBO_* environment variables and koubo.toml.",
+        f"{zh}设置来自命令行、KOUBO_* 环境变量和 koubo.toml。",
+    )
+
+
+def bad_settings_file(path: str, problem: str) -> KouboError:
+    return KouboError(
+        ErrorCode.BAD_CONFIG,
+        f"The settings file {path} is not valid TOML: {problem}.",
+        f"设置文件 {path} 不是有效的 TOML：{problem}。",
+    )
+
+
 def bad_queue_url(url: str) -> KouboError:
     # Only the scheme: the rest of a queue URL may hold a password.
     scheme = url.partition(":")[0]
@@ -463,6 +481,7 @@ _PLACES = {
     "query": ("query parameter", "查询参数"),
     "path": ("path parameter", "路径参数"),
     "header": ("header", "请求头"),
+    "setting": ("setting", "设置"),  # koubo's own (koubo.config), not a request's
 }
 # Pydantic's error types as whole sentences; {where}/{在} name the place, the rest come from `ctx`.
 _PROBLEMS: dict[str, tuple[str, str]] = {

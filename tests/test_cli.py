@@ -16,8 +16,8 @@ from koubo.media.probe import probe
 from media_fixtures import make_speech, make_talking_video
 
 
-def koubo(*args: object, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KOUBO_DATA_DIR": str(data_dir)}
+def koubo(*args: object, data_dir: Path, **variables: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KOUBO_DATA_DIR": str(data_dir), **variables}
     return subprocess.run(
         [sys.executable, "-m", "koubo.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
@@ -85,3 +85,28 @@ def test_a_path_that_is_no_file_is_refused_at_once_in_both_languages(inputs, tmp
         run = koubo(*args, data_dir=work / "data")
         assert (run.returncode, run.stderr) == (2, f"koubo: {error}\n"), args
     assert list(folder.iterdir()) == [] and not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_setting_that_fails_its_check_is_said_in_both_languages_wherever_it_comes_from(tmp_path):
+    broken = tmp_path / "koubo.toml"
+    broken.write_text("max_concurrent = \n", encoding="utf-8")
+    cases = [
+        (
+            koubo("worker", "--concurrency", "0", data_dir=tmp_path),
+            'The setting "max_concurrent" must be at least 1. Settings come from the command line',
+            "设置“max_concurrent”不能小于 1。设置来自命令行",
+        ),
+        (
+            koubo("logs", data_dir=tmp_path, KOUBO_MAX_CONCURRENT="two"),
+            'The setting "max_concurrent" must be a whole number.',
+            "设置“max_concurrent”必须是整数。",
+        ),
+        (
+            koubo("logs", data_dir=tmp_path, KOUBO_CONFIG=str(broken)),
+            f"The settings file {broken} is not valid TOML: Invalid value (at line 1, column 18).",
+            f"设置文件 {broken} 不是有效的 TOML：",
+        ),
+    ]
+    for run, en, zh in cases:
+        assert run.returncode == 2 and run.stderr.startswith("koubo: ") and run.stderr.count("\n") == 1, run.stderr
+        assert en in run.stderr and zh in run.stderr
