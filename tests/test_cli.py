@@ -103,7 +103,7 @@ def test_a_setting_that_fails_its_check_is_said_in_both_languages_wherever_it_co
         ),
         (
             koubo("logs", data_dir=tmp_path, KOUBO_CONFIG=str(broken)),
-            f"The settings file {broken} is not valid TOML: Invalid value (at line 1, column 18).",
+            f"The settings file {broken} is not valid TOML: ",
             f"设置文件 {broken} 不是有效的 TOML：",
         ),
     ]
