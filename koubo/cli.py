@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import get_args
 
@@ -31,6 +32,9 @@ from koubo.options import (
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging would drown the progress bars
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The commands that load MediaPipe's models: MediaPipe's notices are hidden from their stderr.
+MODEL_COMMANDS = frozenset({"generate", "batch", "check", "demo"})
 
 
 def _options(args: argparse.Namespace) -> GenerateOptions:
@@ -454,8 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
+    from koubo.logs import native_notices_hidden
+
     try:
-        return handler(args)
+        with native_notices_hidden() if args.command in MODEL_COMMANDS else nullcontext():
+            return handler(args)
     except KouboError as error:
         print(f"koubo: {error}", file=sys.stderr)
         return 2

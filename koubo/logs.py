@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +36,24 @@ _OWNED = "_koubo_handler"
 _TAIL_BLOCK = 64 * 1024
 # A follower that fell far behind skips ahead rather than holding a huge backlog in memory.
 _MAX_READ = 4 * 1024 * 1024
+# MediaPipe logs through absl before absl::InitializeLog is called, and such lines reach stderr
+# whatever GLOG_minloglevel or TF_CPP_MIN_LOG_LEVEL say: a dozen notices of no use to anyone (a model
+# without feedback tensors, a square region, the XNNPACK delegate) from every process that loads the
+# face models, in front of the command line's progress bars and among the service's console lines.
+NATIVE_NOTICE = (
+    r"(?:[IW]\d{4} \S+\s+\d+ (?:inference_feedback_manager|landmark_projection_calculator)\.cc:\d+\]"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate|WARNING: All log messages before absl::InitializeLog)"
+)
+# The filter is a process of its own, so that whatever native code writes just before it aborts the
+# process (a failed check) is still read from the pipe and shown.
+_NOTICE_FILTER = (
+    "import re, sys\n"
+    "notice = re.compile(sys.argv[1].encode())\n"
+    "for line in sys.stdin.buffer:\n"
+    "    if not notice.match(line):\n"
+    "        sys.stdout.buffer.write(line)\n"
+    "        sys.stdout.buffer.flush()\n"
+)
 
 
 @contextmanager
@@ -177,3 +196,44 @@ class LogFollower:
         self._offset += len(data)
         *complete, self._partial = (self._partial + data).split(b"\n")
         return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in complete]
+
+
+@contextmanager
+def native_notices_hidden() -> Iterator[None]:
+    """Within: what native code writes to stderr (fd 2) goes through a filter that drops the lines
+    NATIVE_NOTICE matches; Python's own sys.stderr writes where stderr went before, unfiltered."""
+    shown = _stderr_copy()
+    if shown is None:  # no stderr at all: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-I", "-S", "-c", _NOTICE_FILTER, NATIVE_NOTICE]
+    with subprocess.Popen(command, stdin=read_end, stdout=shown):
+        os.close(read_end)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        python_stderr = sys.stderr
+        sys.stderr = open(  # noqa: SIM115 (closed below, after the block)
+            os.dup(shown),
+            "w",
+            encoding=getattr(python_stderr, "encoding", None) or "utf-8",
+            errors="backslashreplace",
+            buffering=1,
+        )
+        try:
+            yield
+        finally:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            os.dup2(shown, 2)  # the pipe's last writer: the filter reads to its end and exits
+            os.close(shown)
+
+
+def _stderr_copy() -> int | None:
+    if sys.stderr is None:  # started with stderr closed
+        return None
+    try:
+        return os.dup(2)
+    except OSError:  # closed since
+        return None

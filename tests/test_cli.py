@@ -37,6 +37,7 @@ def test_generate_then_check_prints_the_report(inputs):
     result = json.loads(gen.stdout.strip().splitlines()[-1])
     assert result["output"] == str(out) and out.exists()
     assert abs(result["report"]["sync_offset"]) <= 1
+    assert "inference_feedback_manager" not in gen.stderr and "XNNPACK" not in gen.stderr  # MediaPipe's notices
 
     check = koubo("check", out, "--json", data_dir=work / "data")
     assert check.returncode == 0, check.stderr
@@ -110,3 +111,20 @@ def test_a_setting_that_fails_its_check_is_said_in_both_languages_wherever_it_co
     for run, en, zh in cases:
         assert run.returncode == 2 and run.stderr.startswith("koubo: ") and run.stderr.count("\n") == 1, run.stderr
         assert en in run.stderr and zh in run.stderr
+
+
+def test_native_notices_are_hidden_and_a_native_failure_shown_even_when_the_process_aborts(tmp_path):
+    notice = b"W0000 00:00:1796314126.230010   14477 inference_feedback_manager.cc:114] Feedback manager requires"
+    failure = b"F0000 00:00:1796314126.230011   14477 calculator_graph.cc:1] Check failed: a native failure"
+    script = (
+        "import os, sys\n"
+        "from koubo.logs import native_notices_hidden\n"
+        "with native_notices_hidden():\n"
+        "    print('from Python', file=sys.stderr)\n"
+        f"    os.write(2, {notice!r} + b'\\n')\n"
+        f"    os.write(2, {failure!r} + b'\\n')\n"
+        "    os.abort()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert run.returncode < 0  # aborted
+    assert sorted(run.stderr.splitlines()) == sorted([b"from Python", failure])

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -26,7 +26,7 @@ from koubo import errors
 from koubo.config import Settings
 from koubo.jobs.store import Database, Job, JobStatus, patiently, upload_pending
 from koubo.jobs.workers import DB_PATIENCE_S, DB_UNREACHABLE
-from koubo.logs import job_context, setup_logging
+from koubo.logs import job_context, native_notices_hidden, setup_logging
 from koubo.options import ResolvedOptions
 from koubo.stages import Stage, overall_progress
 
@@ -49,9 +49,13 @@ def run_generation_process(results_fd: int) -> None:
         return  # the supervisor is gone before it said anything
     settings = Settings(**json.loads(first))
     setup_logging(settings)
+    with native_notices_hidden():
+        _serve(settings, requests, os.fdopen(results_fd, "wb", buffering=0))
+
+
+def _serve(settings: Settings, requests: _Requests, results: IO[bytes]) -> None:
     generator = _load_pipeline(settings)
     db = Database(settings.database_location)
-    results = os.fdopen(results_fd, "wb", buffering=0)
     results.write(b'{"ready": true}\n')
     jobs_run = 0
     try:
