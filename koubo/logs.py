@@ -3,7 +3,8 @@
 The web app, the queue consumer, its workers and their generation processes all write to the same
 file. Code that works for one job runs inside `job_context(job_id)`, and every line it logs, from
 any logger, carries that id; other lines carry "-". `tail_log` and `LogFollower` read it back
-(`koubo logs`, /api/logs, the UI's log view).
+(`koubo logs`, /api/logs, the UI's log view). `native_notices_hidden` keeps MediaPipe's start-up
+notices, which no setting silences, off stderr.
 
 It sits below every other package (media to web): all of them log, and jobs, links and the web
 app read the log back.

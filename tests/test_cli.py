@@ -113,7 +113,7 @@ def test_a_setting_that_fails_its_check_is_said_in_both_languages_wherever_it_co
         assert en in run.stderr and zh in run.stderr
 
 
-def test_native_notices_are_hidden_and_a_native_failure_shown_even_when_the_process_aborts(tmp_path):
+def test_native_notices_are_hidden_and_a_native_failure_shown_even_when_the_process_aborts():
     notice = b"W0000 00:00:1796314126.230010   14477 inference_feedback_manager.cc:114] Feedback manager requires"
     failure = b"F0000 00:00:1796314126.230011   14477 calculator_graph.cc:1] Check failed: a native failure"
     script = (
