@@ -70,6 +70,13 @@ def _output_folder(path: Path) -> None:
             return
 
 
+def _output_file(path: Path) -> None:
+    """`path` can be written as a file: it is no folder, and its folder is one or can be made one."""
+    if path.is_dir():
+        raise errors.output_is_folder(str(path), str(path / "koubo.mp4"))
+    _output_folder(path.parent)
+
+
 class _Bars:
     """One tqdm bar per stage of the current item, on stderr."""
 
@@ -129,9 +136,7 @@ def _print_result(result, as_json: bool) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     options = _options(args)
     _input_files(args.audio, args.video)
-    if args.output.is_dir():
-        raise errors.output_is_folder(str(args.output), str(args.output / "koubo.mp4"))
-    _output_folder(args.output.parent)
+    _output_file(args.output)
     from koubo.pipeline import Generator
 
     bars = _Bars()
